@@ -1,0 +1,3 @@
+from gadugi.cli import main
+
+main()

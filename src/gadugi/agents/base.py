@@ -1,0 +1,71 @@
+"""What every agent profile provides: a command line for a task, and a verdict on its run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from ..tasks import Prompt
+
+
+@dataclass(frozen=True)
+class AgentContext:
+    """Where one attempt of one task runs, and where its output goes."""
+
+    orchestration_id: str
+    task_id: str
+    project_root: Path
+    worktree: Path
+    branch: str
+    prompt_file: Path  # the generated prompt (under .gadugi/, never in the worktree)
+    source_prompt: Path  # the user's prompt file
+    log_file: Path
+    events_file: Path
+    attempt: int = 1
+    resume_session: str | None = None
+
+    def environment(self) -> dict[str, str]:
+        return {
+            "GADUGI_ORCHESTRATION_ID": self.orchestration_id,
+            "GADUGI_TASK_ID": self.task_id,
+            "GADUGI_WORKTREE": str(self.worktree),
+            "GADUGI_BRANCH": self.branch,
+            "GADUGI_PROMPT_FILE": str(self.prompt_file),
+            "GADUGI_SOURCE_PROMPT": str(self.source_prompt),
+            "GADUGI_PROJECT_ROOT": str(self.project_root),
+        }
+
+
+@dataclass
+class Outcome:
+    """The verdict on one finished attempt."""
+
+    success: bool
+    transient: bool = False  # worth retrying within the task's budget
+    fatal: bool = False  # stop the whole orchestration (e.g. authentication)
+    error: str | None = None
+    agent: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Launch:
+    """How to start one attempt."""
+
+    argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    # True when stdout is a stream of JSON events: it then goes to the events file and
+    # stderr alone to the log; otherwise both go to the log.
+    structured_stdout: bool = False
+
+
+class AgentProfile(Protocol):
+    name: str
+
+    def prepare(self, ctx: AgentContext, prompt: Prompt) -> Launch:
+        """The command line for one attempt; raise AgentError when it cannot run."""
+        ...
+
+    def judge(self, ctx: AgentContext, exit_code: int) -> Outcome:
+        """Read what the attempt left (exit code, events file) and give the verdict."""
+        ...

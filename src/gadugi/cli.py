@@ -1,0 +1,285 @@
+"""The command line: argument parsing, output and exit codes, nothing else."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+
+from . import __version__
+from .config import AGENTS, OrchestrationConfig, load_config
+from .coordinator import OrchestrationResult, OrchestratorCoordinator, Prepared
+from .errors import GadugiError, NotFoundError, RequestError
+from .liveview import LiveTable, PlainLines, Silent
+from .monitoring import write_json_atomic
+from .plan import render_plan
+from .registry import Registry
+from .request import parse_request
+from .worktrees import repository_root
+
+F = TypeVar("F", bound=Callable[..., Any])
+EXIT_BAD_REQUEST = 2
+
+
+def _err(message: str) -> None:
+    click.echo(f"gadugi: {message}", err=True)
+
+
+def _root(project_root: str | None) -> Path:
+    return repository_root(Path(project_root or os.getcwd()).resolve())
+
+
+def selection_options(func: F) -> F:
+    """The flags `run` and `plan` share: what to run and how."""
+    opts = [
+        click.argument("prompts", nargs=-1),
+        click.option("--stdin", "from_stdin", is_flag=True,
+                     help="Read the request (prompt names in any accepted format) from stdin."),
+        click.option("--interactive", is_flag=True, help="Ask for prompt names."),
+        click.option("--project-root", type=click.Path(file_okay=False),
+                     help="The repository (default: the git top level of the current directory)."),
+        click.option("--max-parallel", type=click.IntRange(1, 1024), help="Agents at once."),
+        click.option("--timeout", type=click.FloatRange(min=0, min_open=True),
+                     help="Per-task timeout in hours (fractions allowed)."),
+        click.option("--agent", type=click.Choice(AGENTS), help="The agent for every task."),
+        click.option("--agent-cmd", help="Command template for the command agent."),
+        click.option("--base", help="Branch new worktrees from this ref (default HEAD)."),
+        click.option("--retries", type=click.IntRange(0, 100),
+                     help="Retries for transient failures."),
+        click.option("--no-fallback", is_flag=True,
+                     help="Exit 2 instead of running sequentially when analysis fails."),
+        click.option("--json", "as_json", is_flag=True, help="Print the result as JSON."),
+        click.option("--verbose", "-v", is_flag=True, help="Log what gadugi does."),
+        click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors."),
+    ]
+    for opt in reversed(opts):
+        func = opt(func)
+    return func
+
+
+def _names(prompts: tuple[str, ...], from_stdin: bool, interactive: bool) -> list[str]:
+    names = list(prompts)
+    if from_stdin:
+        names += parse_request(sys.stdin.read())
+    if interactive:
+        if sys.stdin.isatty():
+            click.echo("Prompt names (any format; an empty line ends the list):", err=True)
+        lines = []
+        for line in sys.stdin:
+            if not line.strip():
+                break
+            lines.append(line)
+        names += parse_request("".join(lines))
+    if not names:
+        raise RequestError("no prompts named: give prompt names, --stdin or --interactive")
+    return names
+
+
+def _config(root: Path, **flags: Any) -> OrchestrationConfig:
+    mapping = {
+        "max_parallel": "max_parallel_tasks", "timeout": "execution_timeout_hours",
+        "agent": "agent", "agent_cmd": "agent_cmd", "base": "base_ref", "retries": "retries",
+    }
+    values = {mapping[k]: v for k, v in flags.items() if k in mapping and v is not None}
+    if flags.get("no_fallback"):
+        values["fallback_to_sequential"] = False
+    return load_config(root, values)
+
+
+def _prepare(kw: dict[str, Any], listener: Any = None) -> tuple[OrchestratorCoordinator, Prepared]:
+    logging.basicConfig(level=logging.INFO if kw["verbose"] else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    names = _names(kw["prompts"], kw["from_stdin"], kw["interactive"])
+    root = _root(kw["project_root"])
+    config = _config(root, **kw)
+    warn = (lambda m: None) if kw["quiet"] else (lambda m: _err(f"skipped {m}"))
+    coordinator = OrchestratorCoordinator(config, root, listener=listener, warn=warn)
+    return coordinator, coordinator.prepare(names, cwd=Path.cwd())
+
+
+class _Group(click.Group):
+    """Maps gadugi's errors to their exit codes; nothing else in the package exits."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except GadugiError as exc:
+            _err(str(exc))
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            _err("interrupted")
+            sys.exit(130)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="gadugi")
+def main() -> None:
+    """Run many coding-agent tasks at once, each in its own git worktree and branch."""
+
+
+@main.command()
+@selection_options
+def run(**kw: Any) -> None:
+    """Run the named prompts from prompts/ in parallel worktrees."""
+    listener: LiveTable | PlainLines | Silent
+    stream = sys.stderr if kw["as_json"] else sys.stdout
+    if kw["quiet"]:
+        listener = Silent()
+    elif stream.isatty():
+        listener = LiveTable(Console(file=stream))
+    else:
+        listener = PlainLines(stream)
+    coordinator, prepared = _prepare(kw, listener)
+    try:
+        result = coordinator.run(prepared)
+    finally:
+        listener.close()
+    _report(result, kw["as_json"], kw["quiet"])
+    sys.exit(result.exit_code)
+
+
+def _report(result: OrchestrationResult, as_json: bool, quiet: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=2))
+        return
+    if quiet:
+        return
+    click.echo(f"\norchestration {result.orchestration_id}: {result.successful_tasks}/"
+               f"{result.total_tasks} completed in {result.execution_time_seconds:.1f}s "
+               f"(parallel speedup {result.parallel_speedup:.2f}x"
+               f"{', sequential fallback' if result.fallback_used else ''})")
+    for task in result.tasks:
+        where = f"worktree kept at {task.worktree}" if task.worktree else "worktree removed"
+        click.echo(f"  {task.task_id:<24} {task.status:<10} branch {task.branch or '-'}, "
+                   f"{task.commits} commit(s), {where}")
+        if task.error_message:
+            click.echo(f"  {'':<24} {task.error_message}")
+        if task.status != "completed" and task.log_file:
+            click.echo(f"  {'':<24} log: {task.log_file}")
+
+
+@main.command()
+@selection_options
+def plan(**kw: Any) -> None:
+    """Analyse the named prompts and print the plan; runs nothing."""
+    _, prepared = _prepare(kw)
+    if kw["as_json"]:
+        data = prepared.plan.to_json() | {"fallback_used": prepared.fallback_used}
+        click.echo(json.dumps(data, indent=2))
+    elif not kw["quiet"]:
+        click.echo(render_plan(prepared.plan))
+
+
+def _registry(project_root: str | None) -> Registry:
+    return Registry(_root(project_root) / ".gadugi" / "state.db", readonly=True)
+
+
+@main.command()
+@click.option("--orchestration", "orch_id", help="Which orchestration (default: the newest).")
+@click.option("--project-root", type=click.Path(file_okay=False))
+@click.option("--json", "as_json", is_flag=True)
+def status(orch_id: str | None, project_root: str | None, as_json: bool) -> None:
+    """What is queued, running and finished."""
+    from .monitoring import status_document
+
+    registry = _registry(project_root)
+    try:
+        orch = registry.orchestration(orch_id)
+        rows = registry.tasks(orch["id"])
+    finally:
+        registry.close()
+    doc = status_document(orch["id"], rows, orch["state"], time.time())
+    if as_json:
+        click.echo(json.dumps(doc, indent=2))
+        return
+    breakdown = ", ".join(f"{n} {s}" for s, n in doc["status_breakdown"].items())
+    click.echo(f"{orch['id']} ({orch['state']}): {breakdown}")
+    for task in doc["tasks"]:
+        secs = task["runtime_seconds"]
+        shown = f"{secs:.1f}s" if secs is not None else "-"
+        click.echo(f"  {task['task_id']:<24} {task['status']:<10} {shown:>8}  "
+                   f"{task['error_message'] or task['last_line'] or ''}")
+
+
+@main.command()
+@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False))
+@click.option("--project-root", type=click.Path(file_okay=False))
+def export(output: str, project_root: str | None) -> None:
+    """Write the whole registry as one JSON file."""
+    registry = _registry(project_root)
+    try:
+        data = registry.export()
+    finally:
+        registry.close()
+    write_json_atomic(Path(output), data)
+    click.echo(f"wrote {len(data['orchestrations'])} orchestration(s) to {output}")
+
+
+@main.command()
+@click.argument("task_id")
+@click.option("--orchestration", "orch_id", help="Which orchestration (default: the newest with it).")
+@click.option("--project-root", type=click.Path(file_okay=False))
+@click.option("--wait", "wait_s", type=click.FloatRange(min=0), default=30.0, show_default=True,
+              help="Seconds to wait for the task to stop.")
+def cancel(task_id: str, orch_id: str | None, project_root: str | None, wait_s: float) -> None:
+    """Stop one task (its whole process group) from any terminal."""
+    path = _root(project_root) / ".gadugi" / "state.db"
+    if not path.exists():
+        raise NotFoundError(f"no orchestrations yet: {path} does not exist")
+    registry = Registry(path)
+    try:
+        task = registry.find_task(task_id, orch_id)
+        if task["status"] not in ("queued", "running"):
+            click.echo(f"{task_id} already {task['status']}; nothing to cancel")
+            return
+        orch = registry.orchestration(task["orchestration_id"])
+        if orch["state"] != "running":
+            raise NotFoundError(f"orchestration {orch['id']} is not running ({orch['state']})")
+        registry.request_cancel(orch["id"], task_id, f"gadugi cancel (pid {os.getpid()})")
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            task = registry.find_task(task_id, orch["id"])
+            if task["status"] not in ("queued", "running"):
+                click.echo(f"{task_id}: {task['status']}")
+                return
+            time.sleep(0.1)
+    finally:
+        registry.close()
+    _err(f"{task_id}: cancel requested; still {task['status']} after {wait_s:g}s")
+    sys.exit(1)
+
+
+@main.command()
+@click.option("--dir", "directory", type=click.Path(file_okay=False),
+              help="Where to create the demonstration repository (default: a new temp folder).")
+@click.option("--tasks", "count", type=click.IntRange(2, 16), default=4, show_default=True)
+def demo(directory: str | None, count: int) -> None:
+    """Create a throwaway repository with a few prompts and run them with the shell agent."""
+    from .demo import make_demo_repository
+
+    root = make_demo_repository(Path(directory) if directory else None, count)
+    click.echo(f"demo repository: {root}\nprompts: {', '.join(sorted(p.name for p in (root / 'prompts').glob('*.md')))}\n")
+    config = load_config(root, {"agent": "shell", "max_parallel_tasks": count})
+    out = sys.stdout
+    listener: LiveTable | PlainLines = LiveTable(Console()) if out.isatty() else PlainLines(out)
+    coordinator = OrchestratorCoordinator(config, root, listener=listener)
+    names = sorted(p.name for p in (root / "prompts").glob("*.md"))
+    try:
+        result = coordinator.orchestrate(names)
+    finally:
+        listener.close()
+    _report(result, False, False)
+    click.echo(f"\nwhere everything is:\n"
+               f"  branches:    git -C {root} branch --list 'gadugi/*'\n"
+               f"  logs:        {root}/.gadugi/logs/{result.orchestration_id}/\n"
+               f"  monitoring:  {root}/.gadugi/monitoring/\n"
+               f"  registry:    {root}/.gadugi/state.db  (gadugi status --project-root {root})")
+    sys.exit(result.exit_code)

@@ -1,0 +1,168 @@
+"""OrchestrationConfig: defaults, then the project file, then environment, then flags."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+AGENTS = ("claude", "shell", "command", "codex", "gemini", "aider")
+ENVIRONMENT = {
+    "GADUGI_AGENT": "agent",
+    "GADUGI_AGENT_CMD": "agent_cmd",
+    "GADUGI_MAX_PARALLEL": "max_parallel_tasks",
+    "GADUGI_TIMEOUT_HOURS": "execution_timeout_hours",
+}
+
+
+@dataclass(frozen=True)
+class OrchestrationConfig:
+    """The seed's fields and defaults, plus what the product needs beyond them."""
+
+    max_parallel_tasks: int = 4
+    execution_timeout_hours: float = 2.0
+    monitoring_interval_seconds: float = 30.0
+    fallback_to_sequential: bool = True
+    worktrees_dir: str = ".worktrees"
+    monitoring_dir: str = ".gadugi/monitoring"
+    agent: str = "claude"
+    agent_cmd: str | None = None
+    base_ref: str = "HEAD"
+    retries: int = 0
+    retry_base_delay_seconds: float = 2.0
+    kill_grace_seconds: float = 5.0
+    claude_model: str | None = None
+    claude_permission_mode: str = "acceptEdits"
+    claude_allowed_tools: tuple[str, ...] = ("Bash", "Edit", "Write", "Read", "Glob", "Grep")
+    claude_max_turns: int | None = None
+    claude_extra_args: tuple[str, ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    @property
+    def timeout_seconds(self) -> float:
+        return self.execution_timeout_hours * 3600.0
+
+
+def validate(cfg: OrchestrationConfig, source: str = "") -> None:
+    def bad(key: str, reason: str) -> ConfigError:
+        return ConfigError(key, reason, source)
+
+    if not 1 <= cfg.max_parallel_tasks <= 1024:
+        raise bad("max_parallel_tasks", "must be between 1 and 1024")
+    if not 0 < cfg.execution_timeout_hours <= 24 * 7:
+        raise bad("execution_timeout_hours", "must be more than 0 and at most 168")
+    if not 0.05 <= cfg.monitoring_interval_seconds <= 3600:
+        raise bad("monitoring_interval_seconds", "must be between 0.05 and 3600")
+    if cfg.agent not in AGENTS:
+        raise bad("agent", f"unknown agent {cfg.agent!r} (known: {', '.join(AGENTS)})")
+    if cfg.agent == "command" and not cfg.agent_cmd:
+        raise bad("agent_cmd", "the command agent needs --agent-cmd TEMPLATE")
+    if not 0 <= cfg.retries <= 100:
+        raise bad("retries", "must be between 0 and 100")
+    if cfg.retry_base_delay_seconds < 0 or cfg.kill_grace_seconds < 0:
+        raise bad("retry_base_delay_seconds", "delays cannot be negative")
+    for key in ("worktrees_dir", "monitoring_dir"):
+        value = getattr(cfg, key)
+        parts = Path(value).parts
+        if not value or Path(value).is_absolute() or ".." in parts or value.startswith("-"):
+            raise bad(key, "must be a relative path inside the project without '..'")
+    if cfg.base_ref.startswith("-"):
+        raise bad("base_ref", "a git ref cannot start with '-'")
+    if cfg.claude_max_turns is not None and cfg.claude_max_turns < 1:
+        raise bad("claude_max_turns", "must be at least 1")
+
+
+def _coerce(name: str, value: Any, source: str) -> Any:
+    """Turn a value from TOML or the environment into the field's type, or say why not."""
+    kinds = {f.name: f.type for f in fields(OrchestrationConfig)}
+    kind = str(kinds[name])
+    try:
+        if kind == "int":
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(value)
+        if kind == "float":
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if kind == "bool":
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in ("1", "true", "yes", "0", "false", "no"):
+                return value.lower() in ("1", "true", "yes")
+            raise ValueError
+        if kind.startswith("tuple"):
+            if isinstance(value, str):
+                return tuple(value.split())
+            if isinstance(value, list) and all(isinstance(v, str) for v in value):
+                return tuple(value)
+            raise ValueError
+        if kind == "int | None":
+            return None if value in (None, "") else _coerce_int(value)
+        if not isinstance(value, str):
+            raise ValueError
+        return value
+    except (TypeError, ValueError):
+        raise ConfigError(name, f"{value!r} is not a valid {kind}", source) from None
+
+
+def _coerce_int(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError
+    return int(value)
+
+
+def read_project_file(root: Path) -> tuple[dict[str, Any], str]:
+    """The project's settings: ``gadugi.toml``, else ``[tool.gadugi]`` in pyproject.toml."""
+    for name, table in (("gadugi.toml", None), ("pyproject.toml", ("tool", "gadugi"))):
+        path = root / name
+        if not path.is_file():
+            continue
+        try:
+            data: Any = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(name, f"cannot be parsed: {exc}", name) from exc
+        for key in table or ():
+            data = data.get(key, {}) if isinstance(data, dict) else {}
+        if not isinstance(data, dict):
+            raise ConfigError(name, "the gadugi table must be a table", name)
+        if table is None or data:
+            return data, name
+    return {}, ""
+
+
+def load_config(
+    root: Path,
+    flags: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> OrchestrationConfig:
+    """Apply the project file, then the environment, then flags, over the defaults."""
+    known = {f.name for f in fields(OrchestrationConfig)}
+    values: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    data, source = read_project_file(root)
+    for key, value in data.items():
+        if key not in known:
+            raise ConfigError(key, "unknown setting", source)
+        values[key], origin[key] = _coerce(key, value, source), source
+    env = os.environ if environ is None else environ
+    for var, key in ENVIRONMENT.items():
+        if env.get(var):
+            where = f"environment variable {var}"
+            values[key], origin[key] = _coerce(key, env[var], where), where
+    for key, value in (flags or {}).items():
+        if value is not None:
+            values[key], origin[key] = value, "command-line flags"
+    if values.get("agent_cmd") and "agent" not in values:
+        values["agent"] = "command"
+    try:
+        return replace(OrchestrationConfig(), **values)
+    except ConfigError as exc:
+        raise ConfigError(exc.key, exc.reason, origin.get(exc.key, "")) from None

@@ -1,0 +1,267 @@
+"""The seed's OrchestratorCoordinator: request -> plan -> worktrees and agents -> result."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from . import plan as planning
+from .agents import profile_for
+from .config import OrchestrationConfig
+from .errors import GadugiError, PlanError, RequestError
+from .monitoring import Monitor, write_json_atomic
+from .procs import process_start_time
+from .promptgen import load_template
+from .prompts import read_prompt, unique_ids
+from .registry import Registry
+from .request import Resolution, resolve_names
+from .runner import Layout, Listener, Runner, TaskRun
+from .tasks import Prompt, TaskStatus, iso
+from .worktrees import Worktrees, exclude_paths, repository_root, resolve_commit, tracked_files
+
+log = logging.getLogger(__name__)
+STATE_DIR = ".gadugi"
+
+
+def new_orchestration_id(now: float | None = None) -> str:
+    stamp = datetime.fromtimestamp(time.time() if now is None else now).strftime("%Y%m%d-%H%M%S")
+    return f"orch-{stamp}-{secrets.token_hex(2)}"
+
+
+@dataclass
+class TaskResult:
+    task_id: str
+    task_name: str
+    prompt_file: str
+    status: str
+    exit_code: int | None
+    attempts: int
+    started_at: str | None
+    completed_at: str | None
+    duration_seconds: float | None
+    branch: str | None
+    worktree: str | None
+    log_file: str | None
+    commits: int
+    error_message: str | None
+    agent: dict[str, Any]
+
+
+@dataclass
+class OrchestrationResult:
+    orchestration_id: str
+    started_at: str | None
+    finished_at: str | None
+    total_tasks: int
+    successful_tasks: int
+    failed_tasks: int
+    execution_time_seconds: float
+    parallel_speedup: float
+    fallback_used: bool
+    error_summary: list[str]
+    tasks: list[TaskResult] = field(default_factory=list)
+    interrupted: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("interrupted")
+        return data
+
+    @property
+    def exit_code(self) -> int:
+        if self.interrupted:
+            return 130
+        return 0 if self.successful_tasks == self.total_tasks else 1
+
+
+def build_result(
+    orch: dict[str, Any], rows: list[dict[str, Any]], interrupted: bool = False
+) -> OrchestrationResult:
+    """The result object, from the registry alone (so `resume` and `run` agree)."""
+    started, finished = orch["started_at"], orch["finished_at"] or time.time()
+    wall = max(finished - started, 1e-9)
+    tasks = [_task_result(r) for r in rows]
+    busy = sum(t.duration_seconds or 0.0 for t in tasks)
+    return OrchestrationResult(
+        orchestration_id=orch["id"], started_at=iso(started), finished_at=iso(finished),
+        total_tasks=len(tasks),
+        successful_tasks=sum(t.status == TaskStatus.COMPLETED for t in tasks),
+        failed_tasks=sum(t.status != TaskStatus.COMPLETED for t in tasks),
+        execution_time_seconds=round(wall, 3), parallel_speedup=round(busy / wall, 3),
+        fallback_used=bool(orch["fallback_used"]),
+        error_summary=[f"{t.task_id}: {t.status}: {t.error_message}" for t in tasks
+                       if t.status != TaskStatus.COMPLETED],
+        tasks=tasks, interrupted=interrupted,
+    )
+
+
+def _task_result(row: dict[str, Any]) -> TaskResult:
+    start, end = row["started_at"], row["completed_at"]
+    return TaskResult(
+        task_id=row["task_id"], task_name=row["name"], prompt_file=row["prompt_file"],
+        status=row["status"], exit_code=row["exit_code"], attempts=row["attempts"],
+        started_at=iso(start), completed_at=iso(end),
+        duration_seconds=round(end - start, 3) if start is not None and end is not None else None,
+        branch=row["branch"], worktree=None if row["worktree_removed"] else row["worktree"],
+        log_file=row["log_file"], commits=row["commits"] or 0,
+        error_message=row["error_message"], agent=row["agent"] or {},
+    )
+
+
+@dataclass
+class Prepared:
+    """A request checked and analysed; nothing has been created yet."""
+
+    root: Path
+    prompts: list[Prompt]
+    plan: planning.Plan
+    fallback_used: bool
+    problems: list[str]
+
+
+class OrchestratorCoordinator:
+    """Wires request, plan, registry, worktrees, agents and monitoring together."""
+
+    def __init__(
+        self,
+        config: OrchestrationConfig | None = None,
+        project_root: str | os.PathLike[str] = ".",
+        *,
+        listener: Listener | None = None,
+        warn: Callable[[str], None] | None = None,
+    ) -> None:
+        self.config = config or OrchestrationConfig()
+        self.root = repository_root(Path(project_root).resolve())
+        self.listener = listener
+        self.warn = warn or log.warning
+        self.state_dir = self.root / STATE_DIR
+
+    # -- analysis -----------------------------------------------------------------------
+
+    def resolve(self, names: Sequence[str], cwd: Path | None = None) -> Resolution:
+        return resolve_names(list(names), self.root, cwd)
+
+    def prepare(self, names: Sequence[str], cwd: Path | None = None) -> Prepared:
+        """Resolve, read and analyse the prompts; raises before anything is created."""
+        resolution = self.resolve(names, cwd)
+        for problem in resolution.problems:
+            self.warn(problem)
+        if not resolution.paths:
+            what = "; ".join(resolution.problems) if resolution.problems else "no prompt named"
+            raise RequestError(f"nothing to run: {what}")
+        prompts = unique_ids(read_prompt(p, self.root) for p in resolution.paths)
+        parallel = self.config.max_parallel_tasks
+        fallback = False
+        try:
+            plan = planning.analyze(prompts, self.root, tracked_files(self.root), parallel)
+        except PlanError:
+            raise
+        except Exception as exc:  # analysis is best effort; the seed falls back to sequential
+            if not self.config.fallback_to_sequential:
+                raise PlanError(f"task analysis failed: {exc!r} (fallback disabled)") from exc
+            self.warn(f"task analysis failed ({exc!r}); running the tasks one at a time")
+            plan, fallback = planning.sequential_plan(prompts, parallel), True
+        return Prepared(self.root, prompts, plan, fallback, resolution.problems)
+
+    # -- running ------------------------------------------------------------------------
+
+    def orchestrate(self, prompt_files: Sequence[str], cwd: Path | None = None) -> OrchestrationResult:
+        return self.run(self.prepare(prompt_files, cwd))
+
+    def run(self, prepared: Prepared) -> OrchestrationResult:
+        cfg = self.config
+        base = resolve_commit(self.root, cfg.base_ref)
+        template = load_template(self.root)
+        runs = self._task_runs(prepared)
+        orch_id = new_orchestration_id()
+        layout = Layout(
+            root=self.root, orchestration_id=orch_id,
+            worktrees_dir=self.root / cfg.worktrees_dir,
+            logs_dir=self.state_dir / "logs" / orch_id,
+            prompts_dir=self.state_dir / "prompts" / orch_id,
+        )
+        for path in (layout.worktrees_dir, layout.logs_dir, layout.prompts_dir):
+            path.mkdir(parents=True, exist_ok=True)
+        exclude_paths(self.root, [f"/{cfg.worktrees_dir.strip('/')}/", f"/{STATE_DIR}/"])
+        registry = Registry(self.state_dir / "state.db")
+        try:
+            return self._run(prepared, registry, layout, runs, base, template)
+        finally:
+            registry.close()
+
+    def _task_runs(self, prepared: Prepared) -> list[TaskRun]:
+        by_id = {p.task_id: p for p in prepared.prompts}
+        profiles = {}
+        runs = []
+        for slot in prepared.plan.slots():
+            prompt = by_id[slot.task_id]
+            name = prompt.agent or self.config.agent
+            if name not in profiles:
+                profiles[name] = profile_for(name, self.config)
+            timeout_s = (prompt.timeout_minutes * 60 if prompt.timeout_minutes
+                         else self.config.timeout_seconds)
+            retries = prompt.retries if prompt.retries is not None else self.config.retries
+            runs.append(TaskRun(prompt=prompt, slot=slot, profile=profiles[name],
+                                timeout_s=timeout_s, retries_left=retries))
+        return runs
+
+    def _run(
+        self, prepared: Prepared, registry: Registry, layout: Layout, runs: list[TaskRun],
+        base: str, template: Any,
+    ) -> OrchestrationResult:
+        orch_id = layout.orchestration_id
+        me = os.getpid()
+        registry.create_orchestration(
+            orch_id, self.root, base, asdict(self.config), me, process_start_time(me),
+            prepared.fallback_used,
+        )
+        registry.add_tasks(orch_id, [
+            {"task_id": r.task_id, "name": r.prompt.title, "prompt_file": r.prompt.rel_path,
+             "priority": r.slot.priority, "depends_on": list(r.slot.depends_on),
+             "log_file": str(layout.logs_dir / f"{r.task_id}.log"),
+             "events_file": str(layout.logs_dir / f"{r.task_id}.events.jsonl")}
+            for r in runs
+        ])
+        runner: Runner
+        monitor = Monitor(
+            registry, orch_id, self.root / self.config.monitoring_dir,
+            self.config.monitoring_interval_seconds,
+            flush=lambda: registry.update_tasks(orch_id, runner.heartbeat_fields()),
+        )
+        runner = Runner(layout, runs, self.config, registry, Worktrees(self.root), template, base,
+                        listener=self.listener, on_dirty=monitor.mark_dirty)
+        with _signals_to(runner):
+            runner.run(between=monitor.maybe_write)
+        state = "interrupted" if runner.interrupted else "finished"
+        result = build_result(registry.orchestration(orch_id) | {"finished_at": time.time()},
+                              registry.tasks(orch_id), interrupted=bool(runner.interrupted))
+        if runner.fatal:
+            result.error_summary.insert(0, f"orchestration stopped: {runner.fatal}")
+        registry.finish_orchestration(orch_id, state, result.to_json())
+        monitor.write(state)
+        write_json_atomic(monitor.directory / f"{orch_id}_final.json", result.to_json())
+        return result
+
+
+@contextmanager
+def _signals_to(runner: Runner) -> Iterator[None]:
+    """Route SIGINT and SIGTERM to the runner's flag while it runs (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, runner.interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -1,0 +1,96 @@
+"""The one error hierarchy of gadugi.
+
+Every error carries what a user needs to act on it; ``cli.py`` alone turns them
+into exit codes and messages.
+"""
+
+from __future__ import annotations
+
+
+class GadugiError(Exception):
+    """Base of every error gadugi raises on purpose."""
+
+    exit_code = 1
+
+
+class RequestError(GadugiError):
+    """The request names nothing that can run (exit 2, nothing created)."""
+
+    exit_code = 2
+
+
+class ConfigError(GadugiError):
+    """Invalid configuration: names the key and the reason."""
+
+    exit_code = 2
+
+    def __init__(self, key: str, reason: str, source: str = "") -> None:
+        where = f" in {source}" if source else ""
+        super().__init__(f"invalid configuration{where}: {key}: {reason}")
+        self.key = key
+        self.reason = reason
+        self.source = source
+
+
+class PromptError(GadugiError):
+    """A prompt file cannot be used: names the file and, where known, the key."""
+
+    exit_code = 2
+
+    def __init__(self, path: str, reason: str, key: str | None = None) -> None:
+        what = f"{path}: {key}: {reason}" if key else f"{path}: {reason}"
+        super().__init__(what)
+        self.path = path
+        self.key = key
+        self.reason = reason
+
+
+class PlanError(GadugiError):
+    """The task graph is unusable (unknown dependency, cycle)."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, tasks: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.tasks = tasks or []
+
+
+class RepositoryError(GadugiError):
+    """The project is not a usable git repository, or a base ref is unknown."""
+
+    exit_code = 2
+
+
+class WorktreeError(GadugiError):
+    """A git worktree or branch operation failed; carries git's own message."""
+
+    def __init__(self, task_id: str, action: str, stderr: str, returncode: int) -> None:
+        tail = stderr.strip().splitlines()[-3:] if stderr.strip() else []
+        super().__init__(
+            f"{task_id}: git {action} failed (exit {returncode}): " + " / ".join(tail)
+        )
+        self.task_id = task_id
+        self.action = action
+        self.stderr = stderr
+        self.returncode = returncode
+
+
+class AgentError(GadugiError):
+    """An agent cannot be started for a task (missing CLI, no script)."""
+
+    def __init__(self, task_id: str, reason: str) -> None:
+        super().__init__(f"{task_id}: {reason}")
+        self.task_id = task_id
+        self.reason = reason
+
+
+class RegistryError(GadugiError):
+    """The registry (``.gadugi/state.db``) cannot be read or written."""
+
+    exit_code = 2
+
+
+class NotFoundError(GadugiError):
+    """A named orchestration or task does not exist in the registry."""
+
+    exit_code = 2

@@ -1,0 +1,161 @@
+"""JSON snapshots under ``.gadugi/monitoring/`` for editors and scripts.
+
+They are views of the registry, never a second source of truth. Each file is written
+to a temporary name and moved into place, so a reader sees the old file or the new
+one, never half of one. Writes are throttled: a burst of state changes (hundreds of
+tasks finishing at once) costs one rewrite per ``min_gap_s``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .registry import Registry
+from .tasks import TaskStatus, iso
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=2)
+            fh.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class Monitor:
+    def __init__(
+        self,
+        registry: Registry,
+        orchestration_id: str,
+        directory: Path,
+        interval_s: float,
+        *,
+        flush: Callable[[], None] = lambda: None,
+        min_gap_s: float = 0.5,
+    ) -> None:
+        self.registry = registry
+        self.orchestration_id = orchestration_id
+        self.directory = directory
+        self.interval_s = interval_s
+        self.min_gap_s = min_gap_s
+        self.flush = flush
+        self.dirty = True
+        self.last_write = 0.0
+
+    def mark_dirty(self) -> None:
+        self.dirty = True
+
+    def maybe_write(self, now: float) -> None:
+        due = now - self.last_write >= self.interval_s
+        if due or (self.dirty and now - self.last_write >= self.min_gap_s):
+            self.write("running", now)
+
+    def write(self, state: str, now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        self.flush()
+        rows = self._rows()
+        stamp = iso(now)
+        write_json_atomic(self.directory / "process_registry.json",
+                          {"timestamp": stamp, "processes": [_process(r) for r in rows]})
+        write_json_atomic(self.directory / "heartbeats.json",
+                          {"timestamp": stamp, "active_processes": [
+                              _heartbeat(r, now) for r in rows
+                              if r["status"] in (TaskStatus.QUEUED, TaskStatus.RUNNING)]})
+        write_json_atomic(self.directory / "registry_stats.json", _stats(rows, stamp))
+        own = [r for r in rows if r["orchestration_id"] == self.orchestration_id]
+        write_json_atomic(self.directory / f"{self.orchestration_id}_status.json",
+                          status_document(self.orchestration_id, own, state, now))
+        self.dirty, self.last_write = False, now
+
+    def _rows(self) -> list[dict[str, Any]]:
+        """Tasks of this orchestration and of any other one still running in the project."""
+        rows = []
+        for orch in self.registry.orchestrations():
+            if orch["id"] == self.orchestration_id or orch["state"] == "running":
+                rows.extend(self.registry.tasks(orch["id"]))
+        return rows
+
+
+def _resources(row: dict[str, Any]) -> dict[str, Any] | None:
+    if row["cpu_percent"] is None and row["memory_mb"] is None:
+        return None
+    return {"cpu_percent": row["cpu_percent"], "memory_mb": row["memory_mb"]}
+
+
+def _process(row: dict[str, Any]) -> dict[str, Any]:
+    command = row["command"]
+    return {
+        "task_id": row["task_id"], "task_name": row["name"],
+        "orchestration_id": row["orchestration_id"], "status": row["status"],
+        "pid": row["pid"], "command": " ".join(command) if isinstance(command, list) else command,
+        "working_directory": row["worktree"], "prompt_file": row["prompt_file"],
+        "branch": row["branch"], "created_at": iso(row["created_at"]),
+        "started_at": iso(row["started_at"]), "completed_at": iso(row["completed_at"]),
+        "last_heartbeat": iso(row["last_heartbeat"]), "exit_code": row["exit_code"],
+        "error_message": row["error_message"], "attempt": row["attempts"],
+        "resource_usage": _resources(row),
+    }
+
+
+def _heartbeat(row: dict[str, Any], now: float) -> dict[str, Any]:
+    beat = row["last_heartbeat"]
+    return {
+        "task_id": row["task_id"], "orchestration_id": row["orchestration_id"],
+        "status": row["status"], "pid": row["pid"], "last_heartbeat": iso(beat),
+        "seconds_since_heartbeat": round(now - beat, 3) if beat else None,
+        "resource_usage": _resources(row),
+    }
+
+
+def runtime_seconds(row: dict[str, Any], now: float) -> float | None:
+    if row["started_at"] is None:
+        return None
+    end = row["completed_at"] if row["completed_at"] is not None else now
+    return round(end - row["started_at"], 3)
+
+
+def _stats(rows: list[dict[str, Any]], stamp: str | None) -> dict[str, Any]:
+    counts = {s.value: 0 for s in TaskStatus}
+    for row in rows:
+        counts[row["status"]] = counts.get(row["status"], 0) + 1
+    done = [r["completed_at"] - r["started_at"] for r in rows
+            if r["completed_at"] is not None and r["started_at"] is not None]
+    return {
+        "timestamp": stamp, "total_processes": len(rows),
+        **{f"{s}_count": n for s, n in counts.items()},
+        "average_execution_time": round(sum(done) / len(done), 3) if done else 0.0,
+        "total_cpu_usage": round(sum(r["cpu_percent"] or 0.0 for r in rows
+                                     if r["status"] == "running"), 2),
+        "total_memory_usage": round(sum(r["memory_mb"] or 0.0 for r in rows
+                                        if r["status"] == "running"), 2),
+    }
+
+
+def status_document(
+    orchestration_id: str, rows: list[dict[str, Any]], state: str, now: float
+) -> dict[str, Any]:
+    breakdown: dict[str, int] = {}
+    for row in rows:
+        breakdown[row["status"]] = breakdown.get(row["status"], 0) + 1
+    return {
+        "orchestration_id": orchestration_id, "timestamp": iso(now), "state": state,
+        "total_tasks": len(rows), "status_breakdown": breakdown,
+        "tasks": [
+            {"task_id": r["task_id"], "task_name": r["name"], "status": r["status"],
+             "runtime_seconds": runtime_seconds(r, now), "attempt": r["attempts"],
+             "branch": r["branch"], "pid": r["pid"], "last_line": r["last_line"],
+             "error_message": r["error_message"], "agent": r["agent"]}
+            for r in rows
+        ],
+    }

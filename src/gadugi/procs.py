@@ -1,0 +1,164 @@
+"""Child processes: spawn each in its own session, stop a whole group, sample resources.
+
+An agent's stdout and stderr go straight into files the child holds open, so output
+reaches the log as it is written and keeps flowing even if the orchestrator is busy.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Child:
+    """A running agent process: its Popen and the identity used to re-check it later."""
+
+    popen: subprocess.Popen[bytes]
+    start_time: float  # psutil's create_time: pid plus this names one process for good
+    strays: list[psutil.Process] | None = None  # descendants seen at the first signal
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+
+def spawn(
+    argv: Sequence[str],
+    cwd: Path,
+    env: Mapping[str, str],
+    stdout_path: Path,
+    stderr_path: Path,
+) -> Child:
+    """Start ``argv`` in a new session (its own process group), output appended to files."""
+    stdout_path.parent.mkdir(parents=True, exist_ok=True)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+    out_fd = os.open(stdout_path, flags, 0o644)
+    err_fd = out_fd if stderr_path == stdout_path else os.open(stderr_path, flags, 0o644)
+    try:
+        popen = subprocess.Popen(
+            list(argv), cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL,
+            stdout=out_fd, stderr=err_fd, start_new_session=True, close_fds=True,
+        )
+    finally:
+        os.close(out_fd)
+        if err_fd != out_fd:
+            os.close(err_fd)
+    return Child(popen, process_start_time(popen.pid) or time.time())
+
+
+def process_start_time(pid: int) -> float | None:
+    try:
+        return psutil.Process(pid).create_time()
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return None
+
+
+def same_process(pid: int, start_time: float | None) -> bool:
+    """True only when ``pid`` is alive and is the process started at ``start_time``."""
+    if start_time is None:
+        return False
+    found = process_start_time(pid)
+    return found is not None and abs(found - start_time) < 0.01
+
+
+def group_alive(pgid: int) -> bool:
+    """True while a live (non-zombie) process is in the group ``pgid``."""
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    # kill() also reaches zombies, which an init that does not reap may keep forever.
+    for proc in psutil.process_iter(["status"]):
+        try:
+            if proc.info["status"] != psutil.STATUS_ZOMBIE and os.getpgid(proc.pid) == pgid:
+                return True
+        except (ProcessLookupError, PermissionError, psutil.Error):
+            continue
+    return False
+
+
+def _tree(pid: int) -> list[psutil.Process]:
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
+def signal_tree(child: Child, sig: signal.Signals) -> None:
+    """Send ``sig`` to the child's process group and to descendants that left it.
+
+    Descendants are looked up at the first signal, before any of them can die and be
+    reparented out of sight; a process already gone counts as stopped.
+    """
+    if child.strays is None:
+        child.strays = [p for p in _tree(child.pid) if p.pid != child.pid]
+    try:
+        os.killpg(child.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+    for proc in child.strays:
+        try:
+            proc.send_signal(sig)
+        except psutil.Error:
+            pass
+
+
+def stopped(child: Child) -> bool:
+    """True when the child has exited (and is reaped) and nothing of its tree lives on."""
+    if child.popen.poll() is None or group_alive(child.pid):
+        return False
+    for proc in child.strays or ():
+        try:
+            if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
+                return False
+        except psutil.Error:
+            continue
+    return True
+
+
+def terminate(children: list[Child], grace_s: float) -> None:
+    """Stop every child's tree at once: SIGTERM, up to ``grace_s`` to exit, then SIGKILL."""
+    for child in children:
+        signal_tree(child, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    pending = [c for c in children if not stopped(c)]
+    while pending and time.monotonic() < deadline:
+        time.sleep(0.05)
+        pending = [c for c in pending if not stopped(c)]
+    for child in pending:
+        log.info("pid %d did not exit within %.1fs of SIGTERM; sending SIGKILL", child.pid, grace_s)
+        signal_tree(child, signal.SIGKILL)
+    for child in pending:
+        child.popen.wait()
+
+
+def sample(pid: int) -> tuple[float, float] | None:
+    """CPU seconds used so far and resident memory (MB) of a process and its descendants.
+
+    The caller turns two CPU readings into a percentage over the time between them.
+    """
+    total_cpu, total_rss = 0.0, 0
+    procs = _tree(pid)
+    if not procs:
+        return None
+    for proc in procs:
+        try:
+            with proc.oneshot():
+                times = proc.cpu_times()
+                total_cpu += times.user + times.system + times.children_user
+                total_rss += proc.memory_info().rss
+        except psutil.Error:
+            continue
+    return total_cpu, total_rss / (1024 * 1024)

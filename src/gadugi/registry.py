@@ -1,0 +1,322 @@
+"""The registry: SQLite in WAL mode at ``.gadugi/state.db``, the single source of truth.
+
+The orchestrator is the only writer of task state; other processes only read, or ask
+for a cancellation by setting ``cancel_requested``, which the orchestrator acts on.
+Transactions are short and a busy timeout lets readers and the writer take turns, so
+``gadugi status`` never sees "database is locked". A file that is not a valid
+database is reported and never silently replaced.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from .errors import NotFoundError, RegistryError
+
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_MS = 10_000
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS orchestrations (
+    id TEXT PRIMARY KEY,
+    project_root TEXT NOT NULL,
+    state TEXT NOT NULL,
+    started_at REAL NOT NULL,
+    finished_at REAL,
+    pid INTEGER,
+    pid_start_time REAL,
+    base_commit TEXT,
+    config TEXT,
+    fallback_used INTEGER NOT NULL DEFAULT 0,
+    result TEXT
+);
+CREATE TABLE IF NOT EXISTS tasks (
+    orchestration_id TEXT NOT NULL REFERENCES orchestrations(id),
+    task_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    prompt_file TEXT NOT NULL,
+    status TEXT NOT NULL,
+    priority INTEGER NOT NULL DEFAULT 0,
+    depends_on TEXT NOT NULL DEFAULT '[]',
+    branch TEXT,
+    worktree TEXT,
+    worktree_removed INTEGER NOT NULL DEFAULT 0,
+    base_commit TEXT,
+    log_file TEXT,
+    events_file TEXT,
+    exit_code INTEGER,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL,
+    started_at REAL,
+    completed_at REAL,
+    last_heartbeat REAL,
+    pid INTEGER,
+    pid_start_time REAL,
+    command TEXT,
+    error_message TEXT,
+    cancel_requested TEXT,
+    agent TEXT,
+    commits INTEGER,
+    cpu_percent REAL,
+    memory_mb REAL,
+    last_line TEXT,
+    PRIMARY KEY (orchestration_id, task_id)
+);
+CREATE TABLE IF NOT EXISTS attempts (
+    orchestration_id TEXT NOT NULL,
+    task_id TEXT NOT NULL,
+    number INTEGER NOT NULL,
+    pid INTEGER,
+    pid_start_time REAL,
+    started_at REAL NOT NULL,
+    ended_at REAL,
+    exit_code INTEGER,
+    status TEXT,
+    error TEXT,
+    PRIMARY KEY (orchestration_id, task_id, number)
+);
+CREATE INDEX IF NOT EXISTS tasks_by_status ON tasks(orchestration_id, status);
+"""
+_JSON_COLUMNS = frozenset({"depends_on", "command", "agent"})
+
+
+class Registry:
+    """One connection to ``state.db``; open one per thread or process."""
+
+    def __init__(self, path: Path, *, readonly: bool = False) -> None:
+        self.path = path
+        if readonly and not path.exists():
+            raise NotFoundError(f"no orchestrations yet: {path} does not exist")
+        try:
+            if readonly:
+                uri = f"file:{path}?mode=ro"
+                self.conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self.conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000)
+            self.conn.isolation_level = None
+            self.conn.row_factory = sqlite3.Row
+            self.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            if not readonly:
+                self._prepare()
+            else:
+                self._check_version()
+        except sqlite3.DatabaseError as exc:
+            raise self._corrupt(exc) from exc
+
+    def _corrupt(self, exc: sqlite3.Error) -> RegistryError:
+        return RegistryError(
+            f"{self.path} cannot be used ({exc}); it was left as it is. "
+            "Move it aside to start a fresh registry, or restore it from a backup."
+        )
+
+    def _prepare(self) -> None:
+        mode = self.conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise RegistryError(f"{self.path}: could not switch to WAL mode (got {mode})")
+        self.conn.execute("PRAGMA synchronous = NORMAL")
+        version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise RegistryError(f"{self.path} was written by a newer gadugi (schema {version})")
+        tables = self.conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        if version == 0 and tables == 0:
+            # executescript commits on its own, so the script carries its transaction.
+            self.conn.executescript(
+                f"BEGIN IMMEDIATE;{_SCHEMA}PRAGMA user_version = {SCHEMA_VERSION};COMMIT;"
+            )
+        else:
+            self._check_version()
+
+    def _check_version(self) -> None:
+        version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+        if version != SCHEMA_VERSION:
+            raise RegistryError(
+                f"{self.path} is not a gadugi registry this version understands "
+                f"(schema {version}, expected {SCHEMA_VERSION}); it was left as it is"
+            )
+
+    def close(self) -> None:
+        self.conn.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.conn
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+            self.conn.execute("COMMIT")
+        except sqlite3.DatabaseError as exc:
+            raise self._corrupt(exc) from exc
+
+    def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+        try:
+            rows = self.conn.execute(sql, args).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise self._corrupt(exc) from exc
+        return [_decode(dict(r)) for r in rows]
+
+    # -- orchestrations -------------------------------------------------------------
+
+    def create_orchestration(
+        self, orch_id: str, root: Path, base_commit: str, config: Mapping[str, Any],
+        pid: int, pid_start_time: float | None, fallback_used: bool,
+    ) -> None:
+        with self.transaction() as c:
+            c.execute(
+                "INSERT INTO orchestrations (id, project_root, state, started_at, pid,"
+                " pid_start_time, base_commit, config, fallback_used)"
+                " VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?)",
+                (orch_id, str(root), time.time(), pid, pid_start_time, base_commit,
+                 json.dumps(dict(config), default=str), int(fallback_used)),
+            )
+
+    def finish_orchestration(self, orch_id: str, state: str, result: Mapping[str, Any]) -> None:
+        with self.transaction() as c:
+            c.execute(
+                "UPDATE orchestrations SET state = ?, finished_at = ?, result = ? WHERE id = ?",
+                (state, time.time(), json.dumps(dict(result)), orch_id),
+            )
+
+    def orchestration(self, orch_id: str | None = None) -> dict[str, Any]:
+        """One orchestration by id, or the newest one."""
+        if orch_id:
+            rows = self._query("SELECT * FROM orchestrations WHERE id = ?", (orch_id,))
+        else:
+            rows = self._query("SELECT * FROM orchestrations ORDER BY started_at DESC LIMIT 1")
+        if not rows:
+            raise NotFoundError(
+                f"no orchestration {orch_id!r} in {self.path}" if orch_id else "no orchestrations yet"
+            )
+        return rows[0]
+
+    def orchestrations(self) -> list[dict[str, Any]]:
+        return self._query("SELECT * FROM orchestrations ORDER BY started_at")
+
+    # -- tasks --------------------------------------------------------------------
+
+    def add_tasks(self, orch_id: str, rows: list[dict[str, Any]]) -> None:
+        now = time.time()
+        with self.transaction() as c:
+            for seq, row in enumerate(rows):
+                values = {"orchestration_id": orch_id, "seq": seq, "created_at": now,
+                          "status": "queued", **row}
+                cols = ", ".join(values)
+                marks = ", ".join("?" for _ in values)
+                c.execute(f"INSERT INTO tasks ({cols}) VALUES ({marks})",  # noqa: S608
+                          tuple(_encode(k, v) for k, v in values.items()))
+
+    def update_task(self, orch_id: str, task_id: str, **fields: Any) -> None:
+        self.update_tasks(orch_id, {task_id: fields})
+
+    def update_tasks(self, orch_id: str, changes: Mapping[str, Mapping[str, Any]]) -> None:
+        """Apply several tasks' changes in one short transaction."""
+        if not changes:
+            return
+        with self.transaction() as c:
+            for task_id, fields in changes.items():
+                if not fields:
+                    continue
+                sets = ", ".join(f"{k} = ?" for k in fields)
+                c.execute(
+                    f"UPDATE tasks SET {sets} WHERE orchestration_id = ? AND task_id = ?",  # noqa: S608
+                    (*(_encode(k, v) for k, v in fields.items()), orch_id, task_id),
+                )
+
+    def tasks(self, orch_id: str) -> list[dict[str, Any]]:
+        return self._query(
+            "SELECT * FROM tasks WHERE orchestration_id = ? ORDER BY seq", (orch_id,)
+        )
+
+    def find_task(self, task_id: str, orch_id: str | None = None) -> dict[str, Any]:
+        """A task by id in the given orchestration, or the newest one that has it."""
+        if orch_id:
+            rows = self._query(
+                "SELECT * FROM tasks WHERE orchestration_id = ? AND task_id = ?",
+                (orch_id, task_id),
+            )
+        else:
+            rows = self._query(
+                "SELECT t.* FROM tasks t JOIN orchestrations o ON o.id = t.orchestration_id"
+                " WHERE t.task_id = ? ORDER BY o.started_at DESC LIMIT 1", (task_id,),
+            )
+        if not rows:
+            where = f" in orchestration {orch_id}" if orch_id else ""
+            raise NotFoundError(f"no task {task_id!r}{where}")
+        return rows[0]
+
+    def request_cancel(self, orch_id: str, task_id: str, who: str) -> None:
+        with self.transaction() as c:
+            c.execute(
+                "UPDATE tasks SET cancel_requested = ? WHERE orchestration_id = ? AND task_id = ?",
+                (who, orch_id, task_id),
+            )
+
+    def cancel_requests(self, orch_id: str) -> dict[str, str]:
+        rows = self._query(
+            "SELECT task_id, cancel_requested FROM tasks WHERE orchestration_id = ?"
+            " AND cancel_requested IS NOT NULL AND status IN ('queued', 'running')", (orch_id,),
+        )
+        return {r["task_id"]: r["cancel_requested"] for r in rows}
+
+    # -- attempts -----------------------------------------------------------------
+
+    def start_attempt(
+        self, orch_id: str, task_id: str, number: int, pid: int, pid_start_time: float,
+        started_at: float,
+    ) -> None:
+        with self.transaction() as c:
+            c.execute(
+                "INSERT OR REPLACE INTO attempts (orchestration_id, task_id, number, pid,"
+                " pid_start_time, started_at, status) VALUES (?, ?, ?, ?, ?, ?, 'running')",
+                (orch_id, task_id, number, pid, pid_start_time, started_at),
+            )
+
+    def end_attempt(
+        self, orch_id: str, task_id: str, number: int, exit_code: int | None, status: str,
+        error: str | None,
+    ) -> None:
+        with self.transaction() as c:
+            c.execute(
+                "UPDATE attempts SET ended_at = ?, exit_code = ?, status = ?, error = ?"
+                " WHERE orchestration_id = ? AND task_id = ? AND number = ?",
+                (time.time(), exit_code, status, error, orch_id, task_id, number),
+            )
+
+    def attempts(self, orch_id: str) -> list[dict[str, Any]]:
+        return self._query(
+            "SELECT * FROM attempts WHERE orchestration_id = ? ORDER BY task_id, number",
+            (orch_id,),
+        )
+
+    def export(self) -> dict[str, Any]:
+        """Everything, as one JSON-ready object."""
+        out = []
+        for orch in self.orchestrations():
+            out.append({**orch, "tasks": self.tasks(orch["id"]),
+                        "attempts": self.attempts(orch["id"])})
+        return {"schema_version": SCHEMA_VERSION, "orchestrations": out}
+
+
+def _encode(key: str, value: Any) -> Any:
+    if key in _JSON_COLUMNS and value is not None and not isinstance(value, str):
+        return json.dumps(value)
+    return value
+
+
+def _decode(row: dict[str, Any]) -> dict[str, Any]:
+    for key in _JSON_COLUMNS | {"config", "result"}:
+        if isinstance(row.get(key), str):
+            try:
+                row[key] = json.loads(row[key])
+            except json.JSONDecodeError:
+                pass
+    return row

@@ -1,0 +1,424 @@
+"""The single loop that owns scheduling state: one ``tick(now)`` at a time.
+
+Everything that changes a task's state happens here, in one thread: starting agents
+when the schedule allows, noticing exits, enforcing timeouts, acting on cancel
+requests, retrying transient failures, and cancelling the dependents of a task that
+did not complete. Signal handlers only set a flag (see ``interrupt``); the loop
+acts on it at its next step, where state is consistent.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import signal
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from . import procs
+from .agents import AgentContext, AgentProfile, Outcome
+from .config import OrchestrationConfig
+from .errors import GadugiError
+from .promptgen import Template
+from .registry import Registry
+from .schedule import Slot, doomed, next_to_start
+from .tasks import Prompt, TaskStatus
+from .worktrees import Worktrees, resolve_commit
+
+log = logging.getLogger(__name__)
+TICK_S = 0.05
+OBSERVE_EVERY_S = 1.0
+MAX_BACKOFF_S = 300.0
+
+
+class Listener(Protocol):
+    """What the live view hears from the loop (called from the loop's own thread)."""
+
+    def changed(self, task: TaskRun) -> None: ...
+
+    def ticked(self, runs: Sequence[TaskRun], now: float) -> None: ...
+
+
+@dataclass
+class TaskRun:
+    """One task's live state inside the loop."""
+
+    prompt: Prompt
+    slot: Slot
+    profile: AgentProfile
+    status: TaskStatus = TaskStatus.QUEUED
+    branch: str | None = None
+    worktree: Path | None = None
+    base_commit: str | None = None
+    ctx: AgentContext | None = None
+    child: procs.Child | None = None
+    attempt: int = 0
+    retries_left: int = 0
+    timeout_s: float = 0.0
+    deadline: float = 0.0
+    hold_until: float = 0.0  # backing off before a retry
+    stopping: tuple[TaskStatus, str, float] | None = None  # status, why, SIGKILL time
+    started_at: float | None = None
+    completed_at: float | None = None
+    exit_code: int | None = None
+    error: str | None = None
+    agent_info: dict[str, Any] = field(default_factory=dict)
+    last_line: str = ""
+    last_heartbeat: float | None = None
+    output_size: int = 0
+    progress_offset: int = 0
+    cpu: tuple[float, float] | None = None  # (cpu seconds, at) for the next percentage
+    cpu_percent: float | None = None
+    memory_mb: float | None = None
+
+    @property
+    def task_id(self) -> str:
+        return self.prompt.task_id
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where one orchestration keeps its files."""
+
+    root: Path
+    orchestration_id: str
+    worktrees_dir: Path
+    logs_dir: Path
+    prompts_dir: Path
+
+    def suffix(self) -> str:
+        return self.orchestration_id.rsplit("-", 1)[-1]
+
+
+class Runner:
+    def __init__(
+        self,
+        layout: Layout,
+        runs: list[TaskRun],
+        config: OrchestrationConfig,
+        registry: Registry,
+        worktrees: Worktrees,
+        template: Template,
+        base_commit: str,
+        *,
+        listener: Listener | None = None,
+        on_dirty: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.layout = layout
+        self.runs = runs
+        self.by_id = {r.task_id: r for r in runs}
+        self.config = config
+        self.registry = registry
+        self.worktrees = worktrees
+        self.template = template
+        self.base_commit = base_commit
+        self.listener = listener
+        self.on_dirty = on_dirty
+        self.interrupted: str | None = None
+        self.fatal: str | None = None
+        self._last_observe = 0.0
+
+    # -- the loop ---------------------------------------------------------------------
+
+    def interrupt(self, signum: int, _frame: object = None) -> None:
+        """Signal handler: only note the request; the loop stops tasks at its next step."""
+        self.interrupted = signal.Signals(signum).name
+
+    def run(self, between: Callable[[float], None] = lambda now: None) -> None:
+        """Tick until every task has finished; ``between`` runs after each step."""
+        while self.tick(time.time()):
+            between(time.time())
+            time.sleep(TICK_S)
+
+    def tick(self, now: float) -> bool:
+        """One step; returns False once every task has finished."""
+        if self.interrupted or self.fatal:
+            self._stop_everything(now)
+            return False
+        self._apply_cancel_requests(now)
+        for run in self.runs:
+            if run.status is TaskStatus.RUNNING:
+                self._check_running(run, now)
+        self._cancel_doomed(now)
+        self._start_ready(now)
+        if now - self._last_observe >= OBSERVE_EVERY_S:
+            self._last_observe = now
+            for run in self.runs:
+                if run.status is TaskStatus.RUNNING:
+                    self.observe(run, now)
+        if self.listener:
+            self.listener.ticked(self.runs, now)
+        return any(not r.status.finished for r in self.runs)
+
+    # -- starting -----------------------------------------------------------------------
+
+    def _start_ready(self, now: float) -> None:
+        running = sum(1 for r in self.runs if r.status is TaskStatus.RUNNING)
+        free = self.config.max_parallel_tasks - running
+        if free <= 0:
+            return
+        statuses = {r.task_id: r.status for r in self.runs}
+        held = frozenset(r.task_id for r in self.runs if r.hold_until > now)
+        for task_id in next_to_start([r.slot for r in self.runs], statuses, free, held):
+            self._start(self.by_id[task_id], time.time())
+
+    def _start(self, run: TaskRun, now: float) -> None:
+        try:
+            if run.worktree is None:
+                self._make_worktree(run)
+            ctx, launch = self._prepare_attempt(run)
+            stdout = ctx.events_file if launch.structured_stdout else ctx.log_file
+            env = {**os.environ, **ctx.environment(), **launch.env}
+            assert run.worktree is not None
+            child = procs.spawn(launch.argv, run.worktree, env, stdout, ctx.log_file)
+        except (GadugiError, OSError) as exc:
+            message = str(exc) if isinstance(exc, GadugiError) else f"cannot start agent: {exc}"
+            self._finish(run, TaskStatus.FAILED, now, error=message)
+            return
+        run.child, run.ctx = child, ctx
+        run.status = TaskStatus.RUNNING
+        run.started_at = run.started_at or now
+        run.deadline = now + run.timeout_s
+        run.last_heartbeat = now
+        self.registry.start_attempt(
+            self.layout.orchestration_id, run.task_id, run.attempt, child.pid, child.start_time, now
+        )
+        self._record(run, status=run.status.value, started_at=run.started_at, pid=child.pid,
+                     pid_start_time=child.start_time, attempts=run.attempt,
+                     command=launch.argv, last_heartbeat=now, error_message=None)
+
+    def _make_worktree(self, run: TaskRun) -> None:
+        deps = [self.by_id[d] for d in run.slot.depends_on if d in self.by_id]
+        base = deps[0].branch if deps and deps[0].branch else self.base_commit
+        suffix = self.layout.suffix()
+        name = f"{run.task_id}-{suffix}"
+        branch, path, n = f"gadugi/{name}", self.layout.worktrees_dir / name, 1
+        while self.worktrees.branch_exists(branch) or path.exists():
+            n += 1
+            branch, path = f"gadugi/{name}-{n}", self.layout.worktrees_dir / f"{name}-{n}"
+        run.branch = branch
+        self.worktrees.create(run.task_id, path, branch, base)
+        run.worktree = path
+        others = [d.branch for d in deps[1:] if d.branch]
+        self._record(run, branch=branch, worktree=str(path))
+        if others:
+            self.worktrees.merge(run.task_id, path, others)
+        run.base_commit = resolve_commit(path, "HEAD")
+        self._record(run, base_commit=run.base_commit)
+
+    def _prepare_attempt(self, run: TaskRun) -> tuple[AgentContext, Any]:
+        run.attempt += 1
+        assert run.worktree is not None and run.branch is not None
+        orch = self.layout.orchestration_id
+        prompt_file = self.layout.prompts_dir / f"{run.task_id}.md"
+        ctx = AgentContext(
+            orchestration_id=orch, task_id=run.task_id, project_root=self.layout.root,
+            worktree=run.worktree, branch=run.branch, prompt_file=prompt_file,
+            source_prompt=run.prompt.path, log_file=self.layout.logs_dir / f"{run.task_id}.log",
+            events_file=self.layout.logs_dir / f"{run.task_id}.events.jsonl",
+            attempt=run.attempt, resume_session=run.agent_info.get("session_id"),
+        )
+        prompt_file.parent.mkdir(parents=True, exist_ok=True)
+        prompt_file.write_text(self._render_prompt(run), encoding="utf-8")
+        launch = run.profile.prepare(ctx, run.prompt)
+        if run.attempt > 1:
+            with ctx.log_file.open("a", encoding="utf-8") as fh:
+                fh.write(f"\n--- gadugi: attempt {run.attempt} ---\n")
+        return ctx, launch
+
+    def _render_prompt(self, run: TaskRun) -> str:
+        deps = [f"{d} (branch {self.by_id[d].branch})" for d in run.slot.depends_on]
+        footprint = ", ".join(f"`{p}`" for p in run.prompt.touches) or "not declared"
+        return self.template.render(
+            task_id=run.task_id, title=run.prompt.title, branch=run.branch or "",
+            worktree=str(run.worktree), orchestration_id=self.layout.orchestration_id,
+            source_prompt=run.prompt.rel_path, footprint=footprint,
+            depends_on=", ".join(deps) or "none", prompt_text=run.prompt.text,
+        )
+
+    # -- running ------------------------------------------------------------------------
+
+    def _check_running(self, run: TaskRun, now: float) -> None:
+        child = run.child
+        assert child is not None
+        if run.stopping is not None:
+            status, why, kill_at = run.stopping
+            if procs.stopped(child):
+                self._end_attempt(run, status, now, why, child.popen.returncode)
+            elif now >= kill_at:
+                procs.signal_tree(child, signal.SIGKILL)
+                run.stopping = (status, why, float("inf"))
+            return
+        code = child.popen.poll()
+        if code is not None:
+            if not procs.stopped(child):
+                # The agent left processes behind in its group: they must not outlive it.
+                procs.terminate([child], self.config.kill_grace_seconds)
+            self._exited(run, code, now)
+        elif now >= run.deadline:
+            minutes = run.timeout_s / 60
+            self._stop(run, TaskStatus.TIMEOUT, f"timed out after {minutes:g} minutes", now)
+
+    def _stop(self, run: TaskRun, status: TaskStatus, why: str, now: float) -> None:
+        """Begin stopping a running task: SIGTERM now, SIGKILL after the grace period."""
+        assert run.child is not None
+        procs.signal_tree(run.child, signal.SIGTERM)
+        run.stopping = (status, why, now + self.config.kill_grace_seconds)
+        log.info("%s: stopping (%s)", run.task_id, why)
+
+    def _exited(self, run: TaskRun, code: int, now: float) -> None:
+        assert run.ctx is not None
+        self.observe(run, now)
+        outcome: Outcome = run.profile.judge(run.ctx, code)
+        run.agent_info.update(outcome.agent)
+        if outcome.success:
+            self._end_attempt(run, TaskStatus.COMPLETED, now, None, code)
+        elif outcome.fatal:
+            self.fatal = f"{run.task_id}: {outcome.error}"
+            self._end_attempt(run, TaskStatus.FAILED, now, outcome.error, code)
+        elif outcome.transient and run.retries_left > 0:
+            run.retries_left -= 1
+            delay = min(MAX_BACKOFF_S, self.config.retry_base_delay_seconds * 2 ** (run.attempt - 1))
+            delay *= random.uniform(0.5, 1.0)  # jitter, so retries of many tasks spread out
+            self.registry.end_attempt(self.layout.orchestration_id, run.task_id, run.attempt,
+                                      code, "retrying", outcome.error)
+            log.info("%s: %s; retrying in %.1fs", run.task_id, outcome.error, delay)
+            run.status, run.child, run.hold_until = TaskStatus.QUEUED, None, now + delay
+            self._record(run, status=run.status.value, exit_code=code, pid=None,
+                         error_message=f"{outcome.error}; retrying in {delay:.1f}s")
+        else:
+            self._end_attempt(run, TaskStatus.FAILED, now, outcome.error, code)
+
+    def _end_attempt(
+        self, run: TaskRun, status: TaskStatus, now: float, error: str | None, code: int | None
+    ) -> None:
+        self.registry.end_attempt(self.layout.orchestration_id, run.task_id, run.attempt,
+                                  code, status.value, error)
+        run.child, run.stopping = None, None
+        self._finish(run, status, now, error=error, exit_code=code)
+
+    def _finish(
+        self, run: TaskRun, status: TaskStatus, now: float, *, error: str | None = None,
+        exit_code: int | None = None,
+    ) -> None:
+        run.status, run.completed_at, run.error, run.exit_code = status, now, error, exit_code
+        fields: dict[str, Any] = {
+            "status": status.value, "completed_at": now, "exit_code": exit_code,
+            "error_message": error, "pid": None, "agent": run.agent_info,
+            "last_heartbeat": run.last_heartbeat, "last_line": run.last_line[:500],
+            "cpu_percent": run.cpu_percent, "memory_mb": run.memory_mb,
+        }
+        if run.branch and run.base_commit:
+            fields["commits"] = self.worktrees.commits_ahead(run.branch, run.base_commit)
+        if run.worktree is not None and status is TaskStatus.COMPLETED:
+            fields.update(self._tidy_worktree(run))
+        self._record(run, **fields)
+
+    def _tidy_worktree(self, run: TaskRun) -> dict[str, Any]:
+        """Remove a completed task's worktree when all its work is committed."""
+        assert run.worktree is not None
+        if not self.worktrees.is_clean(run.worktree):
+            log.info("%s: keeping %s: it has uncommitted changes", run.task_id, run.worktree)
+            return {"error_message": "worktree kept: it has uncommitted changes"}
+        try:
+            self.worktrees.remove(run.task_id, run.worktree)
+        except GadugiError as exc:
+            return {"error_message": f"worktree kept: {exc}"}
+        return {"worktree_removed": 1}
+
+    # -- cancelling ---------------------------------------------------------------------
+
+    def _apply_cancel_requests(self, now: float) -> None:
+        for task_id, who in self.registry.cancel_requests(self.layout.orchestration_id).items():
+            run = self.by_id.get(task_id)
+            if run is not None:
+                self.cancel(run, f"cancelled by {who}", now)
+
+    def cancel(self, run: TaskRun, why: str, now: float) -> None:
+        if run.status is TaskStatus.QUEUED:
+            self._finish(run, TaskStatus.CANCELLED, now, error=why)
+        elif run.status is TaskStatus.RUNNING and run.stopping is None:
+            self._stop(run, TaskStatus.CANCELLED, why, now)
+
+    def _cancel_doomed(self, now: float) -> None:
+        statuses = {r.task_id: r.status for r in self.runs}
+        for task_id, cause in doomed([r.slot for r in self.runs], statuses).items():
+            what = self.by_id[cause].status.value
+            self._finish(self.by_id[task_id], TaskStatus.CANCELLED, now,
+                         error=f"cancelled: dependency {cause} {what}")
+
+    def _stop_everything(self, now: float) -> None:
+        """Ctrl-C, SIGTERM or a fatal agent error: stop every running task, cancel the rest."""
+        why = (f"cancelled: orchestrator interrupted ({self.interrupted})" if self.interrupted
+               else f"cancelled: orchestration stopped: {self.fatal}")
+        running = [r for r in self.runs if r.status is TaskStatus.RUNNING and r.child]
+        procs.terminate([r.child for r in running if r.child], self.config.kill_grace_seconds)
+        for run in running:
+            assert run.child is not None
+            self._end_attempt(run, TaskStatus.CANCELLED, now, why, run.child.popen.returncode)
+        for run in self.runs:
+            if run.status is TaskStatus.QUEUED:
+                self._finish(run, TaskStatus.CANCELLED, now, error=why)
+
+    # -- watching -----------------------------------------------------------------------
+
+    def observe(self, run: TaskRun, now: float) -> None:
+        """Heartbeat, last output line, agent progress and resources of a running task."""
+        ctx, child = run.ctx, run.child
+        if ctx is None:
+            return
+        sizes = [_size(ctx.log_file), _size(ctx.events_file)]
+        if sum(sizes) != run.output_size:
+            run.output_size, run.last_heartbeat = sum(sizes), now
+            run.last_line = _last_line(ctx.log_file) or run.last_line
+        progress = getattr(run.profile, "progress", None)
+        if progress is not None and sizes[1]:
+            run.progress_offset, info = progress(ctx.events_file, run.progress_offset)
+            run.agent_info.update({k: v for k, v in info.items() if v is not None})
+        if child is not None:
+            reading = procs.sample(child.pid)
+            if reading is not None:
+                cpu_s, run.memory_mb = reading
+                if run.cpu is not None and now > run.cpu[1]:
+                    run.cpu_percent = 100.0 * (cpu_s - run.cpu[0]) / (now - run.cpu[1])
+                run.cpu = (cpu_s, now)
+        self.on_dirty()
+
+    def heartbeat_fields(self) -> dict[str, dict[str, Any]]:
+        return {
+            r.task_id: {"last_heartbeat": r.last_heartbeat, "cpu_percent": r.cpu_percent,
+                        "memory_mb": r.memory_mb, "last_line": r.last_line[:500],
+                        "agent": r.agent_info}
+            for r in self.runs if r.status is TaskStatus.RUNNING
+        }
+
+    def _record(self, run: TaskRun, **fields: Any) -> None:
+        self.registry.update_task(self.layout.orchestration_id, run.task_id, **fields)
+        self.on_dirty()
+        if self.listener:
+            self.listener.changed(run)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _last_line(path: Path, window: int = 4096) -> str:
+    try:
+        with path.open("rb") as fh:
+            fh.seek(0, 2)
+            fh.seek(max(0, fh.tell() - window))
+            lines = fh.read().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return ""
+    for line in reversed(lines):
+        if line.strip():
+            return line.strip()[:300]
+    return ""
