@@ -41,21 +41,35 @@ def selection_options(func: F) -> F:
     """The flags `run` and `plan` share: what to run and how."""
     opts = [
         click.argument("prompts", nargs=-1),
-        click.option("--stdin", "from_stdin", is_flag=True,
-                     help="Read the request (prompt names in any accepted format) from stdin."),
+        click.option(
+            "--stdin",
+            "from_stdin",
+            is_flag=True,
+            help="Read the request (prompt names in any accepted format) from stdin.",
+        ),
         click.option("--interactive", is_flag=True, help="Ask for prompt names."),
-        click.option("--project-root", type=click.Path(file_okay=False),
-                     help="The repository (default: the git top level of the current directory)."),
+        click.option(
+            "--project-root",
+            type=click.Path(file_okay=False),
+            help="The repository (default: the git top level of the current directory).",
+        ),
         click.option("--max-parallel", type=click.IntRange(1, 1024), help="Agents at once."),
-        click.option("--timeout", type=click.FloatRange(min=0, min_open=True),
-                     help="Per-task timeout in hours (fractions allowed)."),
+        click.option(
+            "--timeout",
+            type=click.FloatRange(min=0, min_open=True),
+            help="Per-task timeout in hours (fractions allowed).",
+        ),
         click.option("--agent", type=click.Choice(AGENTS), help="The agent for every task."),
         click.option("--agent-cmd", help="Command template for the command agent."),
         click.option("--base", help="Branch new worktrees from this ref (default HEAD)."),
-        click.option("--retries", type=click.IntRange(0, 100),
-                     help="Retries for transient failures."),
-        click.option("--no-fallback", is_flag=True,
-                     help="Exit 2 instead of running sequentially when analysis fails."),
+        click.option(
+            "--retries", type=click.IntRange(0, 100), help="Retries for transient failures."
+        ),
+        click.option(
+            "--no-fallback",
+            is_flag=True,
+            help="Exit 2 instead of running sequentially when analysis fails.",
+        ),
         click.option("--json", "as_json", is_flag=True, help="Print the result as JSON."),
         click.option("--verbose", "-v", is_flag=True, help="Log what gadugi does."),
         click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors."),
@@ -85,8 +99,12 @@ def _names(prompts: tuple[str, ...], from_stdin: bool, interactive: bool) -> lis
 
 def _config(root: Path, **flags: Any) -> OrchestrationConfig:
     mapping = {
-        "max_parallel": "max_parallel_tasks", "timeout": "execution_timeout_hours",
-        "agent": "agent", "agent_cmd": "agent_cmd", "base": "base_ref", "retries": "retries",
+        "max_parallel": "max_parallel_tasks",
+        "timeout": "execution_timeout_hours",
+        "agent": "agent",
+        "agent_cmd": "agent_cmd",
+        "base": "base_ref",
+        "retries": "retries",
     }
     values = {mapping[k]: v for k, v in flags.items() if k in mapping and v is not None}
     if flags.get("no_fallback"):
@@ -95,8 +113,11 @@ def _config(root: Path, **flags: Any) -> OrchestrationConfig:
 
 
 def _prepare(kw: dict[str, Any], listener: Any = None) -> tuple[OrchestratorCoordinator, Prepared]:
-    logging.basicConfig(level=logging.INFO if kw["verbose"] else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.INFO if kw["verbose"] else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
     names = _names(kw["prompts"], kw["from_stdin"], kw["interactive"])
     root = _root(kw["project_root"])
     config = _config(root, **kw)
@@ -152,14 +173,18 @@ def _report(result: OrchestrationResult, as_json: bool, quiet: bool) -> None:
         return
     if quiet:
         return
-    click.echo(f"\norchestration {result.orchestration_id}: {result.successful_tasks}/"
-               f"{result.total_tasks} completed in {result.execution_time_seconds:.1f}s "
-               f"(parallel speedup {result.parallel_speedup:.2f}x"
-               f"{', sequential fallback' if result.fallback_used else ''})")
+    click.echo(
+        f"\norchestration {result.orchestration_id}: {result.successful_tasks}/"
+        f"{result.total_tasks} completed in {result.execution_time_seconds:.1f}s "
+        f"(parallel speedup {result.parallel_speedup:.2f}x"
+        f"{', sequential fallback' if result.fallback_used else ''})"
+    )
     for task in result.tasks:
         where = f"worktree kept at {task.worktree}" if task.worktree else "worktree removed"
-        click.echo(f"  {task.task_id:<24} {task.status:<10} branch {task.branch or '-'}, "
-                   f"{task.commits} commit(s), {where}")
+        click.echo(
+            f"  {task.task_id:<24} {task.status:<10} branch {task.branch or '-'}, "
+            f"{task.commits} commit(s), {where}"
+        )
         if task.error_message:
             click.echo(f"  {'':<24} {task.error_message}")
         if task.status != "completed" and task.log_file:
@@ -205,8 +230,10 @@ def status(orch_id: str | None, project_root: str | None, as_json: bool) -> None
     for task in doc["tasks"]:
         secs = task["runtime_seconds"]
         shown = f"{secs:.1f}s" if secs is not None else "-"
-        click.echo(f"  {task['task_id']:<24} {task['status']:<10} {shown:>8}  "
-                   f"{task['error_message'] or task['last_line'] or ''}")
+        click.echo(
+            f"  {task['task_id']:<24} {task['status']:<10} {shown:>8}  "
+            f"{task['error_message'] or task['last_line'] or ''}"
+        )
 
 
 @main.command()
@@ -225,10 +252,18 @@ def export(output: str, project_root: str | None) -> None:
 
 @main.command()
 @click.argument("task_id")
-@click.option("--orchestration", "orch_id", help="Which orchestration (default: the newest with it).")
+@click.option(
+    "--orchestration", "orch_id", help="Which orchestration (default: the newest with it)."
+)
 @click.option("--project-root", type=click.Path(file_okay=False))
-@click.option("--wait", "wait_s", type=click.FloatRange(min=0), default=30.0, show_default=True,
-              help="Seconds to wait for the task to stop.")
+@click.option(
+    "--wait",
+    "wait_s",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    help="Seconds to wait for the task to stop.",
+)
 def cancel(task_id: str, orch_id: str | None, project_root: str | None, wait_s: float) -> None:
     """Stop one task (its whole process group) from any terminal."""
     path = _root(project_root) / ".gadugi" / "state.db"
@@ -258,28 +293,34 @@ def cancel(task_id: str, orch_id: str | None, project_root: str | None, wait_s: 
 
 
 @main.command()
-@click.option("--dir", "directory", type=click.Path(file_okay=False),
-              help="Where to create the demonstration repository (default: a new temp folder).")
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False),
+    help="Where to create the demonstration repository (default: a new temp folder).",
+)
 @click.option("--tasks", "count", type=click.IntRange(2, 16), default=4, show_default=True)
 def demo(directory: str | None, count: int) -> None:
     """Create a throwaway repository with a few prompts and run them with the shell agent."""
     from .demo import make_demo_repository
 
     root = make_demo_repository(Path(directory) if directory else None, count)
-    click.echo(f"demo repository: {root}\nprompts: {', '.join(sorted(p.name for p in (root / 'prompts').glob('*.md')))}\n")
+    names = sorted(p.name for p in (root / "prompts").glob("*.md"))
+    click.echo(f"demo repository: {root}\nprompts: {', '.join(names)}\n")
     config = load_config(root, {"agent": "shell", "max_parallel_tasks": count})
     out = sys.stdout
     listener: LiveTable | PlainLines = LiveTable(Console()) if out.isatty() else PlainLines(out)
     coordinator = OrchestratorCoordinator(config, root, listener=listener)
-    names = sorted(p.name for p in (root / "prompts").glob("*.md"))
     try:
         result = coordinator.orchestrate(names)
     finally:
         listener.close()
     _report(result, False, False)
-    click.echo(f"\nwhere everything is:\n"
-               f"  branches:    git -C {root} branch --list 'gadugi/*'\n"
-               f"  logs:        {root}/.gadugi/logs/{result.orchestration_id}/\n"
-               f"  monitoring:  {root}/.gadugi/monitoring/\n"
-               f"  registry:    {root}/.gadugi/state.db  (gadugi status --project-root {root})")
+    click.echo(
+        f"\nwhere everything is:\n"
+        f"  branches:    git -C {root} branch --list 'gadugi/*'\n"
+        f"  logs:        {root}/.gadugi/logs/{result.orchestration_id}/\n"
+        f"  monitoring:  {root}/.gadugi/monitoring/\n"
+        f"  registry:    {root}/.gadugi/state.db  (gadugi status --project-root {root})"
+    )
     sys.exit(result.exit_code)

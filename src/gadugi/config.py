@@ -165,4 +165,4 @@ def load_config(
     try:
         return replace(OrchestrationConfig(), **values)
     except ConfigError as exc:
-        raise ConfigError(exc.key, exc.reason, origin.get(exc.key, "")) from None
+        raise ConfigError(exc.key, exc.reason, origin.get(exc.key) or source) from None

@@ -18,7 +18,7 @@ from typing import Any
 from . import plan as planning
 from .agents import profile_for
 from .config import OrchestrationConfig
-from .errors import GadugiError, PlanError, RequestError
+from .errors import PlanError, RequestError
 from .monitoring import Monitor, write_json_atomic
 from .procs import process_start_time
 from .promptgen import load_template
@@ -93,28 +93,43 @@ def build_result(
     tasks = [_task_result(r) for r in rows]
     busy = sum(t.duration_seconds or 0.0 for t in tasks)
     return OrchestrationResult(
-        orchestration_id=orch["id"], started_at=iso(started), finished_at=iso(finished),
+        orchestration_id=orch["id"],
+        started_at=iso(started),
+        finished_at=iso(finished),
         total_tasks=len(tasks),
         successful_tasks=sum(t.status == TaskStatus.COMPLETED for t in tasks),
         failed_tasks=sum(t.status != TaskStatus.COMPLETED for t in tasks),
-        execution_time_seconds=round(wall, 3), parallel_speedup=round(busy / wall, 3),
+        execution_time_seconds=round(wall, 3),
+        parallel_speedup=round(busy / wall, 3),
         fallback_used=bool(orch["fallback_used"]),
-        error_summary=[f"{t.task_id}: {t.status}: {t.error_message}" for t in tasks
-                       if t.status != TaskStatus.COMPLETED],
-        tasks=tasks, interrupted=interrupted,
+        error_summary=[
+            f"{t.task_id}: {t.status}: {t.error_message}"
+            for t in tasks
+            if t.status != TaskStatus.COMPLETED
+        ],
+        tasks=tasks,
+        interrupted=interrupted,
     )
 
 
 def _task_result(row: dict[str, Any]) -> TaskResult:
     start, end = row["started_at"], row["completed_at"]
     return TaskResult(
-        task_id=row["task_id"], task_name=row["name"], prompt_file=row["prompt_file"],
-        status=row["status"], exit_code=row["exit_code"], attempts=row["attempts"],
-        started_at=iso(start), completed_at=iso(end),
+        task_id=row["task_id"],
+        task_name=row["name"],
+        prompt_file=row["prompt_file"],
+        status=row["status"],
+        exit_code=row["exit_code"],
+        attempts=row["attempts"],
+        started_at=iso(start),
+        completed_at=iso(end),
         duration_seconds=round(end - start, 3) if start is not None and end is not None else None,
-        branch=row["branch"], worktree=None if row["worktree_removed"] else row["worktree"],
-        log_file=row["log_file"], commits=row["commits"] or 0,
-        error_message=row["error_message"], agent=row["agent"] or {},
+        branch=row["branch"],
+        worktree=None if row["worktree_removed"] else row["worktree"],
+        log_file=row["log_file"],
+        commits=row["commits"] or 0,
+        error_message=row["error_message"],
+        agent=row["agent"] or {},
     )
 
 
@@ -175,7 +190,9 @@ class OrchestratorCoordinator:
 
     # -- running ------------------------------------------------------------------------
 
-    def orchestrate(self, prompt_files: Sequence[str], cwd: Path | None = None) -> OrchestrationResult:
+    def orchestrate(
+        self, prompt_files: Sequence[str], cwd: Path | None = None
+    ) -> OrchestrationResult:
         return self.run(self.prepare(prompt_files, cwd))
 
     def run(self, prepared: Prepared) -> OrchestrationResult:
@@ -185,7 +202,8 @@ class OrchestratorCoordinator:
         runs = self._task_runs(prepared)
         orch_id = new_orchestration_id()
         layout = Layout(
-            root=self.root, orchestration_id=orch_id,
+            root=self.root,
+            orchestration_id=orch_id,
             worktrees_dir=self.root / cfg.worktrees_dir,
             logs_dir=self.state_dir / "logs" / orch_id,
             prompts_dir=self.state_dir / "prompts" / orch_id,
@@ -208,43 +226,85 @@ class OrchestratorCoordinator:
             name = prompt.agent or self.config.agent
             if name not in profiles:
                 profiles[name] = profile_for(name, self.config)
-            timeout_s = (prompt.timeout_minutes * 60 if prompt.timeout_minutes
-                         else self.config.timeout_seconds)
+            timeout_s = (
+                prompt.timeout_minutes * 60
+                if prompt.timeout_minutes
+                else self.config.timeout_seconds
+            )
             retries = prompt.retries if prompt.retries is not None else self.config.retries
-            runs.append(TaskRun(prompt=prompt, slot=slot, profile=profiles[name],
-                                timeout_s=timeout_s, retries_left=retries))
+            runs.append(
+                TaskRun(
+                    prompt=prompt,
+                    slot=slot,
+                    profile=profiles[name],
+                    timeout_s=timeout_s,
+                    retries_left=retries,
+                )
+            )
         return runs
 
     def _run(
-        self, prepared: Prepared, registry: Registry, layout: Layout, runs: list[TaskRun],
-        base: str, template: Any,
+        self,
+        prepared: Prepared,
+        registry: Registry,
+        layout: Layout,
+        runs: list[TaskRun],
+        base: str,
+        template: Any,
     ) -> OrchestrationResult:
         orch_id = layout.orchestration_id
         me = os.getpid()
         registry.create_orchestration(
-            orch_id, self.root, base, asdict(self.config), me, process_start_time(me),
+            orch_id,
+            self.root,
+            base,
+            asdict(self.config),
+            me,
+            process_start_time(me),
             prepared.fallback_used,
         )
-        registry.add_tasks(orch_id, [
-            {"task_id": r.task_id, "name": r.prompt.title, "prompt_file": r.prompt.rel_path,
-             "priority": r.slot.priority, "depends_on": list(r.slot.depends_on),
-             "log_file": str(layout.logs_dir / f"{r.task_id}.log"),
-             "events_file": str(layout.logs_dir / f"{r.task_id}.events.jsonl")}
-            for r in runs
-        ])
+        registry.add_tasks(
+            orch_id,
+            [
+                {
+                    "task_id": r.task_id,
+                    "name": r.prompt.title,
+                    "prompt_file": r.prompt.rel_path,
+                    "priority": r.slot.priority,
+                    "depends_on": list(r.slot.depends_on),
+                    "log_file": str(layout.logs_dir / f"{r.task_id}.log"),
+                    "events_file": str(layout.logs_dir / f"{r.task_id}.events.jsonl"),
+                }
+                for r in runs
+            ],
+        )
         runner: Runner
         monitor = Monitor(
-            registry, orch_id, self.root / self.config.monitoring_dir,
+            registry,
+            orch_id,
+            self.root / self.config.monitoring_dir,
             self.config.monitoring_interval_seconds,
             flush=lambda: registry.update_tasks(orch_id, runner.heartbeat_fields()),
         )
-        runner = Runner(layout, runs, self.config, registry, Worktrees(self.root), template, base,
-                        listener=self.listener, on_dirty=monitor.mark_dirty)
+        runner = Runner(
+            layout,
+            runs,
+            self.config,
+            registry,
+            Worktrees(self.root),
+            template,
+            base,
+            listener=self.listener,
+            on_dirty=monitor.mark_dirty,
+        )
         with _signals_to(runner):
             runner.run(between=monitor.maybe_write)
         state = "interrupted" if runner.interrupted else "finished"
-        result = build_result(registry.orchestration(orch_id) | {"finished_at": time.time()},
-                              registry.tasks(orch_id), interrupted=bool(runner.interrupted))
+        result = build_result(
+            registry.orchestration(orch_id) | {"finished_at": time.time()},
+            registry.tasks(orch_id),
+            interrupted=bool(runner.interrupted),
+        )
         if runner.fatal:
             result.error_summary.insert(0, f"orchestration stopped: {runner.fatal}")
         registry.finish_orchestration(orch_id, state, result.to_json())
@@ -259,7 +319,9 @@ def _signals_to(runner: Runner) -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {sig: signal.signal(sig, runner.interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {
+        sig: signal.signal(sig, runner.interrupt) for sig in (signal.SIGINT, signal.SIGTERM)
+    }
     try:
         yield
     finally:

@@ -66,9 +66,7 @@ class WorktreeError(GadugiError):
 
     def __init__(self, task_id: str, action: str, stderr: str, returncode: int) -> None:
         tail = stderr.strip().splitlines()[-3:] if stderr.strip() else []
-        super().__init__(
-            f"{task_id}: git {action} failed (exit {returncode}): " + " / ".join(tail)
-        )
+        super().__init__(f"{task_id}: git {action} failed (exit {returncode}): " + " / ".join(tail))
         self.task_id = task_id
         self.action = action
         self.stderr = stderr

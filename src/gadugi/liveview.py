@@ -15,8 +15,12 @@ from .runner import TaskRun
 from .tasks import TaskStatus
 
 _STYLE = {
-    TaskStatus.QUEUED: "dim", TaskStatus.RUNNING: "cyan", TaskStatus.COMPLETED: "green",
-    TaskStatus.FAILED: "red", TaskStatus.TIMEOUT: "red", TaskStatus.CANCELLED: "yellow",
+    TaskStatus.QUEUED: "dim",
+    TaskStatus.RUNNING: "cyan",
+    TaskStatus.COMPLETED: "green",
+    TaskStatus.FAILED: "red",
+    TaskStatus.TIMEOUT: "red",
+    TaskStatus.CANCELLED: "yellow",
 }
 REFRESH_S = 0.25
 
@@ -65,8 +69,12 @@ class LiveTable:
         shown = _most_relevant(runs, room)
         for run in shown:
             note = run.error if run.status.finished and run.error else run.last_line
-            table.add_row(run.task_id, Text(run.status.value, style=_STYLE[run.status]),
-                          elapsed(run, now), note or "")
+            table.add_row(
+                run.task_id,
+                Text(run.status.value, style=_STYLE[run.status]),
+                elapsed(run, now),
+                note or "",
+            )
         hidden = len(runs) - len(shown)
         footer = totals(runs) + (f" ({hidden} not shown)" if hidden else "")
         return Group(table, Text(footer, style="bold"))
@@ -80,8 +88,14 @@ def _most_relevant(runs: Sequence[TaskRun], room: int) -> list[TaskRun]:
     """Running first, then the most recently finished, then the next queued."""
     if len(runs) <= room:
         return list(runs)
-    order = {TaskStatus.RUNNING: 0, TaskStatus.FAILED: 1, TaskStatus.TIMEOUT: 1,
-             TaskStatus.CANCELLED: 2, TaskStatus.COMPLETED: 3, TaskStatus.QUEUED: 4}
+    order = {
+        TaskStatus.RUNNING: 0,
+        TaskStatus.FAILED: 1,
+        TaskStatus.TIMEOUT: 1,
+        TaskStatus.CANCELLED: 2,
+        TaskStatus.COMPLETED: 3,
+        TaskStatus.QUEUED: 4,
+    }
     ranked = sorted(runs, key=lambda r: (order[r.status], -(r.completed_at or 0)))
     keep = set(map(id, ranked[:room]))
     return [r for r in runs if id(r) in keep]

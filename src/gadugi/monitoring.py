@@ -66,16 +66,27 @@ class Monitor:
         self.flush()
         rows = self._rows()
         stamp = iso(now)
-        write_json_atomic(self.directory / "process_registry.json",
-                          {"timestamp": stamp, "processes": [_process(r) for r in rows]})
-        write_json_atomic(self.directory / "heartbeats.json",
-                          {"timestamp": stamp, "active_processes": [
-                              _heartbeat(r, now) for r in rows
-                              if r["status"] in (TaskStatus.QUEUED, TaskStatus.RUNNING)]})
+        write_json_atomic(
+            self.directory / "process_registry.json",
+            {"timestamp": stamp, "processes": [_process(r) for r in rows]},
+        )
+        write_json_atomic(
+            self.directory / "heartbeats.json",
+            {
+                "timestamp": stamp,
+                "active_processes": [
+                    _heartbeat(r, now)
+                    for r in rows
+                    if r["status"] in (TaskStatus.QUEUED, TaskStatus.RUNNING)
+                ],
+            },
+        )
         write_json_atomic(self.directory / "registry_stats.json", _stats(rows, stamp))
         own = [r for r in rows if r["orchestration_id"] == self.orchestration_id]
-        write_json_atomic(self.directory / f"{self.orchestration_id}_status.json",
-                          status_document(self.orchestration_id, own, state, now))
+        write_json_atomic(
+            self.directory / f"{self.orchestration_id}_status.json",
+            status_document(self.orchestration_id, own, state, now),
+        )
         self.dirty, self.last_write = False, now
 
     def _rows(self) -> list[dict[str, Any]]:
@@ -96,14 +107,22 @@ def _resources(row: dict[str, Any]) -> dict[str, Any] | None:
 def _process(row: dict[str, Any]) -> dict[str, Any]:
     command = row["command"]
     return {
-        "task_id": row["task_id"], "task_name": row["name"],
-        "orchestration_id": row["orchestration_id"], "status": row["status"],
-        "pid": row["pid"], "command": " ".join(command) if isinstance(command, list) else command,
-        "working_directory": row["worktree"], "prompt_file": row["prompt_file"],
-        "branch": row["branch"], "created_at": iso(row["created_at"]),
-        "started_at": iso(row["started_at"]), "completed_at": iso(row["completed_at"]),
-        "last_heartbeat": iso(row["last_heartbeat"]), "exit_code": row["exit_code"],
-        "error_message": row["error_message"], "attempt": row["attempts"],
+        "task_id": row["task_id"],
+        "task_name": row["name"],
+        "orchestration_id": row["orchestration_id"],
+        "status": row["status"],
+        "pid": row["pid"],
+        "command": " ".join(command) if isinstance(command, list) else command,
+        "working_directory": row["worktree"],
+        "prompt_file": row["prompt_file"],
+        "branch": row["branch"],
+        "created_at": iso(row["created_at"]),
+        "started_at": iso(row["started_at"]),
+        "completed_at": iso(row["completed_at"]),
+        "last_heartbeat": iso(row["last_heartbeat"]),
+        "exit_code": row["exit_code"],
+        "error_message": row["error_message"],
+        "attempt": row["attempts"],
         "resource_usage": _resources(row),
     }
 
@@ -111,8 +130,11 @@ def _process(row: dict[str, Any]) -> dict[str, Any]:
 def _heartbeat(row: dict[str, Any], now: float) -> dict[str, Any]:
     beat = row["last_heartbeat"]
     return {
-        "task_id": row["task_id"], "orchestration_id": row["orchestration_id"],
-        "status": row["status"], "pid": row["pid"], "last_heartbeat": iso(beat),
+        "task_id": row["task_id"],
+        "orchestration_id": row["orchestration_id"],
+        "status": row["status"],
+        "pid": row["pid"],
+        "last_heartbeat": iso(beat),
         "seconds_since_heartbeat": round(now - beat, 3) if beat else None,
         "resource_usage": _resources(row),
     }
@@ -121,24 +143,30 @@ def _heartbeat(row: dict[str, Any], now: float) -> dict[str, Any]:
 def runtime_seconds(row: dict[str, Any], now: float) -> float | None:
     if row["started_at"] is None:
         return None
-    end = row["completed_at"] if row["completed_at"] is not None else now
-    return round(end - row["started_at"], 3)
+    end: float = row["completed_at"] if row["completed_at"] is not None else now
+    return round(end - float(row["started_at"]), 3)
 
 
 def _stats(rows: list[dict[str, Any]], stamp: str | None) -> dict[str, Any]:
     counts = {s.value: 0 for s in TaskStatus}
     for row in rows:
         counts[row["status"]] = counts.get(row["status"], 0) + 1
-    done = [r["completed_at"] - r["started_at"] for r in rows
-            if r["completed_at"] is not None and r["started_at"] is not None]
+    done = [
+        r["completed_at"] - r["started_at"]
+        for r in rows
+        if r["completed_at"] is not None and r["started_at"] is not None
+    ]
     return {
-        "timestamp": stamp, "total_processes": len(rows),
+        "timestamp": stamp,
+        "total_processes": len(rows),
         **{f"{s}_count": n for s, n in counts.items()},
         "average_execution_time": round(sum(done) / len(done), 3) if done else 0.0,
-        "total_cpu_usage": round(sum(r["cpu_percent"] or 0.0 for r in rows
-                                     if r["status"] == "running"), 2),
-        "total_memory_usage": round(sum(r["memory_mb"] or 0.0 for r in rows
-                                        if r["status"] == "running"), 2),
+        "total_cpu_usage": round(
+            sum(r["cpu_percent"] or 0.0 for r in rows if r["status"] == "running"), 2
+        ),
+        "total_memory_usage": round(
+            sum(r["memory_mb"] or 0.0 for r in rows if r["status"] == "running"), 2
+        ),
     }
 
 
@@ -149,13 +177,24 @@ def status_document(
     for row in rows:
         breakdown[row["status"]] = breakdown.get(row["status"], 0) + 1
     return {
-        "orchestration_id": orchestration_id, "timestamp": iso(now), "state": state,
-        "total_tasks": len(rows), "status_breakdown": breakdown,
+        "orchestration_id": orchestration_id,
+        "timestamp": iso(now),
+        "state": state,
+        "total_tasks": len(rows),
+        "status_breakdown": breakdown,
         "tasks": [
-            {"task_id": r["task_id"], "task_name": r["name"], "status": r["status"],
-             "runtime_seconds": runtime_seconds(r, now), "attempt": r["attempts"],
-             "branch": r["branch"], "pid": r["pid"], "last_line": r["last_line"],
-             "error_message": r["error_message"], "agent": r["agent"]}
+            {
+                "task_id": r["task_id"],
+                "task_name": r["name"],
+                "status": r["status"],
+                "runtime_seconds": runtime_seconds(r, now),
+                "attempt": r["attempts"],
+                "branch": r["branch"],
+                "pid": r["pid"],
+                "last_line": r["last_line"],
+                "error_message": r["error_message"],
+                "agent": r["agent"],
+            }
             for r in rows
         ],
     }

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,8 +48,14 @@ def spawn(
     err_fd = out_fd if stderr_path == stdout_path else os.open(stderr_path, flags, 0o644)
     try:
         popen = subprocess.Popen(
-            list(argv), cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL,
-            stdout=out_fd, stderr=err_fd, start_new_session=True, close_fds=True,
+            list(argv),
+            cwd=cwd,
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=out_fd,
+            stderr=err_fd,
+            start_new_session=True,
+            close_fds=True,
         )
     finally:
         os.close(out_fd)
@@ -104,15 +111,11 @@ def signal_tree(child: Child, sig: signal.Signals) -> None:
     """
     if child.strays is None:
         child.strays = [p for p in _tree(child.pid) if p.pid != child.pid]
-    try:
+    with suppress(ProcessLookupError, PermissionError):
         os.killpg(child.pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
     for proc in child.strays:
-        try:
+        with suppress(psutil.Error):
             proc.send_signal(sig)
-        except psutil.Error:
-            pass
 
 
 def stopped(child: Child) -> bool:

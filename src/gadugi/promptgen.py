@@ -15,8 +15,15 @@ from pathlib import Path
 from .errors import ConfigError
 
 PLACEHOLDERS = (
-    "task_id", "title", "branch", "worktree", "orchestration_id", "source_prompt",
-    "footprint", "depends_on", "prompt_text",
+    "task_id",
+    "title",
+    "branch",
+    "worktree",
+    "orchestration_id",
+    "source_prompt",
+    "footprint",
+    "depends_on",
+    "prompt_text",
 )
 PROJECT_TEMPLATE = Path(".gadugi/templates/workflow.md")
 MAX_TEMPLATE_BYTES = 200_000
@@ -52,8 +59,12 @@ def check_template(text: str, source: str) -> None:
     try:
         fields = [f for _, f, _, _ in string.Formatter().parse(text) if f is not None]
     except ValueError as exc:
-        raise ConfigError("template", f"{exc} (write literal braces as {{{{ and }}}})", source) from exc
+        raise ConfigError(
+            "template", f"{exc} (write literal braces as {{{{ and }}}})", source
+        ) from exc
     for name in fields:
         if name not in PLACEHOLDERS:
             known = ", ".join("{" + p + "}" for p in PLACEHOLDERS)
-            raise ConfigError("template", f"unknown placeholder {{{name}}} (known: {known})", source)
+            raise ConfigError(
+                "template", f"unknown placeholder {{{name}}} (known: {known})", source
+            )

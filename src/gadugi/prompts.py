@@ -39,7 +39,8 @@ TASK_TYPES = ("feature", "bug fix", "tests", "docs", "refactor", "config")
 def safe_id(raw: str) -> str:
     """Lower-case ``raw`` and keep ``[a-z0-9._-]``; never empty, never dot-led."""
     text = _UNSAFE.sub("-", raw.lower()).strip("-.")
-    text = re.sub(r"-{2,}", "-", text)[:MAX_ID_LENGTH].strip("-.")
+    # Runs of dots or dashes collapse, so an id is always a valid part of a branch name.
+    text = re.sub(r"\.{2,}", ".", re.sub(r"-{2,}", "-", text))[:MAX_ID_LENGTH].strip("-.")
     return text or "task"
 
 
@@ -137,7 +138,5 @@ def unique_ids(prompts: Iterable[Prompt]) -> list[Prompt]:
             n += 1
             candidate = f"{prompt.task_id}-{n}"
         seen.add(candidate)
-        if candidate != prompt.task_id:
-            prompt = replace(prompt, task_id=candidate)
-        out.append(prompt)
+        out.append(prompt if candidate == prompt.task_id else replace(prompt, task_id=candidate))
     return out

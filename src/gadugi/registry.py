@@ -13,7 +13,7 @@ import json
 import sqlite3
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -167,16 +167,30 @@ class Registry:
     # -- orchestrations -------------------------------------------------------------
 
     def create_orchestration(
-        self, orch_id: str, root: Path, base_commit: str, config: Mapping[str, Any],
-        pid: int, pid_start_time: float | None, fallback_used: bool,
+        self,
+        orch_id: str,
+        root: Path,
+        base_commit: str,
+        config: Mapping[str, Any],
+        pid: int,
+        pid_start_time: float | None,
+        fallback_used: bool,
     ) -> None:
         with self.transaction() as c:
             c.execute(
                 "INSERT INTO orchestrations (id, project_root, state, started_at, pid,"
                 " pid_start_time, base_commit, config, fallback_used)"
                 " VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?)",
-                (orch_id, str(root), time.time(), pid, pid_start_time, base_commit,
-                 json.dumps(dict(config), default=str), int(fallback_used)),
+                (
+                    orch_id,
+                    str(root),
+                    time.time(),
+                    pid,
+                    pid_start_time,
+                    base_commit,
+                    json.dumps(dict(config), default=str),
+                    int(fallback_used),
+                ),
             )
 
     def finish_orchestration(self, orch_id: str, state: str, result: Mapping[str, Any]) -> None:
@@ -194,7 +208,9 @@ class Registry:
             rows = self._query("SELECT * FROM orchestrations ORDER BY started_at DESC LIMIT 1")
         if not rows:
             raise NotFoundError(
-                f"no orchestration {orch_id!r} in {self.path}" if orch_id else "no orchestrations yet"
+                f"no orchestration {orch_id!r} in {self.path}"
+                if orch_id
+                else "no orchestrations yet"
             )
         return rows[0]
 
@@ -207,12 +223,19 @@ class Registry:
         now = time.time()
         with self.transaction() as c:
             for seq, row in enumerate(rows):
-                values = {"orchestration_id": orch_id, "seq": seq, "created_at": now,
-                          "status": "queued", **row}
+                values = {
+                    "orchestration_id": orch_id,
+                    "seq": seq,
+                    "created_at": now,
+                    "status": "queued",
+                    **row,
+                }
                 cols = ", ".join(values)
                 marks = ", ".join("?" for _ in values)
-                c.execute(f"INSERT INTO tasks ({cols}) VALUES ({marks})",  # noqa: S608
-                          tuple(_encode(k, v) for k, v in values.items()))
+                c.execute(
+                    f"INSERT INTO tasks ({cols}) VALUES ({marks})",  # noqa: S608
+                    tuple(_encode(k, v) for k, v in values.items()),
+                )
 
     def update_task(self, orch_id: str, task_id: str, **fields: Any) -> None:
         self.update_tasks(orch_id, {task_id: fields})
@@ -246,7 +269,8 @@ class Registry:
         else:
             rows = self._query(
                 "SELECT t.* FROM tasks t JOIN orchestrations o ON o.id = t.orchestration_id"
-                " WHERE t.task_id = ? ORDER BY o.started_at DESC LIMIT 1", (task_id,),
+                " WHERE t.task_id = ? ORDER BY o.started_at DESC LIMIT 1",
+                (task_id,),
             )
         if not rows:
             where = f" in orchestration {orch_id}" if orch_id else ""
@@ -263,14 +287,20 @@ class Registry:
     def cancel_requests(self, orch_id: str) -> dict[str, str]:
         rows = self._query(
             "SELECT task_id, cancel_requested FROM tasks WHERE orchestration_id = ?"
-            " AND cancel_requested IS NOT NULL AND status IN ('queued', 'running')", (orch_id,),
+            " AND cancel_requested IS NOT NULL AND status IN ('queued', 'running')",
+            (orch_id,),
         )
         return {r["task_id"]: r["cancel_requested"] for r in rows}
 
     # -- attempts -----------------------------------------------------------------
 
     def start_attempt(
-        self, orch_id: str, task_id: str, number: int, pid: int, pid_start_time: float,
+        self,
+        orch_id: str,
+        task_id: str,
+        number: int,
+        pid: int,
+        pid_start_time: float,
         started_at: float,
     ) -> None:
         with self.transaction() as c:
@@ -281,7 +311,12 @@ class Registry:
             )
 
     def end_attempt(
-        self, orch_id: str, task_id: str, number: int, exit_code: int | None, status: str,
+        self,
+        orch_id: str,
+        task_id: str,
+        number: int,
+        exit_code: int | None,
+        status: str,
         error: str | None,
     ) -> None:
         with self.transaction() as c:
@@ -301,8 +336,9 @@ class Registry:
         """Everything, as one JSON-ready object."""
         out = []
         for orch in self.orchestrations():
-            out.append({**orch, "tasks": self.tasks(orch["id"]),
-                        "attempts": self.attempts(orch["id"])})
+            out.append(
+                {**orch, "tasks": self.tasks(orch["id"]), "attempts": self.attempts(orch["id"])}
+            )
         return {"schema_version": SCHEMA_VERSION, "orchestrations": out}
 
 
@@ -315,8 +351,6 @@ def _encode(key: str, value: Any) -> Any:
 def _decode(row: dict[str, Any]) -> dict[str, Any]:
     for key in _JSON_COLUMNS | {"config", "result"}:
         if isinstance(row.get(key), str):
-            try:
+            with suppress(json.JSONDecodeError):
                 row[key] = json.loads(row[key])
-            except json.JSONDecodeError:
-                pass
     return row

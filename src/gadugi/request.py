@@ -61,9 +61,7 @@ class Resolution:
     problems: list[str] = field(default_factory=list)
 
 
-def resolve_names(
-    names: list[str], project_root: Path, cwd: Path | None = None
-) -> Resolution:
+def resolve_names(names: list[str], project_root: Path, cwd: Path | None = None) -> Resolution:
     """Map names to prompt files inside the project; report and skip the unusable ones.
 
     A name resolves inside ``<project>/prompts/``. Absolute paths, and relative paths
@@ -93,6 +91,8 @@ def _resolve_one(name: str, root: Path, cwd: Path | None) -> tuple[Path | None, 
     else:
         if cwd is not None and (cwd / given).exists():
             candidates.append(cwd / given)
+        elif ".." in given.parts:
+            return None, "leaves the prompts folder with '..'; refusing it"
         rel = given.parts[1:] if given.parts[:1] == (PROMPTS_DIR,) else given.parts
         candidates.append(root.joinpath(PROMPTS_DIR, *rel) if rel else root / PROMPTS_DIR)
     for candidate in candidates:

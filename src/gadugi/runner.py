@@ -187,9 +187,17 @@ class Runner:
         self.registry.start_attempt(
             self.layout.orchestration_id, run.task_id, run.attempt, child.pid, child.start_time, now
         )
-        self._record(run, status=run.status.value, started_at=run.started_at, pid=child.pid,
-                     pid_start_time=child.start_time, attempts=run.attempt,
-                     command=launch.argv, last_heartbeat=now, error_message=None)
+        self._record(
+            run,
+            status=run.status.value,
+            started_at=run.started_at,
+            pid=child.pid,
+            pid_start_time=child.start_time,
+            attempts=run.attempt,
+            command=launch.argv,
+            last_heartbeat=now,
+            error_message=None,
+        )
 
     def _make_worktree(self, run: TaskRun) -> None:
         deps = [self.by_id[d] for d in run.slot.depends_on if d in self.by_id]
@@ -216,11 +224,17 @@ class Runner:
         orch = self.layout.orchestration_id
         prompt_file = self.layout.prompts_dir / f"{run.task_id}.md"
         ctx = AgentContext(
-            orchestration_id=orch, task_id=run.task_id, project_root=self.layout.root,
-            worktree=run.worktree, branch=run.branch, prompt_file=prompt_file,
-            source_prompt=run.prompt.path, log_file=self.layout.logs_dir / f"{run.task_id}.log",
+            orchestration_id=orch,
+            task_id=run.task_id,
+            project_root=self.layout.root,
+            worktree=run.worktree,
+            branch=run.branch,
+            prompt_file=prompt_file,
+            source_prompt=run.prompt.path,
+            log_file=self.layout.logs_dir / f"{run.task_id}.log",
             events_file=self.layout.logs_dir / f"{run.task_id}.events.jsonl",
-            attempt=run.attempt, resume_session=run.agent_info.get("session_id"),
+            attempt=run.attempt,
+            resume_session=run.agent_info.get("session_id"),
         )
         prompt_file.parent.mkdir(parents=True, exist_ok=True)
         prompt_file.write_text(self._render_prompt(run), encoding="utf-8")
@@ -234,10 +248,15 @@ class Runner:
         deps = [f"{d} (branch {self.by_id[d].branch})" for d in run.slot.depends_on]
         footprint = ", ".join(f"`{p}`" for p in run.prompt.touches) or "not declared"
         return self.template.render(
-            task_id=run.task_id, title=run.prompt.title, branch=run.branch or "",
-            worktree=str(run.worktree), orchestration_id=self.layout.orchestration_id,
-            source_prompt=run.prompt.rel_path, footprint=footprint,
-            depends_on=", ".join(deps) or "none", prompt_text=run.prompt.text,
+            task_id=run.task_id,
+            title=run.prompt.title,
+            branch=run.branch or "",
+            worktree=str(run.worktree),
+            orchestration_id=self.layout.orchestration_id,
+            source_prompt=run.prompt.rel_path,
+            footprint=footprint,
+            depends_on=", ".join(deps) or "none",
+            prompt_text=run.prompt.text,
         )
 
     # -- running ------------------------------------------------------------------------
@@ -282,35 +301,60 @@ class Runner:
             self._end_attempt(run, TaskStatus.FAILED, now, outcome.error, code)
         elif outcome.transient and run.retries_left > 0:
             run.retries_left -= 1
-            delay = min(MAX_BACKOFF_S, self.config.retry_base_delay_seconds * 2 ** (run.attempt - 1))
+            delay = min(
+                MAX_BACKOFF_S, self.config.retry_base_delay_seconds * 2 ** (run.attempt - 1)
+            )
             delay *= random.uniform(0.5, 1.0)  # jitter, so retries of many tasks spread out
-            self.registry.end_attempt(self.layout.orchestration_id, run.task_id, run.attempt,
-                                      code, "retrying", outcome.error)
+            self.registry.end_attempt(
+                self.layout.orchestration_id,
+                run.task_id,
+                run.attempt,
+                code,
+                "retrying",
+                outcome.error,
+            )
             log.info("%s: %s; retrying in %.1fs", run.task_id, outcome.error, delay)
             run.status, run.child, run.hold_until = TaskStatus.QUEUED, None, now + delay
-            self._record(run, status=run.status.value, exit_code=code, pid=None,
-                         error_message=f"{outcome.error}; retrying in {delay:.1f}s")
+            self._record(
+                run,
+                status=run.status.value,
+                exit_code=code,
+                pid=None,
+                error_message=f"{outcome.error}; retrying in {delay:.1f}s",
+            )
         else:
             self._end_attempt(run, TaskStatus.FAILED, now, outcome.error, code)
 
     def _end_attempt(
         self, run: TaskRun, status: TaskStatus, now: float, error: str | None, code: int | None
     ) -> None:
-        self.registry.end_attempt(self.layout.orchestration_id, run.task_id, run.attempt,
-                                  code, status.value, error)
+        self.registry.end_attempt(
+            self.layout.orchestration_id, run.task_id, run.attempt, code, status.value, error
+        )
         run.child, run.stopping = None, None
         self._finish(run, status, now, error=error, exit_code=code)
 
     def _finish(
-        self, run: TaskRun, status: TaskStatus, now: float, *, error: str | None = None,
+        self,
+        run: TaskRun,
+        status: TaskStatus,
+        now: float,
+        *,
+        error: str | None = None,
         exit_code: int | None = None,
     ) -> None:
         run.status, run.completed_at, run.error, run.exit_code = status, now, error, exit_code
         fields: dict[str, Any] = {
-            "status": status.value, "completed_at": now, "exit_code": exit_code,
-            "error_message": error, "pid": None, "agent": run.agent_info,
-            "last_heartbeat": run.last_heartbeat, "last_line": run.last_line[:500],
-            "cpu_percent": run.cpu_percent, "memory_mb": run.memory_mb,
+            "status": status.value,
+            "completed_at": now,
+            "exit_code": exit_code,
+            "error_message": error,
+            "pid": None,
+            "agent": run.agent_info,
+            "last_heartbeat": run.last_heartbeat,
+            "last_line": run.last_line[:500],
+            "cpu_percent": run.cpu_percent,
+            "memory_mb": run.memory_mb,
         }
         if run.branch and run.base_commit:
             fields["commits"] = self.worktrees.commits_ahead(run.branch, run.base_commit)
@@ -348,13 +392,20 @@ class Runner:
         statuses = {r.task_id: r.status for r in self.runs}
         for task_id, cause in doomed([r.slot for r in self.runs], statuses).items():
             what = self.by_id[cause].status.value
-            self._finish(self.by_id[task_id], TaskStatus.CANCELLED, now,
-                         error=f"cancelled: dependency {cause} {what}")
+            self._finish(
+                self.by_id[task_id],
+                TaskStatus.CANCELLED,
+                now,
+                error=f"cancelled: dependency {cause} {what}",
+            )
 
     def _stop_everything(self, now: float) -> None:
         """Ctrl-C, SIGTERM or a fatal agent error: stop every running task, cancel the rest."""
-        why = (f"cancelled: orchestrator interrupted ({self.interrupted})" if self.interrupted
-               else f"cancelled: orchestration stopped: {self.fatal}")
+        why = (
+            f"cancelled: orchestrator interrupted ({self.interrupted})"
+            if self.interrupted
+            else f"cancelled: orchestration stopped: {self.fatal}"
+        )
         running = [r for r in self.runs if r.status is TaskStatus.RUNNING and r.child]
         procs.terminate([r.child for r in running if r.child], self.config.kill_grace_seconds)
         for run in running:
@@ -390,10 +441,15 @@ class Runner:
 
     def heartbeat_fields(self) -> dict[str, dict[str, Any]]:
         return {
-            r.task_id: {"last_heartbeat": r.last_heartbeat, "cpu_percent": r.cpu_percent,
-                        "memory_mb": r.memory_mb, "last_line": r.last_line[:500],
-                        "agent": r.agent_info}
-            for r in self.runs if r.status is TaskStatus.RUNNING
+            r.task_id: {
+                "last_heartbeat": r.last_heartbeat,
+                "cpu_percent": r.cpu_percent,
+                "memory_mb": r.memory_mb,
+                "last_line": r.last_line[:500],
+                "agent": r.agent_info,
+            }
+            for r in self.runs
+            if r.status is TaskStatus.RUNNING
         }
 
     def _record(self, run: TaskRun, **fields: Any) -> None:

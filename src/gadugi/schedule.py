@@ -64,8 +64,10 @@ def doomed(tasks: Sequence[Slot], status: Mapping[str, TaskStatus]) -> dict[str,
             return verdict[task_id]
         for dep in by_id[task_id].depends_on:
             dep_status = status.get(dep)
-            if dep_status is not None and dep_status.finished and dep_status is not (
-                TaskStatus.COMPLETED
+            if (
+                dep_status is not None
+                and dep_status.finished
+                and dep_status is not (TaskStatus.COMPLETED)
             ):
                 return dep
             if dep in by_id and dep not in seen:

@@ -34,8 +34,13 @@ def run_git(args: Sequence[str], cwd: Path) -> GitResult:
     """Run git without a shell or a terminal; the seam tests may replace."""
     env = {**os.environ, **_GIT_ENV}
     proc = subprocess.run(
-        ["git", *args], cwd=cwd, env=env, capture_output=True, text=True,
-        stdin=subprocess.DEVNULL, check=False,
+        ["git", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        check=False,
     )
     return GitResult(proc.returncode, proc.stdout, proc.stderr)
 
@@ -54,11 +59,13 @@ def resolve_commit(root: Path, ref: str) -> str:
     """The commit ``ref`` names; a repository with no commits or an unknown ref is an error."""
     if ref.startswith("-"):
         raise RepositoryError(f"base ref {ref!r} cannot start with '-'")
-    res = run_git(["rev-parse", "--verify", "--quiet", "--end-of-options", f"{ref}^{{commit}}"], root)
+    res = run_git(
+        ["rev-parse", "--verify", "--quiet", "--end-of-options", f"{ref}^{{commit}}"], root
+    )
     if res.returncode != 0:
         if ref == "HEAD":
             raise RepositoryError(
-                f"{root} has no commits yet; commit something first (worktrees branch from a commit)"
+                f"{root} has no commits yet; commit first (worktrees branch from a commit)"
             )
         raise RepositoryError(f"base ref {ref!r} does not name a commit in {root}")
     return res.stdout.strip()
@@ -112,9 +119,7 @@ class Worktrees:
     def create(self, task_id: str, path: Path, branch: str, base: str) -> None:
         """A new branch ``branch`` at ``base`` checked out at ``path``; never overwrites."""
         with self.locked():
-            res = run_git(
-                ["worktree", "add", "--quiet", "-b", branch, str(path), base], self.root
-            )
+            res = run_git(["worktree", "add", "--quiet", "-b", branch, str(path), base], self.root)
         if res.returncode != 0:
             raise WorktreeError(task_id, "worktree add", res.stderr, res.returncode)
 

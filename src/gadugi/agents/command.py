@@ -70,8 +70,11 @@ class CommandProfile:
 
     def prepare(self, ctx: AgentContext, prompt: Prompt) -> Launch:
         values = {
-            "prompt_file": str(ctx.prompt_file), "source_prompt": str(ctx.source_prompt),
-            "worktree": str(ctx.worktree), "task_id": ctx.task_id, "branch": ctx.branch,
+            "prompt_file": str(ctx.prompt_file),
+            "source_prompt": str(ctx.source_prompt),
+            "worktree": str(ctx.worktree),
+            "task_id": ctx.task_id,
+            "branch": ctx.branch,
             "orchestration_id": ctx.orchestration_id,
         }
         argv = [arg.format_map(values) for arg in self.argv]

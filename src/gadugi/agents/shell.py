@@ -32,7 +32,9 @@ class ShellProfile:
     def prepare(self, ctx: AgentContext, prompt: Prompt) -> Launch:
         script = script_of(prompt.body)
         if script is None:
-            raise AgentError(ctx.task_id, "the shell agent found no ```sh, ```bash or ```shell block")
+            raise AgentError(
+                ctx.task_id, "the shell agent found no ```sh, ```bash or ```shell block"
+            )
         path = ctx.prompt_file.with_suffix(".sh")
         path.write_text(script, encoding="utf-8")
         return Launch(["bash", "-e", str(path)])

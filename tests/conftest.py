@@ -1,0 +1,125 @@
+"""Shared fixtures: real git repositories in temporary folders and the CLI as a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "Test",
+    "GIT_AUTHOR_EMAIL": "test@example.invalid",
+    "GIT_COMMITTER_NAME": "Test",
+    "GIT_COMMITTER_EMAIL": "test@example.invalid",
+}
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", *args],
+        cwd=repo,
+        check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **GIT_ENV},
+    ).stdout
+
+
+class Repo:
+    """A real git repository with a prompts/ folder."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def prompt(self, name: str, body: str, front: str | None = None) -> Path:
+        path = self.root / "prompts" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        text = (f"---\n{front.strip()}\n---\n" if front is not None else "") + body
+        path.write_text(text, encoding="utf-8")
+        return path
+
+    def shell_prompt(
+        self, name: str, script: str, front: str | None = None, title: str | None = None
+    ) -> Path:
+        heading = title or name.removesuffix(".md")
+        return self.prompt(name, f"# {heading}\n\n```sh\n{script.strip()}\n```\n", front)
+
+    def commit(self, message: str = "prompts") -> None:
+        git(self.root, "add", "-A")
+        git(self.root, "commit", "-q", "--allow-empty", "-m", message)
+
+    def branches(self) -> list[str]:
+        out = git(self.root, "branch", "--list", "gadugi/*", "--format=%(refname:short)")
+        return out.split()
+
+    def worktrees(self) -> list[str]:
+        out = git(self.root, "worktree", "list", "--porcelain")
+        return [line.split(" ", 1)[1] for line in out.splitlines() if line.startswith("worktree ")]
+
+    def final(self) -> dict[str, Any]:
+        files = sorted((self.root / ".gadugi/monitoring").glob("*_final.json"))
+        assert files, "no final result written"
+        data: dict[str, Any] = json.loads(files[-1].read_text())
+        return data
+
+    def snapshot(self) -> tuple[list[str], list[str], list[str], bool]:
+        """What a refused request must leave unchanged."""
+        files = sorted(
+            str(p.relative_to(self.root))
+            for p in self.root.rglob("*")
+            if ".git" not in p.relative_to(self.root).parts[:1]
+        )
+        return files, self.branches(), self.worktrees(), (self.root / ".gadugi").exists()
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Repo:
+    root = tmp_path / "project"
+    root.mkdir()
+    git(root, "init", "-q", "-b", "main")
+    git(root, "config", "user.name", "Test")
+    git(root, "config", "user.email", "test@example.invalid")
+    (root / "README.md").write_text("# project\n")
+    (root / "prompts").mkdir()
+    r = Repo(root)
+    r.commit("initial")
+    return r
+
+
+def run_cli(
+    args: Sequence[str],
+    cwd: Path,
+    *,
+    input: str | None = None,
+    timeout: float = 120,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gadugi", *args],
+        cwd=cwd,
+        input=input,
+        text=True,
+        capture_output=True,
+        timeout=timeout,
+        check=False,
+        env={**os.environ, **GIT_ENV, **(env or {})},
+        stdin=None if input is not None else subprocess.DEVNULL,
+    )
+
+
+def start_cli(args: Sequence[str], cwd: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "gadugi", *args],
+        cwd=cwd,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, **GIT_ENV},
+    )
