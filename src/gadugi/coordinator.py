@@ -298,7 +298,11 @@ class OrchestratorCoordinator:
             on_dirty=monitor.mark_dirty,
         )
         with _signals_to(runner):
-            runner.run(between=monitor.maybe_write)
+            try:
+                runner.run(between=monitor.maybe_write)
+            except BaseException:
+                runner.abandon()
+                raise
         state = "interrupted" if runner.interrupted else "finished"
         result = build_result(
             registry.orchestration(orch_id) | {"finished_at": time.time()},

@@ -134,6 +134,13 @@ class Runner:
             between(time.time())
             time.sleep(TICK_S)
 
+    def abandon(self) -> None:
+        """Last resort when the loop itself failed: no agent may outlive the orchestrator."""
+        children = [r.child for r in self.runs if r.child is not None]
+        if children:
+            log.error("stopping %d agent(s) after an internal error", len(children))
+            procs.terminate(children, self.config.kill_grace_seconds)
+
     def tick(self, now: float) -> bool:
         """One step; returns False once every task has finished."""
         if self.interrupted or self.fatal:
