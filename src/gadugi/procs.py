@@ -6,8 +6,10 @@ reaches the log as it is written and keeps flowing even if the orchestrator is b
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -21,17 +23,69 @@ import psutil
 log = logging.getLogger(__name__)
 
 
+# The supervisor: a tiny sh that leads the agent's process group, waits for the agent
+# and writes its exit status and end time to a file. It outlives a crashed orchestrator,
+# so a result that arrives while nobody is watching is still recorded (`gadugi resume`).
+SUPERVISOR = (
+    'result=$1; shift; "$@"; code=$?; '
+    'printf \'{"exit_code": %d, "ended_at": %s}\\n\' "$code" "$(date +%s.%N)" > "$result.tmp" '
+    '&& mv -f "$result.tmp" "$result"; exit "$code"'
+)
+LOST = -1000  # poll() of an adopted process that vanished without writing its result
+
+
 @dataclass
 class Child:
-    """A running agent process: its Popen and the identity used to re-check it later."""
+    """A running agent: its supervisor's pid and start time, and where its result will be.
 
-    popen: subprocess.Popen[bytes]
+    ``popen`` is None for a process adopted after a restart: it is not our child, so it
+    is watched through its result file and its identity instead of ``waitpid``.
+    """
+
+    pid: int
     start_time: float  # psutil's create_time: pid plus this names one process for good
+    result_file: Path
+    popen: subprocess.Popen[bytes] | None = None
     strays: list[psutil.Process] | None = None  # descendants seen at the first signal
+    returncode: int | None = None
+    ended_at: float | None = None
 
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
+    def poll(self) -> int | None:
+        """The exit code once the agent has finished, ``LOST`` if it vanished without one."""
+        if self.returncode is not None:
+            return self.returncode
+        if self.popen is not None:
+            code = self.popen.poll()
+            if code is None:
+                return None
+            recorded = read_result(self.result_file)
+            self.ended_at = recorded[1] if recorded else time.time()
+            self.returncode = code
+            return code
+        recorded = read_result(self.result_file)
+        if recorded is not None:
+            self.returncode, self.ended_at = recorded
+        elif not same_process(self.pid, self.start_time):
+            recorded = read_result(self.result_file)  # it may have finished just now
+            self.returncode, self.ended_at = recorded or (LOST, time.time())
+        return self.returncode
+
+    def wait(self, timeout_s: float = 30.0) -> None:
+        if self.popen is not None:
+            self.popen.wait(timeout_s)
+            return
+        deadline = time.monotonic() + timeout_s
+        while self.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+
+def read_result(path: Path) -> tuple[int, float] | None:
+    """The supervisor's record of an attempt: (exit code, end time), or None if not there."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return int(data["exit_code"]), float(data["ended_at"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def spawn(
@@ -40,15 +94,23 @@ def spawn(
     env: Mapping[str, str],
     stdout_path: Path,
     stderr_path: Path,
+    result_file: Path,
 ) -> Child:
-    """Start ``argv`` in a new session (its own process group), output appended to files."""
+    """Start ``argv`` under the supervisor in a new session, output appended to files.
+
+    A missing program raises FileNotFoundError here rather than surfacing as exit 127.
+    """
+    program = shutil.which(argv[0], path=env.get("PATH"))
+    if program is None:
+        raise FileNotFoundError(f"{argv[0]}: command not found")
     stdout_path.parent.mkdir(parents=True, exist_ok=True)
+    result_file.unlink(missing_ok=True)
     flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
     out_fd = os.open(stdout_path, flags, 0o644)
     err_fd = out_fd if stderr_path == stdout_path else os.open(stderr_path, flags, 0o644)
     try:
         popen = subprocess.Popen(
-            list(argv),
+            ["/bin/sh", "-c", SUPERVISOR, "gadugi-supervisor", str(result_file), *argv],
             cwd=cwd,
             env=dict(env),
             stdin=subprocess.DEVNULL,
@@ -61,7 +123,15 @@ def spawn(
         os.close(out_fd)
         if err_fd != out_fd:
             os.close(err_fd)
-    return Child(popen, process_start_time(popen.pid) or time.time())
+    started = process_start_time(popen.pid) or time.time()
+    return Child(popen.pid, started, result_file, popen=popen)
+
+
+def adopt(pid: int, start_time: float, result_file: Path) -> Child | None:
+    """Watch a process a previous orchestrator started, if it is still that process."""
+    if not same_process(pid, start_time):
+        return None
+    return Child(pid, start_time, result_file)
 
 
 def process_start_time(pid: int) -> float | None:
@@ -120,7 +190,7 @@ def signal_tree(child: Child, sig: signal.Signals) -> None:
 
 def stopped(child: Child) -> bool:
     """True when the child has exited (and is reaped) and nothing of its tree lives on."""
-    if child.popen.poll() is None or group_alive(child.pid):
+    if child.poll() is None or group_alive(child.pid):
         return False
     for proc in child.strays or ():
         try:
@@ -144,7 +214,7 @@ def terminate(children: list[Child], grace_s: float) -> None:
         log.info("pid %d did not exit within %.1fs of SIGTERM; sending SIGKILL", child.pid, grace_s)
         signal_tree(child, signal.SIGKILL)
     for child in pending:
-        child.popen.wait()
+        child.wait()
 
 
 def sample(pid: int) -> tuple[float, float] | None:

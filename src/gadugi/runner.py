@@ -181,7 +181,8 @@ class Runner:
             stdout = ctx.events_file if launch.structured_stdout else ctx.log_file
             env = {**os.environ, **ctx.environment(), **launch.env}
             assert run.worktree is not None
-            child = procs.spawn(launch.argv, run.worktree, env, stdout, ctx.log_file)
+            result_file = self.layout.logs_dir / f"{run.task_id}.{run.attempt}.exit.json"
+            child = procs.spawn(launch.argv, run.worktree, env, stdout, ctx.log_file, result_file)
         except (GadugiError, OSError) as exc:
             message = str(exc) if isinstance(exc, GadugiError) else f"cannot start agent: {exc}"
             self._finish(run, TaskStatus.FAILED, now, error=message)
@@ -274,13 +275,15 @@ class Runner:
         if run.stopping is not None:
             status, why, kill_at = run.stopping
             if procs.stopped(child):
-                self._end_attempt(run, status, now, why, child.popen.returncode)
+                self._end_attempt(run, status, now, why, child.returncode)
             elif now >= kill_at:
                 procs.signal_tree(child, signal.SIGKILL)
                 run.stopping = (status, why, float("inf"))
             return
-        code = child.popen.poll()
-        if code is not None:
+        code = child.poll()
+        if code == procs.LOST:
+            self._requeue_lost(run, now)
+        elif code is not None:
             if not procs.stopped(child):
                 # The agent left processes behind in its group: they must not outlive it.
                 procs.terminate([child], self.config.kill_grace_seconds)
@@ -288,6 +291,15 @@ class Runner:
         elif now >= run.deadline:
             minutes = run.timeout_s / 60
             self._stop(run, TaskStatus.TIMEOUT, f"timed out after {minutes:g} minutes", now)
+
+    def _requeue_lost(self, run: TaskRun, now: float) -> None:
+        """An adopted agent vanished without a result: run the task again."""
+        why = "agent process gone without a result (orchestrator was down); re-queued"
+        self.registry.end_attempt(
+            self.layout.orchestration_id, run.task_id, run.attempt, None, "lost", why
+        )
+        run.status, run.child = TaskStatus.QUEUED, None
+        self._record(run, status=run.status.value, pid=None, error_message=why)
 
     def _stop(self, run: TaskRun, status: TaskStatus, why: str, now: float) -> None:
         """Begin stopping a running task: SIGTERM now, SIGKILL after the grace period."""
@@ -417,7 +429,7 @@ class Runner:
         procs.terminate([r.child for r in running if r.child], self.config.kill_grace_seconds)
         for run in running:
             assert run.child is not None
-            self._end_attempt(run, TaskStatus.CANCELLED, now, why, run.child.popen.returncode)
+            self._end_attempt(run, TaskStatus.CANCELLED, now, why, run.child.returncode)
         for run in self.runs:
             if run.status is TaskStatus.QUEUED:
                 self._finish(run, TaskStatus.CANCELLED, now, error=why)

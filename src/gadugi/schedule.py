@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from graphlib import TopologicalSorter
 
 from .tasks import TaskStatus
 
@@ -55,30 +56,26 @@ def doomed(tasks: Sequence[Slot], status: Mapping[str, TaskStatus]) -> dict[str,
 
     A dependency that failed, timed out or was cancelled dooms every task that
     depends on it, directly or not; the value names the task that broke the chain.
+    Tasks are visited in dependency order, so each edge is looked at once and a long
+    chain costs no recursion.
     """
     by_id = {s.task_id: s for s in tasks}
+    order = TopologicalSorter(
+        {s.task_id: [d for d in s.depends_on if d in by_id] for s in tasks}
+    )
     verdict: dict[str, str] = {}
-
-    def cause(task_id: str, seen: frozenset[str]) -> str | None:
-        if task_id in verdict:
-            return verdict[task_id]
+    for task_id in order.static_order():
+        own = status.get(task_id)
+        if own is not None and own.finished:
+            continue
         for dep in by_id[task_id].depends_on:
             dep_status = status.get(dep)
-            if (
-                dep_status is not None
-                and dep_status.finished
-                and dep_status is not (TaskStatus.COMPLETED)
+            if dep_status is not None and dep_status.finished and dep_status is not (
+                TaskStatus.COMPLETED
             ):
-                return dep
-            if dep in by_id and dep not in seen:
-                found = cause(dep, seen | {dep})
-                if found is not None:
-                    return found
-        return None
-
-    for slot in tasks:
-        if status.get(slot.task_id) is TaskStatus.QUEUED:
-            found = cause(slot.task_id, frozenset({slot.task_id}))
-            if found is not None:
-                verdict[slot.task_id] = found
-    return verdict
+                verdict[task_id] = dep
+                break
+            if dep in verdict:
+                verdict[task_id] = verdict[dep]
+                break
+    return {t: cause for t, cause in verdict.items() if status.get(t) is TaskStatus.QUEUED}
