@@ -146,18 +146,20 @@ def main() -> None:
     """Run many coding-agent tasks at once, each in its own git worktree and branch."""
 
 
+def _listener(as_json: bool, quiet: bool) -> LiveTable | PlainLines | Silent:
+    stream = sys.stderr if as_json else sys.stdout
+    if quiet:
+        return Silent()
+    if stream.isatty():
+        return LiveTable(Console(file=stream))
+    return PlainLines(stream)
+
+
 @main.command()
 @selection_options
 def run(**kw: Any) -> None:
     """Run the named prompts from prompts/ in parallel worktrees."""
-    listener: LiveTable | PlainLines | Silent
-    stream = sys.stderr if kw["as_json"] else sys.stdout
-    if kw["quiet"]:
-        listener = Silent()
-    elif stream.isatty():
-        listener = LiveTable(Console(file=stream))
-    else:
-        listener = PlainLines(stream)
+    listener = _listener(kw["as_json"], kw["quiet"])
     coordinator, prepared = _prepare(kw, listener)
     try:
         result = coordinator.run(prepared)
@@ -189,6 +191,25 @@ def _report(result: OrchestrationResult, as_json: bool, quiet: bool) -> None:
             click.echo(f"  {'':<24} {task.error_message}")
         if task.status != "completed" and task.log_file:
             click.echo(f"  {'':<24} log: {task.log_file}")
+
+
+@main.command()
+@click.argument("orchestration_id", required=False)
+@click.option("--project-root", type=click.Path(file_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
+def resume(
+    orchestration_id: str | None, project_root: str | None, as_json: bool, quiet: bool
+) -> None:
+    """Finish an orchestration whose orchestrator died (default: the newest such)."""
+    listener = _listener(as_json, quiet)
+    coordinator = OrchestratorCoordinator(project_root=_root(project_root), listener=listener)
+    try:
+        result = coordinator.resume(orchestration_id)
+    finally:
+        listener.close()
+    _report(result, as_json, quiet)
+    sys.exit(result.exit_code)
 
 
 @main.command()

@@ -16,12 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from . import plan as planning
-from .agents import profile_for
+from . import recovery
+from .agents import AgentProfile, profile_for
 from .config import OrchestrationConfig
-from .errors import PlanError, RequestError
+from .errors import NotFoundError, PlanError, RequestError
 from .monitoring import Monitor, write_json_atomic
 from .procs import process_start_time
-from .promptgen import load_template
+from .promptgen import Template, load_template
 from .prompts import read_prompt, unique_ids
 from .registry import Registry
 from .request import Resolution, resolve_names
@@ -200,26 +201,72 @@ class OrchestratorCoordinator:
         base = resolve_commit(self.root, cfg.base_ref)
         template = load_template(self.root)
         runs = self._task_runs(prepared)
-        orch_id = new_orchestration_id()
-        layout = Layout(
-            root=self.root,
-            orchestration_id=orch_id,
-            worktrees_dir=self.root / cfg.worktrees_dir,
-            logs_dir=self.state_dir / "logs" / orch_id,
-            prompts_dir=self.state_dir / "prompts" / orch_id,
-        )
-        for path in (layout.worktrees_dir, layout.logs_dir, layout.prompts_dir):
-            path.mkdir(parents=True, exist_ok=True)
-        exclude_paths(self.root, [f"/{cfg.worktrees_dir.strip('/')}/", f"/{STATE_DIR}/"])
+        self._refuse_overlap(prepared)
+        layout = self._layout(new_orchestration_id())
         registry = Registry(self.state_dir / "state.db")
         try:
-            return self._run(prepared, registry, layout, runs, base, template)
+            self._create(registry, layout, runs, base, prepared.fallback_used)
+            return self._drive(registry, layout, runs, base, template)
         finally:
             registry.close()
 
+    def resume(self, orch_id: str | None = None) -> OrchestrationResult:
+        """Finish an orchestration whose orchestrator died, as a normal run would."""
+        path = self.state_dir / "state.db"
+        if not path.exists():
+            raise NotFoundError(f"no orchestrations yet: {path} does not exist")
+        registry = Registry(path)
+        try:
+            orch = recovery.resumable(registry, orch_id)
+            self.config = recovery.stored_config(orch["config"])
+            layout = self._layout(orch["id"])
+            rows = registry.tasks(orch["id"])
+            runs = recovery.restore_runs(rows, layout, self.config)
+            me = os.getpid()
+            registry.take_over(orch["id"], me, process_start_time(me))
+            for run, row in zip(runs, rows, strict=True):
+                if run.status.value != row["status"]:
+                    registry.update_task(
+                        orch["id"],
+                        run.task_id,
+                        status=run.status.value,
+                        error_message=run.error,
+                        completed_at=time.time(),
+                    )
+            template = load_template(self.root)
+            return self._drive(registry, layout, runs, orch["base_commit"], template)
+        finally:
+            registry.close()
+
+    def _layout(self, orch_id: str) -> Layout:
+        return Layout(
+            root=self.root,
+            orchestration_id=orch_id,
+            worktrees_dir=self.root / self.config.worktrees_dir,
+            logs_dir=self.state_dir / "logs" / orch_id,
+            prompts_dir=self.state_dir / "prompts" / orch_id,
+        )
+
+    def _refuse_overlap(self, prepared: Prepared) -> None:
+        """A second run of tasks that a live orchestration is running is refused."""
+        path = self.state_dir / "state.db"
+        if not path.exists():
+            return
+        registry = Registry(path, readonly=True)
+        try:
+            found = recovery.live_overlap(registry, {p.rel_path for p in prepared.prompts})
+        finally:
+            registry.close()
+        if found:
+            orch_id, shared = found
+            raise RequestError(
+                f"orchestration {orch_id} is already running {', '.join(shared)}; "
+                f"wait for it, or stop it with gadugi cancel"
+            )
+
     def _task_runs(self, prepared: Prepared) -> list[TaskRun]:
         by_id = {p.task_id: p for p in prepared.prompts}
-        profiles = {}
+        profiles: dict[str, AgentProfile] = {}
         runs = []
         for slot in prepared.plan.slots():
             prompt = by_id[slot.task_id]
@@ -243,28 +290,24 @@ class OrchestratorCoordinator:
             )
         return runs
 
-    def _run(
-        self,
-        prepared: Prepared,
-        registry: Registry,
-        layout: Layout,
-        runs: list[TaskRun],
-        base: str,
-        template: Any,
-    ) -> OrchestrationResult:
-        orch_id = layout.orchestration_id
+    def _create(
+        self, registry: Registry, layout: Layout, runs: list[TaskRun], base: str, fallback: bool
+    ) -> None:
+        for path in (layout.worktrees_dir, layout.logs_dir, layout.prompts_dir):
+            path.mkdir(parents=True, exist_ok=True)
+        exclude_paths(self.root, [f"/{self.config.worktrees_dir.strip('/')}/", f"/{STATE_DIR}/"])
         me = os.getpid()
         registry.create_orchestration(
-            orch_id,
+            layout.orchestration_id,
             self.root,
             base,
             asdict(self.config),
             me,
             process_start_time(me),
-            prepared.fallback_used,
+            fallback,
         )
         registry.add_tasks(
-            orch_id,
+            layout.orchestration_id,
             [
                 {
                     "task_id": r.task_id,
@@ -272,12 +315,19 @@ class OrchestratorCoordinator:
                     "prompt_file": r.prompt.rel_path,
                     "priority": r.slot.priority,
                     "depends_on": list(r.slot.depends_on),
+                    "conflicts_with": sorted(r.slot.conflicts_with),
                     "log_file": str(layout.logs_dir / f"{r.task_id}.log"),
                     "events_file": str(layout.logs_dir / f"{r.task_id}.events.jsonl"),
                 }
                 for r in runs
             ],
         )
+
+    def _drive(
+        self, registry: Registry, layout: Layout, runs: list[TaskRun], base: str, template: Template
+    ) -> OrchestrationResult:
+        """Run the loop to the end and record the result."""
+        orch_id = layout.orchestration_id
         runner: Runner
         monitor = Monitor(
             registry,

@@ -31,6 +31,7 @@ SUPERVISOR = (
     'printf \'{"exit_code": %d, "ended_at": %s}\\n\' "$code" "$(date +%s.%N)" > "$result.tmp" '
     '&& mv -f "$result.tmp" "$result"; exit "$code"'
 )
+KILL_WAIT_S = 5.0
 LOST = -1000  # poll() of an adopted process that vanished without writing its result
 
 
@@ -213,8 +214,12 @@ def terminate(children: list[Child], grace_s: float) -> None:
     for child in pending:
         log.info("pid %d did not exit within %.1fs of SIGTERM; sending SIGKILL", child.pid, grace_s)
         signal_tree(child, signal.SIGKILL)
+    # SIGKILL cannot be refused, but delivery takes a moment: wait for it, boundedly.
+    deadline = time.monotonic() + KILL_WAIT_S
     for child in pending:
-        child.wait()
+        child.wait(max(0.0, deadline - time.monotonic()))
+        while not stopped(child) and time.monotonic() < deadline:
+            time.sleep(0.02)
 
 
 def sample(pid: int) -> tuple[float, float] | None:

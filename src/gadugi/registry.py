@@ -44,6 +44,7 @@ CREATE TABLE IF NOT EXISTS tasks (
     status TEXT NOT NULL,
     priority INTEGER NOT NULL DEFAULT 0,
     depends_on TEXT NOT NULL DEFAULT '[]',
+    conflicts_with TEXT NOT NULL DEFAULT '[]',
     branch TEXT,
     worktree TEXT,
     worktree_removed INTEGER NOT NULL DEFAULT 0,
@@ -83,7 +84,7 @@ CREATE TABLE IF NOT EXISTS attempts (
 );
 CREATE INDEX IF NOT EXISTS tasks_by_status ON tasks(orchestration_id, status);
 """
-_JSON_COLUMNS = frozenset({"depends_on", "command", "agent"})
+_JSON_COLUMNS = frozenset({"depends_on", "conflicts_with", "command", "agent"})
 
 
 class Registry:
@@ -191,6 +192,15 @@ class Registry:
                     json.dumps(dict(config), default=str),
                     int(fallback_used),
                 ),
+            )
+
+    def take_over(self, orch_id: str, pid: int, pid_start_time: float | None) -> None:
+        """Record that a new orchestrator process now drives ``orch_id`` (resume)."""
+        with self.transaction() as c:
+            c.execute(
+                "UPDATE orchestrations SET state = 'running', pid = ?, pid_start_time = ?,"
+                " finished_at = NULL WHERE id = ?",
+                (pid, pid_start_time, orch_id),
             )
 
     def finish_orchestration(self, orch_id: str, state: str, result: Mapping[str, Any]) -> None:

@@ -93,6 +93,27 @@ class Layout:
     def suffix(self) -> str:
         return self.orchestration_id.rsplit("-", 1)[-1]
 
+    def result_file(self, task_id: str, attempt: int) -> Path:
+        """Where the supervisor of one attempt records its exit status."""
+        return self.logs_dir / f"{task_id}.{attempt}.exit.json"
+
+    def context(self, run: TaskRun) -> AgentContext:
+        """The agent context of ``run``'s current attempt."""
+        assert run.worktree is not None and run.branch is not None
+        return AgentContext(
+            orchestration_id=self.orchestration_id,
+            task_id=run.task_id,
+            project_root=self.root,
+            worktree=run.worktree,
+            branch=run.branch,
+            prompt_file=self.prompts_dir / f"{run.task_id}.md",
+            source_prompt=run.prompt.path,
+            log_file=self.logs_dir / f"{run.task_id}.log",
+            events_file=self.logs_dir / f"{run.task_id}.events.jsonl",
+            attempt=run.attempt,
+            resume_session=run.agent_info.get("session_id"),
+        )
+
 
 class Runner:
     def __init__(
@@ -181,7 +202,7 @@ class Runner:
             stdout = ctx.events_file if launch.structured_stdout else ctx.log_file
             env = {**os.environ, **ctx.environment(), **launch.env}
             assert run.worktree is not None
-            result_file = self.layout.logs_dir / f"{run.task_id}.{run.attempt}.exit.json"
+            result_file = self.layout.result_file(run.task_id, run.attempt)
             child = procs.spawn(launch.argv, run.worktree, env, stdout, ctx.log_file, result_file)
         except (GadugiError, OSError) as exc:
             message = str(exc) if isinstance(exc, GadugiError) else f"cannot start agent: {exc}"
@@ -228,22 +249,8 @@ class Runner:
 
     def _prepare_attempt(self, run: TaskRun) -> tuple[AgentContext, Any]:
         run.attempt += 1
-        assert run.worktree is not None and run.branch is not None
-        orch = self.layout.orchestration_id
-        prompt_file = self.layout.prompts_dir / f"{run.task_id}.md"
-        ctx = AgentContext(
-            orchestration_id=orch,
-            task_id=run.task_id,
-            project_root=self.layout.root,
-            worktree=run.worktree,
-            branch=run.branch,
-            prompt_file=prompt_file,
-            source_prompt=run.prompt.path,
-            log_file=self.layout.logs_dir / f"{run.task_id}.log",
-            events_file=self.layout.logs_dir / f"{run.task_id}.events.jsonl",
-            attempt=run.attempt,
-            resume_session=run.agent_info.get("session_id"),
-        )
+        ctx = self.layout.context(run)
+        prompt_file = ctx.prompt_file
         prompt_file.parent.mkdir(parents=True, exist_ok=True)
         prompt_file.write_text(self._render_prompt(run), encoding="utf-8")
         launch = run.profile.prepare(ctx, run.prompt)

@@ -60,9 +60,7 @@ def doomed(tasks: Sequence[Slot], status: Mapping[str, TaskStatus]) -> dict[str,
     chain costs no recursion.
     """
     by_id = {s.task_id: s for s in tasks}
-    order = TopologicalSorter(
-        {s.task_id: [d for d in s.depends_on if d in by_id] for s in tasks}
-    )
+    order = TopologicalSorter({s.task_id: [d for d in s.depends_on if d in by_id] for s in tasks})
     verdict: dict[str, str] = {}
     for task_id in order.static_order():
         own = status.get(task_id)
@@ -70,8 +68,10 @@ def doomed(tasks: Sequence[Slot], status: Mapping[str, TaskStatus]) -> dict[str,
             continue
         for dep in by_id[task_id].depends_on:
             dep_status = status.get(dep)
-            if dep_status is not None and dep_status.finished and dep_status is not (
-                TaskStatus.COMPLETED
+            if (
+                dep_status is not None
+                and dep_status.finished
+                and dep_status is not (TaskStatus.COMPLETED)
             ):
                 verdict[task_id] = dep
                 break

@@ -1,0 +1,337 @@
+"""The plan: tasks with their footprints, dependencies and conflicts, in waves.
+
+Pure analysis: no subprocess, no clock; the caller passes the tracked files in. What a
+prompt says about itself (type, estimate, dependency names) is read by ``intent``; what
+it may touch, and whose footprints overlap, by ``footprint``.
+
+* **Conflicts** are overlapping footprints: what one task changes meets what the other
+  changes or imports (two tasks importing the same module do not conflict). Tasks ordered
+  by their dependencies, directly or not, never run together, so they are not listed as
+  conflicting with each other.
+* **Waves** are dependency levels: wave 1 needs nothing, wave n needs something of n-1.
+* The **critical path** is the chain of dependencies with the largest summed estimate.
+* The **parallel estimate** replays ``schedule.next_to_start``, the runner's own policy,
+  over ``max_parallel`` slots with every task taking its estimate; the **speedup** is the
+  sequential sum over that.
+"""
+
+from __future__ import annotations
+
+import heapq
+import textwrap
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import PlanError
+from .footprint import RepoIndex, footprint, overlaps
+from .intent import classify, dependencies, estimate
+from .schedule import Slot, next_to_start
+from .tasks import Prompt, TaskStatus
+
+
+@dataclass(frozen=True)
+class PlannedTask:
+    task_id: str
+    prompt_file: str
+    title: str
+    type: str
+    estimate_minutes: float
+    priority: int
+    footprint: tuple[str, ...]  # sorted repo-relative paths and declared globs
+    depends_on: tuple[str, ...]  # resolved task ids, request order
+    conflicts_with: tuple[str, ...]  # sorted task ids
+
+
+@dataclass(frozen=True)
+class Plan:
+    max_parallel: int
+    tasks: tuple[PlannedTask, ...]  # request order
+    waves: tuple[tuple[str, ...], ...]
+    critical_path: tuple[str, ...]
+    estimated_sequential_minutes: float
+    estimated_parallel_minutes: float
+    estimated_speedup: float
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``gadugi plan --json`` object of PRODUCT.md."""
+        return {
+            "max_parallel": self.max_parallel,
+            "tasks": [
+                {
+                    "task_id": t.task_id,
+                    "prompt_file": t.prompt_file,
+                    "title": t.title,
+                    "type": t.type,
+                    "estimate_minutes": t.estimate_minutes,
+                    "priority": t.priority,
+                    "footprint": list(t.footprint),
+                    "depends_on": list(t.depends_on),
+                    "conflicts_with": list(t.conflicts_with),
+                }
+                for t in self.tasks
+            ],
+            "waves": [list(w) for w in self.waves],
+            "critical_path": list(self.critical_path),
+            "estimated_sequential_minutes": self.estimated_sequential_minutes,
+            "estimated_parallel_minutes": self.estimated_parallel_minutes,
+            "estimated_speedup": self.estimated_speedup,
+        }
+
+    def slots(self) -> list[Slot]:
+        """What the scheduler needs of each task, in request order."""
+        return [
+            Slot(t.task_id, i, t.priority, t.depends_on, frozenset(t.conflicts_with))
+            for i, t in enumerate(self.tasks)
+        ]
+
+
+def analyze(
+    prompts: Sequence[Prompt], project_root: Path, files: Sequence[str], max_parallel: int
+) -> Plan:
+    """Analyse the prompts; an unknown dependency or a cycle raises PlanError."""
+    _check(prompts, max_parallel)
+    depends = dependencies(prompts)
+    order = {p.task_id: i for i, p in enumerate(prompts)}
+    ancestors = _ancestors(_dependency_order(list(order), depends, order), depends, order)
+    index = RepoIndex(project_root, files)
+    footprints = [footprint(p.body, p.touches, index) for p in prompts]
+    near = overlaps(footprints, index)
+    tasks = []
+    for i, prompt in enumerate(prompts):
+        related = (
+            j for j in near[i] if not (ancestors[i] >> j) & 1 and not (ancestors[j] >> i) & 1
+        )
+        conflicts = tuple(sorted(prompts[j].task_id for j in related))
+        entries = footprints[i].entries
+        tasks.append(_planned(prompt, entries, depends[prompt.task_id], conflicts))
+    return _summarize(tuple(tasks), max_parallel)
+
+
+def sequential_plan(prompts: Sequence[Prompt], max_parallel: int) -> Plan:
+    """The fallback: request order, each task after the previous one, no footprints."""
+    tasks = tuple(
+        _planned(p, (), (prompts[i - 1].task_id,) if i else (), ()) for i, p in enumerate(prompts)
+    )
+    return _summarize(tasks, max(1, max_parallel))
+
+
+def _planned(
+    prompt: Prompt, prints: tuple[str, ...], depends: tuple[str, ...], conflicts: tuple[str, ...]
+) -> PlannedTask:
+    kind = classify(prompt)
+    return PlannedTask(
+        task_id=prompt.task_id,
+        prompt_file=prompt.rel_path,
+        title=prompt.title,
+        type=kind,
+        estimate_minutes=estimate(prompt, kind),
+        priority=prompt.priority,
+        footprint=prints,
+        depends_on=depends,
+        conflicts_with=conflicts,
+    )
+
+
+def _check(prompts: Sequence[Prompt], max_parallel: int) -> None:
+    if max_parallel < 1:
+        raise PlanError(f"max_parallel must be at least 1, not {max_parallel}")
+    seen: set[str] = set()
+    for prompt in prompts:
+        if prompt.task_id in seen:
+            raise PlanError(f"duplicate task id {prompt.task_id!r}", [prompt.task_id])
+        seen.add(prompt.task_id)
+
+
+def _dependency_order(
+    ids: Sequence[str], depends: Mapping[str, Sequence[str]], order: Mapping[str, int]
+) -> list[str]:
+    """Every task after its dependencies; a cycle raises PlanError naming it in order.
+
+    Depth-first without recursion, so a chain of thousands of tasks is fine.
+    """
+    state: dict[str, int] = {}  # 1: on the current path, 2: placed
+    result: list[str] = []
+    for start in ids:
+        if start in state:
+            continue
+        path, stack = [start], [iter(depends[start])]
+        state[start] = 1
+        while stack:
+            dep = next(stack[-1], None)
+            if dep is None:
+                stack.pop()
+                result.append(path.pop())
+                state[result[-1]] = 2
+            elif state.get(dep) == 1:
+                cycle = path[path.index(dep) :]
+                first = min(range(len(cycle)), key=lambda k: order[cycle[k]])
+                cycle = cycle[first:] + cycle[:first]
+                chain = " -> ".join([*cycle, cycle[0]])
+                raise PlanError(f"dependency cycle: {chain} (each depends on the next)", cycle)
+            elif dep not in state:
+                state[dep] = 1
+                path.append(dep)
+                stack.append(iter(depends[dep]))
+    return result
+
+
+def _ancestors(
+    topological: Sequence[str], depends: Mapping[str, Sequence[str]], order: Mapping[str, int]
+) -> list[int]:
+    """Per task, a bit set (by request index) of every task it waits for, directly or not."""
+    result: dict[str, int] = {}
+    for task_id in topological:
+        bits = 0
+        for dep in depends[task_id]:
+            bits |= result[dep] | (1 << order[dep])
+        result[task_id] = bits
+    return [result[t] for t in sorted(result, key=order.__getitem__)]
+
+
+def _summarize(tasks: tuple[PlannedTask, ...], max_parallel: int) -> Plan:
+    by_id = {t.task_id: t for t in tasks}
+    order = {t.task_id: i for i, t in enumerate(tasks)}
+    depends = {t.task_id: t.depends_on for t in tasks}
+    level: dict[str, int] = {}
+    finish: dict[str, float] = {}
+    for task_id in _dependency_order(list(order), depends, order):
+        deps = depends[task_id]
+        level[task_id] = 1 + max((level[d] for d in deps), default=-1)
+        start = max((finish[d] for d in deps), default=0.0)
+        finish[task_id] = start + by_id[task_id].estimate_minutes
+    waves: list[list[str]] = [[] for _ in range(1 + max(level.values(), default=-1))]
+    for task in tasks:
+        waves[level[task.task_id]].append(task.task_id)
+    sequential = sum(t.estimate_minutes for t in tasks)
+    parallel = _simulate(tasks, max_parallel)
+    return Plan(
+        max_parallel=max_parallel,
+        tasks=tasks,
+        waves=tuple(tuple(w) for w in waves),
+        critical_path=_critical_path(tasks, by_id, finish),
+        estimated_sequential_minutes=round(sequential, 1),
+        estimated_parallel_minutes=round(parallel, 1),
+        estimated_speedup=round(sequential / parallel, 2) if parallel else 1.0,
+    )
+
+
+def _critical_path(
+    tasks: Sequence[PlannedTask], by_id: dict[str, PlannedTask], finish: dict[str, float]
+) -> tuple[str, ...]:
+    """The chain of dependencies that ends last; ties go to the earlier task in the request."""
+    if not tasks:
+        return ()
+    order = {t.task_id: i for i, t in enumerate(tasks)}
+
+    def latest(ids: Sequence[str]) -> str:
+        return max(ids, key=lambda t: (finish[t], -order[t]))
+
+    path = [latest([t.task_id for t in tasks])]
+    while by_id[path[-1]].depends_on:
+        path.append(latest(by_id[path[-1]].depends_on))
+    return tuple(reversed(path))
+
+
+def _simulate(tasks: Sequence[PlannedTask], max_parallel: int) -> float:
+    """Minutes until every task is done when the scheduler's own policy picks the starts."""
+    slots = {
+        t.task_id: Slot(t.task_id, i, t.priority, t.depends_on, frozenset(t.conflicts_with))
+        for i, t in enumerate(tasks)
+    }
+    minutes = {t.task_id: t.estimate_minutes for t in tasks}
+    status = dict.fromkeys(slots, TaskStatus.QUEUED)
+    waiting = {t.task_id: len(t.depends_on) for t in tasks}
+    dependents: dict[str, list[str]] = {t.task_id: [] for t in tasks}
+    for task in tasks:
+        for dep in task.depends_on:
+            dependents[dep].append(task.task_id)
+    # Only tasks whose dependencies are done are offered: the policy skips the rest anyway.
+    ready = [slots[t] for t, n in waiting.items() if n == 0]
+    running: list[tuple[float, int, str]] = []
+    now = 0.0
+    while True:
+        for task_id in next_to_start(ready, status, max_parallel - len(running)):
+            status[task_id] = TaskStatus.RUNNING
+            heapq.heappush(running, (now + minutes[task_id], slots[task_id].order, task_id))
+        ready = [s for s in ready if status[s.task_id] is TaskStatus.QUEUED]
+        if not running:
+            break
+        now = running[0][0]
+        while running and running[0][0] == now:
+            done = heapq.heappop(running)[2]
+            status[done] = TaskStatus.COMPLETED
+            for child in dependents[done]:
+                waiting[child] -= 1
+                if waiting[child] == 0:
+                    ready.append(slots[child])
+    if ready:
+        raise RuntimeError(f"schedule simulation stalled with {len(ready)} tasks ready")
+    return now
+
+
+def render_plan(plan: Plan) -> str:
+    """The plan as plain text for a terminal of 100 columns."""
+    widths = (20, 8, 6, 18, 18)
+    head = ("id", "type", "est", "depends on", "conflicts with", "footprint")
+    rows = [_row(head, widths)]
+    for t in plan.tasks:
+        cells = (
+            t.task_id,
+            t.type,
+            f"{t.estimate_minutes:g}m",
+            _summary(t.depends_on, 18),
+            _summary(t.conflicts_with, 18),
+            _summary(t.footprint, 100 - sum(widths) - 5),
+        )
+        rows.append(_row(cells, widths))
+    total = len(plan.tasks)
+    lines = [
+        f"Plan: {total} task{'s' if total != 1 else ''}, up to {plan.max_parallel} at once",
+        "",
+        *rows,
+        "",
+        "Waves:",
+    ]
+    for n, wave in enumerate(plan.waves, 1):
+        lines += textwrap.wrap(
+            ", ".join(wave),
+            100,
+            initial_indent=f"  {n}: ",
+            subsequent_indent="     ",
+            break_on_hyphens=False,
+        )
+    path = " -> ".join(plan.critical_path) or "-"
+    lines += textwrap.wrap(
+        path, 100, initial_indent="Critical path: ", subsequent_indent="  ", break_on_hyphens=False
+    )
+    lines.append(
+        f"Estimated: {plan.estimated_sequential_minutes:g} min one at a time, "
+        f"{plan.estimated_parallel_minutes:g} min in parallel, "
+        f"speedup {plan.estimated_speedup:g}x"
+    )
+    return "\n".join(lines) + "\n"
+
+
+def _row(cells: Sequence[str], widths: Sequence[int]) -> str:
+    fixed = [_fit(c, w).ljust(w) for c, w in zip(cells, widths, strict=False)]
+    return " ".join([*fixed, *cells[len(widths) :]]).rstrip()
+
+
+def _fit(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _summary(items: Sequence[str], width: int) -> str:
+    """As many items as fit in ``width``, then how many more."""
+    if not items:
+        return "-"
+    shown: list[str] = []
+    for n, item in enumerate(items):
+        more = len(items) - n - 1
+        text = ", ".join([*shown, item]) + (f" (+{more})" if more else "")
+        if len(text) > width and shown:
+            return ", ".join(shown) + f" (+{len(items) - n})"
+        shown.append(item)
+    return _fit(", ".join(shown), width)

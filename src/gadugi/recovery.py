@@ -1,0 +1,160 @@
+"""Picking up an orchestration whose orchestrator died: the registry against reality.
+
+For each task the registry says was running, the supervisor's result file and the
+recorded process identity (pid and start time) decide: a result means the agent
+finished while nobody watched, and it is judged as usual; a live process is adopted
+and watched to its end; neither means the attempt was lost and the task runs again.
+Finished tasks keep their results. Nothing here starts a process.
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields, replace
+from pathlib import Path
+from typing import Any
+
+from . import procs
+from .agents import AgentProfile, profile_for
+from .config import OrchestrationConfig
+from .errors import GadugiError, RequestError
+from .prompts import read_prompt
+from .registry import Registry
+from .runner import Layout, TaskRun
+from .schedule import Slot
+from .tasks import Prompt, TaskStatus
+
+
+def stored_config(data: dict[str, Any]) -> OrchestrationConfig:
+    """The configuration an orchestration was started with, as the registry kept it."""
+    known = {f.name for f in fields(OrchestrationConfig)}
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        if key in known:
+            values[key] = tuple(value) if isinstance(value, list) else value
+    return OrchestrationConfig(**values)
+
+
+def orchestrator_alive(orch: dict[str, Any]) -> bool:
+    return orch["pid"] is not None and procs.same_process(orch["pid"], orch["pid_start_time"])
+
+
+def live_overlap(registry: Registry, prompt_files: set[str]) -> tuple[str, list[str]] | None:
+    """A running orchestration, with a live orchestrator, that has any of these prompts."""
+    for orch in registry.orchestrations():
+        if orch["state"] != "running" or not orchestrator_alive(orch):
+            continue
+        shared = sorted(
+            r["prompt_file"] for r in registry.tasks(orch["id"]) if r["prompt_file"] in prompt_files
+        )
+        if shared:
+            return orch["id"], shared
+    return None
+
+
+def resumable(registry: Registry, orch_id: str | None) -> dict[str, Any]:
+    """The orchestration to resume: the one named, or the newest whose orchestrator died."""
+    if orch_id is None:
+        for candidate in registry.orchestrations()[::-1]:
+            if candidate["state"] == "running" and not orchestrator_alive(candidate):
+                return candidate
+        raise RequestError(
+            "no orchestration to resume: none was left running by a dead orchestrator"
+        )
+    orch = registry.orchestration(orch_id)
+    if orch["state"] != "running":
+        raise RequestError(
+            f"orchestration {orch_id} is {orch['state']}; there is nothing to resume"
+        )
+    if orchestrator_alive(orch):
+        raise RequestError(
+            f"orchestration {orch_id} is still running (orchestrator pid {orch['pid']})"
+        )
+    return orch
+
+
+def restore_runs(
+    rows: list[dict[str, Any]], layout: Layout, config: OrchestrationConfig
+) -> list[TaskRun]:
+    profiles: dict[str, AgentProfile] = {}
+    runs = []
+    for row in rows:
+        runs.append(_restore(row, layout, config, profiles))
+    return runs
+
+
+def _restore(
+    row: dict[str, Any],
+    layout: Layout,
+    config: OrchestrationConfig,
+    profiles: dict[str, AgentProfile],
+) -> TaskRun:
+    slot = Slot(
+        row["task_id"],
+        row["seq"],
+        row["priority"],
+        tuple(row["depends_on"]),
+        frozenset(row["conflicts_with"]),
+    )
+    status = TaskStatus(row["status"])
+    problem: str | None = None
+    try:
+        prompt = read_prompt(layout.root / row["prompt_file"], layout.root)
+        prompt = replace(prompt, task_id=row["task_id"])
+        name = prompt.agent or config.agent
+        if name not in profiles:
+            profiles[name] = profile_for(name, config)
+        profile = profiles[name]
+    except GadugiError as exc:
+        problem = f"cannot resume: {exc}"
+        prompt = _placeholder_prompt(row, layout)
+        profile = profile_for("shell", config)
+    timeout_s = prompt.timeout_minutes * 60 if prompt.timeout_minutes else config.timeout_seconds
+    retries = prompt.retries if prompt.retries is not None else config.retries
+    run = TaskRun(
+        prompt=prompt,
+        slot=slot,
+        profile=profile,
+        status=status,
+        branch=row["branch"],
+        worktree=Path(row["worktree"]) if row["worktree"] and not row["worktree_removed"] else None,
+        base_commit=row["base_commit"],
+        attempt=row["attempts"],
+        retries_left=max(0, retries - max(0, row["attempts"] - 1)),
+        timeout_s=timeout_s,
+        started_at=row["started_at"],
+        completed_at=row["completed_at"],
+        exit_code=row["exit_code"],
+        error=row["error_message"],
+        agent_info=row["agent"] or {},
+        last_heartbeat=row["last_heartbeat"],
+        last_line=row["last_line"] or "",
+    )
+    if problem and not status.finished:
+        # The caller records this change; dependents are then cancelled as usual.
+        run.status, run.error, run.child = TaskStatus.FAILED, problem, None
+    elif status is TaskStatus.RUNNING:
+        _reattach(run, row, layout)
+    return run
+
+
+def _reattach(run: TaskRun, row: dict[str, Any], layout: Layout) -> None:
+    """Watch the recorded attempt again; its result file or identity tells the rest."""
+    run.child = procs.Child(
+        pid=row["pid"] or 0,
+        start_time=row["pid_start_time"] or 0.0,
+        result_file=layout.result_file(run.task_id, run.attempt),
+    )
+    run.ctx = layout.context(run)
+    run.deadline = (row["started_at"] or 0.0) + run.timeout_s
+
+
+def _placeholder_prompt(row: dict[str, Any], layout: Layout) -> Prompt:
+    path = layout.root / row["prompt_file"]
+    return Prompt(
+        path=path,
+        rel_path=row["prompt_file"],
+        task_id=row["task_id"],
+        title=row["name"],
+        body="",
+        text="",
+    )
