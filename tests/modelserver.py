@@ -1,4 +1,10 @@
-"""A scripted Anthropic Messages API server, for driving the real Claude Code CLI in tests.
+"""A scripted model API server, for driving the real agent CLIs in tests.
+
+It speaks Anthropic Messages (Claude Code) natively, and the OpenAI Responses API (Codex
+CLI, see tests/responses_api.py) and the Gemini API (gemini-cli, see tests/gemini_api.py)
+through sibling modules that translate the same scripts: a ``Bash`` tool call becomes
+Codex's ``exec_command`` or gemini-cli's ``run_shell_command``, so one scenario such as
+``write_commit`` drives every CLI.
 
 Start it as a context manager and point the CLI at it with ``ANTHROPIC_BASE_URL``::
 
@@ -15,9 +21,11 @@ resumed sessions therefore each get the right answer without the server tracking
 offer no tools (side requests such as title generation) get a short text answer and do not
 advance any script.
 
-Only the protocol subset Claude Code uses is spoken: ``HEAD /``, ``POST /v1/messages``
+Only the protocol subsets the CLIs use are spoken: ``HEAD /``, ``POST /v1/messages``
 (SSE when ``stream`` is true, a plain ``message`` otherwise), ``POST
-/v1/messages/count_tokens`` and ``GET /v1/models``. It binds 127.0.0.1 only, and stops by
+/v1/messages/count_tokens`` and ``GET /v1/models`` for Claude Code; ``POST /v1/responses``
+for Codex; ``POST /v1beta/models/<model>:streamGenerateContent`` (and
+``:generateContent``) for gemini-cli. It binds 127.0.0.1 only, and stops by
 itself after ``lifetime_s`` so it can never outlive a test; past ``max_requests`` it
 answers 500 so a runaway agent loop ends quickly.
 """
@@ -33,7 +41,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 SCENARIO_TAG = re.compile(r"\[\[scenario:([A-Za-z0-9_.-]+)\]\]")
 _CWD_LINE = re.compile(r"Primary working directory: (\S+)")
@@ -168,6 +176,16 @@ def text_only(turn: Turn) -> Reply:
     return say("Nothing to do.")
 
 
+def overloaded(turn: Turn) -> Failure:
+    """Always 503: the server is down for this scenario (retries do not help)."""
+    return Failure(503, "overloaded_error", "Service Unavailable: fake overload")
+
+
+def rate_limited(turn: Turn) -> Failure:
+    """Always 429, without any reset time."""
+    return Failure(429, "rate_limit_error", "Too many requests: fake rate limit")
+
+
 SCENARIOS: dict[str, Script] = {
     "write_commit": write_commit,
     "deny": deny,
@@ -176,6 +194,8 @@ SCENARIOS: dict[str, Script] = {
     "loop": loop,
     "usage_limit": usage_limit,
     "text_only": text_only,
+    "overloaded": overloaded,
+    "rate_limited": rate_limited,
 }
 
 
@@ -191,6 +211,40 @@ class Recorded:
     scenario: str | None
     turn: int | None
     status: int
+    api: str | None = None  # "anthropic", "responses" or "gemini" for model calls
+
+
+# -- other APIs ------------------------------------------------------------------------
+
+
+class Api(Protocol):
+    """What a sibling module provides to speak one more API (a module satisfies this)."""
+
+    NAME: str
+
+    def handles(self, path: str) -> bool: ...
+
+    def call(
+        self, server: ModelServer, path: str, headers: Mapping[str, str], body: dict[str, Any]
+    ) -> tuple[str | None, int | None, Reply | Failure]:
+        """The scenario, turn index and scripted answer of one request."""
+        ...
+
+    def error_body(self, failure: Failure) -> dict[str, Any]: ...
+
+    def render(
+        self, server: ModelServer, reply: Reply, path: str, body: dict[str, Any]
+    ) -> tuple[str, bytes]:
+        """The content type and payload that deliver ``reply``."""
+        ...
+
+
+def other_apis() -> list[Api]:
+    # Imported here: those modules build on this one's script types.
+    import gemini_api
+    import responses_api
+
+    return [responses_api, gemini_api]
 
 
 # -- the server ------------------------------------------------------------------------
@@ -269,6 +323,12 @@ class ModelServer:
     def count(self, scenario: str | None = None) -> int:
         return len(self.messages(scenario))
 
+    def calls(self, scenario: str | None = None) -> list[Recorded]:
+        """The model calls of any API (side requests included), optionally for one scenario."""
+        with self._lock:
+            found = [r for r in self.requests if r.api is not None]
+        return [r for r in found if scenario is None or r.scenario == scenario]
+
     # answering (called from handler threads)
 
     def _record(self, rec: Recorded) -> int:
@@ -282,19 +342,23 @@ class ModelServer:
         scenario, index = locate(body.get("messages", []))
         if not body.get("tools") or scenario is None:
             return None, None, say("ok")  # a side request: does not advance any script
+        cwd = _CWD_LINE.search(_system_text(body))
+        return scenario, index, self.play(scenario, index, session, cwd.group(1) if cwd else "", body)
+
+    def play(
+        self, scenario: str, index: int, session: str, cwd: str, body: dict[str, Any]
+    ) -> Reply | Failure:
+        """The scripted answer to one request of ``scenario``, whatever the API."""
         script = self.scenarios.get(scenario)
         if script is None:
-            return (
-                scenario,
-                index,
-                Failure(400, "invalid_request_error", f"unknown scenario {scenario!r}"),
-            )
+            return Failure(400, "invalid_request_error", f"unknown scenario {scenario!r}")
         with self._lock:
             seen = self._seen.get((scenario, session), 0)
             self._seen[(scenario, session)] = seen + 1
-        cwd = _CWD_LINE.search(_system_text(body))
-        turn = Turn(scenario, index, session, cwd.group(1) if cwd else "", body, seen)
-        return scenario, index, script(turn)
+        return script(Turn(scenario, index, session, cwd, body, seen))
+
+    def next_id(self) -> int:
+        return next(self._ids)
 
     def _message(self, reply: Reply, model: str) -> dict[str, Any]:
         content: list[dict[str, Any]] = []
@@ -438,13 +502,36 @@ def _handler_for(server: ModelServer) -> type[BaseHTTPRequestHandler]:
             elif path == "/v1/messages":
                 self._messages(body or {})
             else:
-                self._not_found(body)
+                api = next((a for a in other_apis() if a.handles(path)), None)
+                if api is None:
+                    self._not_found(body)
+                else:
+                    self._other(api, path, body or {})
+
+        def _other(self, api: Api, path: str, body: dict[str, Any]) -> None:
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            scenario, index, reply = api.call(server, path, headers, body)
+            status = reply.status if isinstance(reply, Failure) else 200
+            number = self._record(body, scenario, index, status, api.NAME)
+            if number > server.max_requests:
+                reply = Failure(500, "api_error", f"request budget of {server.max_requests} spent")
+            if isinstance(reply, Failure):
+                self._json(reply.status, api.error_body(reply), reply.headers)
+                return
+            time.sleep(reply.delay_s)
+            content_type, data = api.render(server, reply, path, body)
+            self.send_response(200)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Cache-Control", "no-cache")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
 
         def _messages(self, body: dict[str, Any]) -> None:
             session = self.headers.get("X-Claude-Code-Session-Id", "")
             scenario, index, reply = server._answer(body, session)
             status = reply.status if isinstance(reply, Failure) else 200
-            number = self._record(body, scenario, index, status)
+            number = self._record(body, scenario, index, status, "anthropic")
             if number > server.max_requests:
                 reply = Failure(500, "api_error", f"request budget of {server.max_requests} spent")
             if isinstance(reply, Failure):
@@ -483,15 +570,20 @@ def _handler_for(server: ModelServer) -> type[BaseHTTPRequestHandler]:
             return parsed if isinstance(parsed, dict) else None
 
         def _record(
-            self, body: dict[str, Any] | None, scenario: str | None, turn: int | None, status: int
+            self,
+            body: dict[str, Any] | None,
+            scenario: str | None,
+            turn: int | None,
+            status: int,
+            api: str | None = None,
         ) -> int:
-            secret = {"x-api-key", "authorization"}
+            secret = {"x-api-key", "authorization", "x-goog-api-key"}
             headers = {
                 k.lower(): ("<redacted>" if k.lower() in secret else v)
                 for k, v in self.headers.items()
             }
             return server._record(
-                Recorded(self.command, self._path(), headers, body, scenario, turn, status)
+                Recorded(self.command, self._path(), headers, body, scenario, turn, status, api)
             )
 
         def _not_found(self, body: dict[str, Any] | None) -> None:

@@ -253,6 +253,41 @@ def test_imports_follow_src_layout_and_relative_imports_two_levels(plan_for: Pla
     )
 
 
+TRICKY_IMPORTS = """from app import (
+    db,  # a comment (with a bracket
+    util,
+)
+import app.web as w, \\
+    app.deep
+import json
+
+
+def f() -> None:
+    from .deeper import x
+
+
+try:
+    import app.auth
+except ImportError:
+    pass
+"""
+
+
+@pytest.mark.parametrize("preamble", ["", '"""Docs.\n\nimport the thing, then use it\n"""\n'])
+def test_imports_in_brackets_continuations_and_blocks(tmp_path: Path, preamble: str) -> None:
+    sources = {k: v for k, v in SOURCES.items() if k.startswith("src/")}
+    sources["src/app/tricky.py"] = preamble + TRICKY_IMPORTS
+    index = footprint_module.RepoIndex(tmp_path, write_repo(tmp_path, sources))
+    assert index.imports("src/app/tricky.py") == {
+        "src/app/db.py",
+        "src/app/util.py",
+        "src/app/web.py",
+        "src/app/deep.py",
+        "src/app/deeper.py",
+        "src/app/auth.py",
+    }
+
+
 def test_unparsable_python_imports_nothing(plan_for: PlanFor) -> None:
     plan = plan_for({"a.md": "# A\n\nRepair src/app/broken.py\n"})
     assert plan.tasks[0].footprint == ("src/app/broken.py",)
@@ -507,6 +542,22 @@ def test_render_plan_shows_tasks_waves_and_speedup_within_100_columns(
     assert "speedup 1.5x" in text
     row = next(line for line in lines if line.startswith("a "))
     assert "docs/**" in row and "10m" in row
+
+
+def test_render_plan_fits_long_paths_and_many_entries(tmp_path: Path) -> None:
+    long_dir = "src/" + "/".join(["a-rather-long-directory-name"] * 3)
+    sources = {f"{long_dir}/m{i}.md": "" for i in range(12)}
+    files = write_repo(tmp_path, sources)
+    mentions = " ".join(sources)
+    prompts = prompts_from(
+        tmp_path,
+        {f"t{i}.md": f"# T\n\nEdit {mentions}\n" for i in range(8)},
+    )
+    text = render_plan(analyze(prompts, tmp_path, files, 2))
+    assert max(len(line) for line in text.splitlines()) <= 100
+    row = next(line for line in text.splitlines() if line.startswith("t0 "))
+    assert " t1, t2, t3 (+4) " in row  # conflicts: as many as fit, then how many more
+    assert row.endswith("... (+11)")  # one long path, cut, then the other eleven
 
 
 def test_sequential_plan_chains_the_request(tmp_path: Path) -> None:

@@ -13,9 +13,14 @@ from gadugi.registry import Registry
 
 
 def _seed(reg: Registry, orch: str = "orch-1") -> None:
-    reg.create_orchestration(orch, Path("/p"), "abc", {"x": 1}, 1, 2.0, False)
-    reg.add_tasks(
+    reg.create_orchestration(
         orch,
+        Path("/p"),
+        "abc",
+        {"x": 1},
+        1,
+        2.0,
+        False,
         [
             {"task_id": "a", "name": "A", "prompt_file": "prompts/a.md", "depends_on": ["b"]},
             {"task_id": "b", "name": "B", "prompt_file": "prompts/b.md"},

@@ -221,7 +221,8 @@ class OrchestratorCoordinator:
             self.config = recovery.stored_config(orch["config"])
             layout = self._layout(orch["id"])
             rows = registry.tasks(orch["id"])
-            runs = recovery.restore_runs(rows, layout, self.config)
+            attempts = registry.attempts(orch["id"])
+            runs = recovery.restore_runs(rows, attempts, layout, self.config)
             me = os.getpid()
             registry.take_over(orch["id"], me, process_start_time(me))
             for run, row in zip(runs, rows, strict=True):
@@ -297,6 +298,19 @@ class OrchestratorCoordinator:
             path.mkdir(parents=True, exist_ok=True)
         exclude_paths(self.root, [f"/{self.config.worktrees_dir.strip('/')}/", f"/{STATE_DIR}/"])
         me = os.getpid()
+        tasks = [
+            {
+                "task_id": r.task_id,
+                "name": r.prompt.title,
+                "prompt_file": r.prompt.rel_path,
+                "priority": r.slot.priority,
+                "depends_on": list(r.slot.depends_on),
+                "conflicts_with": sorted(r.slot.conflicts_with),
+                "log_file": str(layout.logs_dir / f"{r.task_id}.log"),
+                "events_file": str(layout.logs_dir / f"{r.task_id}.events.jsonl"),
+            }
+            for r in runs
+        ]
         registry.create_orchestration(
             layout.orchestration_id,
             self.root,
@@ -305,22 +319,7 @@ class OrchestratorCoordinator:
             me,
             process_start_time(me),
             fallback,
-        )
-        registry.add_tasks(
-            layout.orchestration_id,
-            [
-                {
-                    "task_id": r.task_id,
-                    "name": r.prompt.title,
-                    "prompt_file": r.prompt.rel_path,
-                    "priority": r.slot.priority,
-                    "depends_on": list(r.slot.depends_on),
-                    "conflicts_with": sorted(r.slot.conflicts_with),
-                    "log_file": str(layout.logs_dir / f"{r.task_id}.log"),
-                    "events_file": str(layout.logs_dir / f"{r.task_id}.events.jsonl"),
-                }
-                for r in runs
-            ],
+            tasks,
         )
 
     def _drive(

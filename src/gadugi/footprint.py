@@ -11,9 +11,10 @@ A task's footprint is the union of:
   Surrounding brackets, quotes and a sentence's final dot are not part of a path;
 * for every mentioned Python file, the repository modules it imports, followed
   ``IMPORT_DEPTH`` levels deep: a task that rewrites ``tests/test_auth.py`` touches the
-  modules that test exercises. Imports are read with ``ast`` (each file parsed at most
-  once per ``RepoIndex``); ``import a.b``, ``from a import b`` and relative imports are
-  resolved against the importing file's package root, ``src/`` and the repository root.
+  modules that test exercises. Imports are read with ``ast``, each file parsed at most
+  once per ``RepoIndex`` (only its import-like lines, unless those alone fail to parse).
+  ``import a.b``, ``from a import b`` and relative imports are resolved against the
+  importing file's package root, ``src/`` and the repository root.
 
 The first two are what the task *changes* (its direct entries); the imports are what
 those changes rely on. Two footprints overlap when a direct entry of either meets any
@@ -23,10 +24,10 @@ they to, one shared utility module would put every task in conflict with every o
 
 Globs are fnmatch-style and anchored at the repository root: ``*`` and ``?`` stay within
 one path segment, ``**`` spans any number of segments. Entries meet when they are equal
-or one matches the other; two globs meet
-when a tracked file matches both, when one's sample path matches the other, or when
-their literal prefixes nest and the shorter-prefixed one is recursive (``src/**`` and
-``src/auth/*.py``). The test is conservative: a false overlap only costs parallelism.
+or one matches the other; two globs meet when a tracked file matches both, when one's
+sample path matches the other, or when their literal prefixes nest and the one with the
+shorter prefix is recursive (``src/**/*.py`` and ``src/auth/**``). The test errs towards
+meeting: a false conflict only costs parallelism, a missed one costs a merge conflict.
 
 Nothing here runs a subprocess; the caller passes the tracked files in.
 """
@@ -47,10 +48,12 @@ MAX_SOURCE_BYTES = 1_000_000  # larger files are generated code, not worth parsi
 _GLOB_CHARS = frozenset("*?[")
 _TOKEN = re.compile(r"[\w.\-/*]+")
 _EDGE = "*."
+_IMPORT_START = re.compile(rb"^[ \t]*(?:import[ \t]|from[ \t]+[\w.]+[ \t]+import\b)", re.MULTILINE)
 _BLOCKS = ("body", "orelse", "finalbody", "handlers", "cases")  # where statements nest
 
 
 def is_glob(entry: str) -> bool:
+    """Whether a footprint entry is a pattern rather than one path."""
     return not _GLOB_CHARS.isdisjoint(entry)
 
 
@@ -159,7 +162,10 @@ class RepoIndex:
             source = (self.root / path).read_bytes()
             if len(source) > MAX_SOURCE_BYTES:
                 return
-            tree = ast.parse(source, filename=path)
+            try:
+                tree = ast.parse(_import_lines(source), filename=path)
+            except (SyntaxError, ValueError):
+                tree = ast.parse(source, filename=path)  # the quick cut misread it
         except (OSError, SyntaxError, ValueError, RecursionError):
             # An unreadable or invalid file imports nothing we can know about.
             return
@@ -219,6 +225,27 @@ class RepoIndex:
             parts.pop()
         own = "/".join(parts) + "/" if parts else ""
         return list(dict.fromkeys([own, "src/", ""]))
+
+
+def _import_lines(source: bytes) -> bytes:
+    """The statements that look like imports, dedented, as one small module.
+
+    Parsing a whole module costs several times more. A line inside a string that reads
+    like an import counts as one; one that does not parse sends the caller to the whole.
+    """
+    found: list[bytes] = []
+    for match in _IMPORT_START.finditer(source):
+        end = source.find(b"\n", match.start())
+        end = len(source) if end == -1 else end
+        code = source[match.start() : end].partition(b"#")[0]
+        if b"(" in code and b")" not in code:
+            close = source.find(b")", end)
+            end = len(source) if close == -1 else close + 1
+        while source[max(0, end - 2) : end].rstrip(b"\r").endswith(b"\\"):
+            following = source.find(b"\n", end + 1)
+            end = len(source) if following == -1 else following
+        found.append(source[match.start() : end].lstrip(b" \t"))
+    return b"\n".join(found)
 
 
 def _import_statements(tree: ast.Module) -> Iterator[ast.Import | ast.ImportFrom]:
@@ -333,7 +360,7 @@ def _related_entries(entries: list[str], index: RepoIndex) -> dict[str, set[str]
         if not is_glob(entry):
             for glob in by_file.get(entry, ()):
                 link(entry, glob)
-    for sharing in by_file.values():
+    for sharing in {tuple(g) for g in by_file.values() if len(g) > 1}:
         for j, a in enumerate(sharing):
             for b in sharing[j + 1 :]:
                 link(a, b)

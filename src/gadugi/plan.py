@@ -273,19 +273,12 @@ def _simulate(tasks: Sequence[PlannedTask], max_parallel: int) -> float:
 
 def render_plan(plan: Plan) -> str:
     """The plan as plain text for a terminal of 100 columns."""
-    widths = (20, 8, 6, 18, 18)
-    head = ("id", "type", "est", "depends on", "conflicts with", "footprint")
-    rows = [_row(head, widths)]
+    widths = (20, 8, 6, 18, 18, 100 - 70 - 5)  # the footprint takes what is left
+    rows = [_row(("id", "type", "est", "depends on", "conflicts with", "footprint"), widths)]
     for t in plan.tasks:
-        cells = (
-            t.task_id,
-            t.type,
-            f"{t.estimate_minutes:g}m",
-            _summary(t.depends_on, 18),
-            _summary(t.conflicts_with, 18),
-            _summary(t.footprint, 100 - sum(widths) - 5),
-        )
-        rows.append(_row(cells, widths))
+        cells = (t.task_id, t.type, f"{t.estimate_minutes:g}m")
+        lists = (t.depends_on, t.conflicts_with, t.footprint)
+        rows.append(_row(cells + tuple(map(_summary, lists, widths[3:])), widths))
     total = len(plan.tasks)
     lines = [
         f"Plan: {total} task{'s' if total != 1 else ''}, up to {plan.max_parallel} at once",
@@ -295,17 +288,8 @@ def render_plan(plan: Plan) -> str:
         "Waves:",
     ]
     for n, wave in enumerate(plan.waves, 1):
-        lines += textwrap.wrap(
-            ", ".join(wave),
-            100,
-            initial_indent=f"  {n}: ",
-            subsequent_indent="     ",
-            break_on_hyphens=False,
-        )
-    path = " -> ".join(plan.critical_path) or "-"
-    lines += textwrap.wrap(
-        path, 100, initial_indent="Critical path: ", subsequent_indent="  ", break_on_hyphens=False
-    )
+        lines += _wrap(", ".join(wave), f"  {n}: ", "     ")
+    lines += _wrap(" -> ".join(plan.critical_path) or "-", "Critical path: ", "  ")
     lines.append(
         f"Estimated: {plan.estimated_sequential_minutes:g} min one at a time, "
         f"{plan.estimated_parallel_minutes:g} min in parallel, "
@@ -314,9 +298,14 @@ def render_plan(plan: Plan) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _wrap(text: str, first: str, rest: str) -> list[str]:
+    return textwrap.wrap(
+        text, 100, initial_indent=first, subsequent_indent=rest, break_on_hyphens=False
+    )
+
+
 def _row(cells: Sequence[str], widths: Sequence[int]) -> str:
-    fixed = [_fit(c, w).ljust(w) for c, w in zip(cells, widths, strict=False)]
-    return " ".join([*fixed, *cells[len(widths) :]]).rstrip()
+    return " ".join(_fit(c, w).ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
 
 
 def _fit(text: str, width: int) -> str:
@@ -324,14 +313,21 @@ def _fit(text: str, width: int) -> str:
 
 
 def _summary(items: Sequence[str], width: int) -> str:
-    """As many items as fit in ``width``, then how many more."""
+    """As many items as fit in ``width``, then how many more: "a, b (+3)"."""
     if not items:
         return "-"
     shown: list[str] = []
+    used = 0
     for n, item in enumerate(items):
         more = len(items) - n - 1
-        text = ", ".join([*shown, item]) + (f" (+{more})" if more else "")
-        if len(text) > width and shown:
-            return ", ".join(shown) + f" (+{len(items) - n})"
+        grown = used + len(item) + (2 if shown else 0)
+        if grown + (len(f" (+{more})") if more else 0) > width:
+            break
         shown.append(item)
-    return _fit(", ".join(shown), width)
+        used = grown
+    if len(shown) == len(items):
+        return ", ".join(shown)
+    if not shown:
+        suffix = f" (+{len(items) - 1})" if len(items) > 1 else ""
+        return _fit(items[0], width - len(suffix)) + suffix
+    return ", ".join(shown) + f" (+{len(items) - len(shown)})"

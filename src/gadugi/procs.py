@@ -128,6 +128,24 @@ def spawn(
     return Child(popen.pid, started, result_file, popen=popen)
 
 
+def find_agent(orchestration_id: str, task_id: str) -> tuple[int, float] | None:
+    """The supervisor of a task's agent, found by the environment gadugi gave it.
+
+    Used after a crash that came between spawning an agent and recording its pid.
+    """
+    wanted = {"GADUGI_ORCHESTRATION_ID": orchestration_id, "GADUGI_TASK_ID": task_id}
+    for proc in psutil.process_iter(["pid"]):
+        try:
+            if os.getpgid(proc.pid) != proc.pid:
+                continue  # the supervisor leads its own group; descendants do not
+            env = proc.environ()
+            if all(env.get(k) == v for k, v in wanted.items()):
+                return proc.pid, proc.create_time()
+        except (psutil.Error, ProcessLookupError, PermissionError):
+            continue
+    return None
+
+
 def adopt(pid: int, start_time: float, result_file: Path) -> Child | None:
     """Watch a process a previous orchestrator started, if it is still that process."""
     if not same_process(pid, start_time):
@@ -152,6 +170,8 @@ def same_process(pid: int, start_time: float | None) -> bool:
 
 def group_alive(pgid: int) -> bool:
     """True while a live (non-zombie) process is in the group ``pgid``."""
+    if pgid <= 1:
+        return False  # killpg(0) would mean our own group
     try:
         os.killpg(pgid, 0)
     except (ProcessLookupError, PermissionError):
@@ -180,6 +200,8 @@ def signal_tree(child: Child, sig: signal.Signals) -> None:
     Descendants are looked up at the first signal, before any of them can die and be
     reparented out of sight; a process already gone counts as stopped.
     """
+    if child.pid <= 1:
+        return  # an adopted attempt whose process was never found: nothing to signal
     if child.strays is None:
         child.strays = [p for p in _tree(child.pid) if p.pid != child.pid]
     with suppress(ProcessLookupError, PermissionError):

@@ -9,6 +9,7 @@ Finished tasks keep their results. Nothing here starts a process.
 
 from __future__ import annotations
 
+import time
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
@@ -73,13 +74,35 @@ def resumable(registry: Registry, orch_id: str | None) -> dict[str, Any]:
 
 
 def restore_runs(
-    rows: list[dict[str, Any]], layout: Layout, config: OrchestrationConfig
+    rows: list[dict[str, Any]],
+    attempts: list[dict[str, Any]],
+    layout: Layout,
+    config: OrchestrationConfig,
 ) -> list[TaskRun]:
     profiles: dict[str, AgentProfile] = {}
+    ended = {(a["task_id"], a["number"]) for a in attempts if a["status"] != "running"}
     runs = []
     for row in rows:
-        runs.append(_restore(row, layout, config, profiles))
+        run = _restore(row, layout, config, profiles)
+        if _maybe_started(run, row, ended):
+            _reattach(run, row, layout)
+        runs.append(run)
     return runs
+
+
+def _maybe_started(run: TaskRun, row: dict[str, Any], ended: set[tuple[str, int]]) -> bool:
+    """Whether the task's latest attempt may have started and not been seen to end.
+
+    Covers a crash between spawning an agent and recording it as running: the
+    attempt number is recorded first, so its result file or process can be found.
+    """
+    if run.status is TaskStatus.RUNNING:
+        return True
+    return (
+        run.status is TaskStatus.QUEUED
+        and row["attempts"] >= 1
+        and (run.task_id, row["attempts"]) not in ended
+    )
 
 
 def _restore(
@@ -131,21 +154,23 @@ def _restore(
     )
     if problem and not status.finished:
         # The caller records this change; dependents are then cancelled as usual.
-        run.status, run.error, run.child = TaskStatus.FAILED, problem, None
-    elif status is TaskStatus.RUNNING:
-        _reattach(run, row, layout)
+        run.status, run.error = TaskStatus.FAILED, problem
     return run
 
 
 def _reattach(run: TaskRun, row: dict[str, Any], layout: Layout) -> None:
-    """Watch the recorded attempt again; its result file or identity tells the rest."""
+    """Watch the latest attempt again; its result file or its process tells the rest."""
+    pid, start_time = row["pid"], row["pid_start_time"]
+    if pid is None or not procs.same_process(pid, start_time):
+        found = procs.find_agent(layout.orchestration_id, run.task_id)
+        pid, start_time = found if found else (0, 0.0)
+    run.status = TaskStatus.RUNNING
     run.child = procs.Child(
-        pid=row["pid"] or 0,
-        start_time=row["pid_start_time"] or 0.0,
-        result_file=layout.result_file(run.task_id, run.attempt),
+        pid=pid, start_time=start_time, result_file=layout.result_file(run.task_id, run.attempt)
     )
     run.ctx = layout.context(run)
-    run.deadline = (row["started_at"] or 0.0) + run.timeout_s
+    run.started_at = run.started_at or time.time()
+    run.deadline = run.started_at + run.timeout_s
 
 
 def _placeholder_prompt(row: dict[str, Any], layout: Layout) -> Prompt:

@@ -176,7 +176,10 @@ class Registry:
         pid: int,
         pid_start_time: float | None,
         fallback_used: bool,
+        tasks: list[dict[str, Any]],
     ) -> None:
+        """The orchestration and all its tasks, in one transaction: a crash leaves both or
+        neither, never an orchestration that silently lost its tasks."""
         with self.transaction() as c:
             c.execute(
                 "INSERT INTO orchestrations (id, project_root, state, started_at, pid,"
@@ -193,6 +196,7 @@ class Registry:
                     int(fallback_used),
                 ),
             )
+            self._insert_tasks(c, orch_id, tasks)
 
     def take_over(self, orch_id: str, pid: int, pid_start_time: float | None) -> None:
         """Record that a new orchestrator process now drives ``orch_id`` (resume)."""
@@ -229,23 +233,23 @@ class Registry:
 
     # -- tasks --------------------------------------------------------------------
 
-    def add_tasks(self, orch_id: str, rows: list[dict[str, Any]]) -> None:
+    @staticmethod
+    def _insert_tasks(c: sqlite3.Connection, orch_id: str, rows: list[dict[str, Any]]) -> None:
         now = time.time()
-        with self.transaction() as c:
-            for seq, row in enumerate(rows):
-                values = {
-                    "orchestration_id": orch_id,
-                    "seq": seq,
-                    "created_at": now,
-                    "status": "queued",
-                    **row,
-                }
-                cols = ", ".join(values)
-                marks = ", ".join("?" for _ in values)
-                c.execute(
-                    f"INSERT INTO tasks ({cols}) VALUES ({marks})",  # noqa: S608
-                    tuple(_encode(k, v) for k, v in values.items()),
-                )
+        for seq, row in enumerate(rows):
+            values = {
+                "orchestration_id": orch_id,
+                "seq": seq,
+                "created_at": now,
+                "status": "queued",
+                **row,
+            }
+            cols = ", ".join(values)
+            marks = ", ".join("?" for _ in values)
+            c.execute(
+                f"INSERT INTO tasks ({cols}) VALUES ({marks})",  # noqa: S608
+                tuple(_encode(k, v) for k, v in values.items()),
+            )
 
     def update_task(self, orch_id: str, task_id: str, **fields: Any) -> None:
         self.update_tasks(orch_id, {task_id: fields})

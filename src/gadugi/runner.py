@@ -203,6 +203,9 @@ class Runner:
             env = {**os.environ, **ctx.environment(), **launch.env}
             assert run.worktree is not None
             result_file = self.layout.result_file(run.task_id, run.attempt)
+            # Recorded before the spawn: should the orchestrator die right after it, a
+            # resume knows which attempt's result file and process to look for.
+            self._record(run, attempts=run.attempt)
             child = procs.spawn(launch.argv, run.worktree, env, stdout, ctx.log_file, result_file)
         except (GadugiError, OSError) as exc:
             message = str(exc) if isinstance(exc, GadugiError) else f"cannot start agent: {exc}"
@@ -391,6 +394,8 @@ class Runner:
     def _tidy_worktree(self, run: TaskRun) -> dict[str, Any]:
         """Remove a completed task's worktree when all its work is committed."""
         assert run.worktree is not None
+        if not run.worktree.exists():
+            return {"worktree_removed": 1}  # removed before a crash could record it
         if not self.worktrees.is_clean(run.worktree):
             log.info("%s: keeping %s: it has uncommitted changes", run.task_id, run.worktree)
             return {"error_message": "worktree kept: it has uncommitted changes"}

@@ -1,0 +1,168 @@
+"""Crash safety: kill -9 the orchestrator mid-run, resume, and nothing runs twice or is lost."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from conftest import Repo, git, run_cli, start_cli
+
+TASKS = [f"job{n}" for n in range(6)]
+
+
+RUNNING = "SELECT count(*) FROM tasks WHERE status = 'running'"
+
+
+def _count(db: Path, sql: str) -> int:
+    if not db.exists():
+        return 0
+    try:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+        try:
+            return int(conn.execute(sql).fetchone()[0])
+        finally:
+            conn.close()
+    except sqlite3.OperationalError:
+        return 0
+
+
+def _lines(path: Path) -> list[str]:
+    return path.read_text().split() if path.exists() else []
+
+
+def _agents_of(orch_id: str) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["pid"]):
+        try:
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                continue
+            if proc.environ().get("GADUGI_ORCHESTRATION_ID") == orch_id:
+                found.append(proc)
+        except psutil.Error:
+            continue
+    return found
+
+
+def _wait(predicate: Any, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def crash_repo(repo: Repo, tmp_path: Path) -> tuple[Repo, Path]:
+    ledger = tmp_path / "ledger"
+    for name in TASKS:
+        repo.shell_prompt(
+            f"{name}.md",
+            f"sleep 1\necho {name} > {name}.txt\ngit add {name}.txt\ngit commit -qm {name}\n"
+            f"echo {name} >> {ledger}",
+        )
+    repo.commit()
+    return repo, ledger
+
+
+KILL_POINTS = {
+    "before-any-start": lambda db, ledger: _count(db, "SELECT count(*) FROM orchestrations") >= 1,
+    "first-running": lambda db, ledger: _count(db, RUNNING) >= 1,
+    "some-finished": lambda db, ledger: len(_lines(ledger)) >= 2,
+    "almost-done": lambda db, ledger: len(_lines(ledger)) >= 5,
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", list(KILL_POINTS))
+def test_kill_9_then_resume_completes_every_task_exactly_once(
+    crash_repo: tuple[Repo, Path], point: str
+) -> None:
+    repo, ledger = crash_repo
+    db = repo.root / ".gadugi/state.db"
+    run = start_cli(
+        ["run", "--agent", "shell", "--max-parallel", "2", "--quiet", *TASKS], repo.root
+    )
+    try:
+        _wait(lambda: KILL_POINTS[point](db, ledger) or run.poll() is not None)
+        os.kill(run.pid, signal.SIGKILL)
+        run.wait(timeout=10)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    # The agents it started run on without it; let them finish while nobody watches.
+    time.sleep(1.5)
+    status = json.loads(run_cli(["status", "--json"], repo.root).stdout)
+    orch_id = status["orchestration_id"]
+    assert status["state"] == "running"  # what a dead orchestrator leaves behind
+
+    resumed = run_cli(["resume", "--json"], repo.root, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr
+    result = json.loads(resumed.stdout)
+    assert result["orchestration_id"] == orch_id
+    assert {t["task_id"]: t["status"] for t in result["tasks"]} == dict.fromkeys(TASKS, "completed")
+    assert sorted(_lines(ledger)) == sorted(TASKS)  # every task finished exactly once
+    for task in result["tasks"]:
+        assert task["commits"] == 1
+        assert git(repo.root, "show", f"{task['branch']}:{task['task_id']}.txt").strip()
+    assert _agents_of(orch_id) == []
+    assert json.loads(run_cli(["status", "--json"], repo.root).stdout)["state"] == "finished"
+
+
+@pytest.mark.slow
+def test_an_agent_killed_while_the_orchestrator_was_down_runs_again(
+    repo: Repo, tmp_path: Path
+) -> None:
+    ledger = tmp_path / "ledger"
+    marker = tmp_path / "started"
+    repo.shell_prompt(
+        "victim.md",
+        f"echo start >> {ledger}\n[ -e {marker} ] && exit 0\ntouch {marker}\nsleep 300",
+    )
+    repo.commit()
+    run = start_cli(["run", "--agent", "shell", "--quiet", "victim"], repo.root)
+    try:
+        _wait(marker.exists)
+        os.kill(run.pid, signal.SIGKILL)
+        run.wait(timeout=10)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    orch_id = json.loads(run_cli(["status", "--json"], repo.root).stdout)["orchestration_id"]
+    for proc in _agents_of(orch_id):  # as if the machine had lost the agent too
+        proc.kill()
+    _wait(lambda: _agents_of(orch_id) == [])
+    resumed = run_cli(["resume", "--json"], repo.root)
+    assert resumed.returncode == 0, resumed.stderr
+    task = json.loads(resumed.stdout)["tasks"][0]
+    assert task["status"] == "completed" and task["attempts"] == 2
+    assert _lines(ledger) == ["start", "start"]
+
+
+def test_resume_refuses_a_live_or_finished_orchestration(repo: Repo, tmp_path: Path) -> None:
+    marker = tmp_path / "started"
+    repo.shell_prompt("slow.md", f"touch {marker}\nsleep 30")
+    repo.shell_prompt("quick.md", "true")
+    repo.commit()
+    nothing = run_cli(["resume"], repo.root)
+    assert nothing.returncode == 2 and "no orchestrations yet" in nothing.stderr
+    run = start_cli(["run", "--agent", "shell", "--quiet", "slow"], repo.root)
+    try:
+        _wait(marker.exists)
+        orch_id = json.loads(run_cli(["status", "--json"], repo.root).stdout)["orchestration_id"]
+        live = run_cli(["resume", orch_id], repo.root)
+        assert live.returncode == 2 and "still running" in live.stderr
+        again = run_cli(["run", "--agent", "shell", "slow", "quick"], repo.root)
+        assert again.returncode == 2
+        assert orch_id in again.stderr and "prompts/slow.md" in again.stderr
+        assert run_cli(["cancel", "slow"], repo.root).returncode == 0
+    finally:
+        run.wait(timeout=30)
+    finished = run_cli(["resume", orch_id], repo.root)
+    assert finished.returncode == 2 and "nothing to resume" in finished.stderr
