@@ -16,6 +16,8 @@ from __future__ import annotations
 import argparse
 import cProfile
 import json
+import os
+import platform
 import pstats
 import random
 import resource
@@ -148,6 +150,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--profile", action="store_true", help="print the top of a cProfile")
     args = parser.parse_args()
+    load_at_start = os.getloadavg()  # a busy machine explains a slow figure
     rng = random.Random(args.seed)
     with tempfile.TemporaryDirectory(prefix="gadugi-bench-") as tmp:
         root = Path(tmp)
@@ -168,6 +171,11 @@ def main() -> int:
             profiler.runcall(analyze, prompts, root, files, args.max_parallel)
             pstats.Stats(profiler, stream=sys.stderr).sort_stats("cumulative").print_stats(25)
     assert plan is not None
+    load = ", ".join(f"{x:.1f}" for x in load_at_start)
+    print(
+        f"machine: {platform.machine()} {platform.system()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}, load average at start {load}"
+    )
     pairs = sum(len(t.conflicts_with) for t in plan.tasks) // 2
     rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(
