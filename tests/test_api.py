@@ -116,7 +116,7 @@ class _Explodes:
     def changed(self, task: object) -> None:
         return
 
-    def ticked(self, runs: object, now: float) -> None:
+    def ticked(self, runs: object, now: float, note: str | None = None) -> None:
         if self.started.exists() and self.started.read_text().strip():
             raise RuntimeError("internal failure")
 

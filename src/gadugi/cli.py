@@ -21,6 +21,7 @@ from .errors import GadugiError, NotFoundError, RequestError
 from .liveview import LiveTable, PlainLines, Silent
 from .monitoring import write_json_atomic
 from .plan import render_plan
+from .recovery import orchestrator_alive
 from .registry import Registry
 from .request import parse_request
 from .worktrees import repository_root
@@ -242,12 +243,18 @@ def status(orch_id: str | None, project_root: str | None, as_json: bool) -> None
         rows = registry.tasks(orch["id"])
     finally:
         registry.close()
-    doc = status_document(orch["id"], rows, orch["state"], time.time())
+    doc = status_document(orch["id"], rows, orch["state"], time.time(), orch["note"])
+    alive = orch["state"] != "running" or orchestrator_alive(orch)
+    doc["orchestrator_alive"] = orch["state"] == "running" and alive
     if as_json:
         click.echo(json.dumps(doc, indent=2))
         return
     breakdown = ", ".join(f"{n} {s}" for s, n in doc["status_breakdown"].items())
     click.echo(f"{orch['id']} ({orch['state']}): {breakdown}")
+    if not alive:
+        click.echo(f"  its orchestrator (pid {orch['pid']}) is gone: gadugi resume {orch['id']}")
+    if orch["note"]:
+        click.echo(f"  {orch['note']}")
     for task in doc["tasks"]:
         secs = task["runtime_seconds"]
         shown = f"{secs:.1f}s" if secs is not None else "-"

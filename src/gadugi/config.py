@@ -11,7 +11,9 @@ from typing import Any
 
 from .errors import ConfigError
 
+STALL_ACTIONS = ("warn", "restart")
 AGENTS = ("claude", "shell", "command", "codex", "gemini", "aider")
+CODEX_SANDBOXES = ("read-only", "workspace-write", "danger-full-access")
 ENVIRONMENT = {
     "GADUGI_AGENT": "agent",
     "GADUGI_AGENT_CMD": "agent_cmd",
@@ -36,11 +38,28 @@ class OrchestrationConfig:
     retries: int = 0
     retry_base_delay_seconds: float = 2.0
     kill_grace_seconds: float = 5.0
+    stall_timeout_minutes: float | None = 15.0
+    stall_action: str = "warn"
+    min_available_memory_mb: int = 256
+    max_load_per_cpu: float = 3.0
+    memory_limit_mb: int | None = None
+    open_files_limit: int | None = None
     claude_model: str | None = None
     claude_permission_mode: str = "acceptEdits"
     claude_allowed_tools: tuple[str, ...] = ("Bash", "Edit", "Write", "Read", "Glob", "Grep")
     claude_max_turns: int | None = None
     claude_extra_args: tuple[str, ...] = field(default_factory=tuple)
+    claude_executable: str = "claude"
+    codex_executable: str = "codex"
+    codex_model: str | None = None
+    codex_sandbox: str = "danger-full-access"
+    codex_extra_args: tuple[str, ...] = field(default_factory=tuple)
+    gemini_executable: str = "gemini"
+    gemini_model: str | None = None
+    gemini_extra_args: tuple[str, ...] = field(default_factory=tuple)
+    aider_executable: str = "aider"
+    aider_model: str | None = None
+    aider_extra_args: tuple[str, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
         validate(self)
@@ -75,8 +94,24 @@ def validate(cfg: OrchestrationConfig, source: str = "") -> None:
             raise bad(key, "must be a relative path inside the project without '..'")
     if cfg.base_ref.startswith("-"):
         raise bad("base_ref", "a git ref cannot start with '-'")
+    if cfg.stall_timeout_minutes is not None and cfg.stall_timeout_minutes <= 0:
+        raise bad("stall_timeout_minutes", "must be a positive number of minutes")
+    if cfg.stall_action not in STALL_ACTIONS:
+        raise bad("stall_action", f"must be one of: {', '.join(STALL_ACTIONS)}")
+    if cfg.min_available_memory_mb < 0 or cfg.max_load_per_cpu < 0:
+        raise bad("min_available_memory_mb", "admission limits cannot be negative (0 disables)")
+    for key in ("memory_limit_mb", "open_files_limit"):
+        value = getattr(cfg, key)
+        if value is not None and value < 16:
+            raise bad(key, "must be at least 16 when set")
     if cfg.claude_max_turns is not None and cfg.claude_max_turns < 1:
         raise bad("claude_max_turns", "must be at least 1")
+    if cfg.codex_sandbox not in CODEX_SANDBOXES:
+        raise bad("codex_sandbox", f"must be one of {', '.join(CODEX_SANDBOXES)}")
+    for name in ("claude", "codex", "gemini", "aider"):
+        key = f"{name}_executable"
+        if not getattr(cfg, key).strip():
+            raise bad(key, "cannot be empty")
 
 
 def _coerce(name: str, value: Any, source: str) -> Any:
@@ -106,6 +141,12 @@ def _coerce(name: str, value: Any, source: str) -> Any:
             raise ValueError
         if kind == "int | None":
             return None if value in (None, "") else _coerce_int(value)
+        if kind == "float | None":
+            if value in (None, ""):
+                return None
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
         if not isinstance(value, str):
             raise ValueError
         return value

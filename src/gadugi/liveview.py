@@ -51,15 +51,15 @@ class LiveTable:
     def changed(self, task: TaskRun) -> None:
         return
 
-    def ticked(self, runs: Sequence[TaskRun], now: float) -> None:
+    def ticked(self, runs: Sequence[TaskRun], now: float, note: str | None = None) -> None:
         if not self.started:
             self.live.start()
             self.started = True
         if now - self.last >= REFRESH_S or all(r.status.finished for r in runs):
             self.last = now
-            self.live.update(self.render(runs, now), refresh=True)
+            self.live.update(self.render(runs, now, note), refresh=True)
 
-    def render(self, runs: Sequence[TaskRun], now: float) -> Group:
+    def render(self, runs: Sequence[TaskRun], now: float, note: str | None = None) -> Group:
         table = Table(expand=True, show_edge=False, pad_edge=False)
         table.add_column("task", no_wrap=True, max_width=32)
         table.add_column("state", no_wrap=True)
@@ -77,6 +77,7 @@ class LiveTable:
             )
         hidden = len(runs) - len(shown)
         footer = totals(runs) + (f" ({hidden} not shown)" if hidden else "")
+        footer += f"\n{note}" if note else ""
         return Group(table, Text(footer, style="bold"))
 
     def close(self) -> None:
@@ -107,6 +108,7 @@ class PlainLines:
     def __init__(self, out: TextIO) -> None:
         self.out = out
         self.seen: dict[str, TaskStatus] = {}
+        self.note: str | None = None
 
     def changed(self, task: TaskRun) -> None:
         before = self.seen.get(task.task_id, TaskStatus.QUEUED)
@@ -122,8 +124,12 @@ class PlainLines:
         self.out.write(f"{stamp} {task.task_id} {task.status.value}{detail}\n")
         self.out.flush()
 
-    def ticked(self, runs: Sequence[TaskRun], now: float) -> None:
-        return
+    def ticked(self, runs: Sequence[TaskRun], now: float, note: str | None = None) -> None:
+        if note != self.note:
+            self.note = note
+            if note:
+                self.out.write(f"{time.strftime('%H:%M:%S')} {note}\n")
+                self.out.flush()
 
     def close(self) -> None:
         return
@@ -133,7 +139,7 @@ class Silent:
     def changed(self, task: TaskRun) -> None:
         return
 
-    def ticked(self, runs: Sequence[TaskRun], now: float) -> None:
+    def ticked(self, runs: Sequence[TaskRun], now: float, note: str | None = None) -> None:
         return
 
     def close(self) -> None:

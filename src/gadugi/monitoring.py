@@ -85,7 +85,13 @@ class Monitor:
         own = [r for r in rows if r["orchestration_id"] == self.orchestration_id]
         write_json_atomic(
             self.directory / f"{self.orchestration_id}_status.json",
-            status_document(self.orchestration_id, own, state, now),
+            status_document(
+                self.orchestration_id,
+                own,
+                state,
+                now,
+                self.registry.orchestration(self.orchestration_id)["note"],
+            ),
         )
         self.dirty, self.last_write = False, now
 
@@ -171,7 +177,11 @@ def _stats(rows: list[dict[str, Any]], stamp: str | None) -> dict[str, Any]:
 
 
 def status_document(
-    orchestration_id: str, rows: list[dict[str, Any]], state: str, now: float
+    orchestration_id: str,
+    rows: list[dict[str, Any]],
+    state: str,
+    now: float,
+    note: str | None = None,
 ) -> dict[str, Any]:
     breakdown: dict[str, int] = {}
     for row in rows:
@@ -180,6 +190,7 @@ def status_document(
         "orchestration_id": orchestration_id,
         "timestamp": iso(now),
         "state": state,
+        "waiting_reason": note,
         "total_tasks": len(rows),
         "status_breakdown": breakdown,
         "tasks": [

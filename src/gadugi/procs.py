@@ -9,11 +9,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+import resource
 import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,6 +97,7 @@ def spawn(
     stdout_path: Path,
     stderr_path: Path,
     result_file: Path,
+    limits: Mapping[int, int] | None = None,
 ) -> Child:
     """Start ``argv`` under the supervisor in a new session, output appended to files.
 
@@ -119,6 +121,7 @@ def spawn(
             stderr=err_fd,
             start_new_session=True,
             close_fds=True,
+            preexec_fn=_limiter(limits) if limits else None,  # noqa: PLW1509
         )
     finally:
         os.close(out_fd)
@@ -144,6 +147,20 @@ def find_agent(orchestration_id: str, task_id: str) -> tuple[int, float] | None:
         except (psutil.Error, ProcessLookupError, PermissionError):
             continue
     return None
+
+
+def _limiter(limits: Mapping[int, int]) -> Callable[[], None]:
+    """Resource limits applied in the child before exec (inherited by its descendants).
+
+    The loop is single-threaded when it spawns, which is what makes preexec_fn safe here.
+    """
+    chosen = dict(limits)
+
+    def apply() -> None:
+        for which, value in chosen.items():
+            resource.setrlimit(which, (value, value))
+
+    return apply
 
 
 def adopt(pid: int, start_time: float, result_file: Path) -> Child | None:

@@ -31,6 +31,8 @@ KNOWN_KEYS = frozenset(
         "agent",
         "type",
         "estimate_minutes",
+        "memory_limit_mb",
+        "open_files_limit",
     }
 )
 TASK_TYPES = ("feature", "bug fix", "tests", "docs", "refactor", "config")
@@ -116,6 +118,10 @@ def _check(key: str, value: Any, rel: str) -> Any:
         if len(items) > 1000:
             raise bad("has more than 1000 entries")
         return tuple(items)
+    if key in ("memory_limit_mb", "open_files_limit"):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 16:
+            raise bad("must be an integer of at least 16")
+        return value
     if key in ("priority", "retries"):
         if isinstance(value, bool) or not isinstance(value, int):
             raise bad("must be an integer")

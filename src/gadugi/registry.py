@@ -33,6 +33,7 @@ CREATE TABLE IF NOT EXISTS orchestrations (
     base_commit TEXT,
     config TEXT,
     fallback_used INTEGER NOT NULL DEFAULT 0,
+    note TEXT,
     result TEXT
 );
 CREATE TABLE IF NOT EXISTS tasks (
@@ -206,6 +207,11 @@ class Registry:
                 " finished_at = NULL WHERE id = ?",
                 (pid, pid_start_time, orch_id),
             )
+
+    def set_note(self, orch_id: str, note: str | None) -> None:
+        """Why the orchestration is waiting (admission control), or None."""
+        with self.transaction() as c:
+            c.execute("UPDATE orchestrations SET note = ? WHERE id = ?", (note, orch_id))
 
     def finish_orchestration(self, orch_id: str, state: str, result: Mapping[str, Any]) -> None:
         with self.transaction() as c:

@@ -9,9 +9,11 @@ acts on it at its next step, where state is consistent.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import random
+import resource
 import signal
 import time
 from collections.abc import Callable, Sequence
@@ -22,7 +24,8 @@ from typing import Any, Protocol
 from . import procs
 from .agents import AgentContext, AgentProfile, Outcome
 from .config import OrchestrationConfig
-from .errors import GadugiError
+from .errors import GadugiError, WorktreeError
+from .health import Admission
 from .promptgen import Template
 from .registry import Registry
 from .schedule import Slot, doomed, next_to_start
@@ -31,6 +34,9 @@ from .worktrees import Worktrees, resolve_commit
 
 log = logging.getLogger(__name__)
 TICK_S = 0.05
+MAX_START_RETRIES = 5
+START_RETRY_BASE_S = 0.5
+MAX_START_DELAY_S = 10.0
 OBSERVE_EVERY_S = 1.0
 MAX_BACKOFF_S = 300.0
 
@@ -40,7 +46,7 @@ class Listener(Protocol):
 
     def changed(self, task: TaskRun) -> None: ...
 
-    def ticked(self, runs: Sequence[TaskRun], now: float) -> None: ...
+    def ticked(self, runs: Sequence[TaskRun], now: float, note: str | None) -> None: ...
 
 
 @dataclass
@@ -74,6 +80,8 @@ class TaskRun:
     cpu: tuple[float, float] | None = None  # (cpu seconds, at) for the next percentage
     cpu_percent: float | None = None
     memory_mb: float | None = None
+    start_failures: int = 0  # failed tries to create the worktree or spawn the agent
+    stalled: bool = False
 
     @property
     def task_id(self) -> str:
@@ -141,6 +149,8 @@ class Runner:
         self.on_dirty = on_dirty
         self.interrupted: str | None = None
         self.fatal: str | None = None
+        self.waiting: str | None = None  # why ready tasks are not starting, if they are not
+        self.admission = Admission(config.min_available_memory_mb, config.max_load_per_cpu)
         self._last_observe = 0.0
 
     # -- the loop ---------------------------------------------------------------------
@@ -179,7 +189,7 @@ class Runner:
                 if run.status is TaskStatus.RUNNING:
                     self.observe(run, now)
         if self.listener:
-            self.listener.ticked(self.runs, now)
+            self.listener.ticked(self.runs, now, self.waiting)
         return any(not r.status.finished for r in self.runs)
 
     # -- starting -----------------------------------------------------------------------
@@ -191,8 +201,19 @@ class Runner:
             return
         statuses = {r.task_id: r.status for r in self.runs}
         held = frozenset(r.task_id for r in self.runs if r.hold_until > now)
-        for task_id in next_to_start([r.slot for r in self.runs], statuses, free, held):
+        ready = next_to_start([r.slot for r in self.runs], statuses, free, held)
+        self._set_waiting(self.admission.blocked(now) if ready else None)
+        if self.waiting:
+            return  # running tasks go on; new ones wait until the machine has room
+        for task_id in ready:
             self._start(self.by_id[task_id], time.time())
+
+    def _set_waiting(self, reason: str | None) -> None:
+        if reason != self.waiting:
+            self.waiting = reason
+            self.registry.set_note(self.layout.orchestration_id, reason)
+            if reason:
+                log.warning("%s", reason)
 
     def _start(self, run: TaskRun, now: float) -> None:
         try:
@@ -206,9 +227,20 @@ class Runner:
             # Recorded before the spawn: should the orchestrator die right after it, a
             # resume knows which attempt's result file and process to look for.
             self._record(run, attempts=run.attempt)
-            child = procs.spawn(launch.argv, run.worktree, env, stdout, ctx.log_file, result_file)
+            child = procs.spawn(
+                launch.argv, run.worktree, env, stdout, ctx.log_file, result_file, self._limits(run)
+            )
         except (GadugiError, OSError) as exc:
             message = str(exc) if isinstance(exc, GadugiError) else f"cannot start agent: {exc}"
+            if _transient_start_failure(exc) and run.start_failures < MAX_START_RETRIES:
+                run.start_failures += 1
+                delay = min(MAX_START_DELAY_S, START_RETRY_BASE_S * 2 ** (run.start_failures - 1))
+                run.hold_until = now + delay
+                log.info("%s: %s; trying again in %.1fs", run.task_id, message, delay)
+                self._record(run, error_message=f"{message}; trying again in {delay:.1f}s")
+                return
+            if run.start_failures:
+                message = f"gave up after {run.start_failures + 1} tries to start: {message}"
             self._finish(run, TaskStatus.FAILED, now, error=message)
             return
         run.child, run.ctx = child, ctx
@@ -230,6 +262,16 @@ class Runner:
             last_heartbeat=now,
             error_message=None,
         )
+
+    def _limits(self, run: TaskRun) -> dict[int, int]:
+        memory_mb = run.prompt.memory_limit_mb or self.config.memory_limit_mb
+        files = run.prompt.open_files_limit or self.config.open_files_limit
+        limits = {}
+        if memory_mb:
+            limits[resource.RLIMIT_AS] = memory_mb * 2**20
+        if files:
+            limits[resource.RLIMIT_NOFILE] = files
+        return limits
 
     def _make_worktree(self, run: TaskRun) -> None:
         deps = [self.by_id[d] for d in run.slot.depends_on if d in self.by_id]
@@ -284,7 +326,9 @@ class Runner:
         assert child is not None
         if run.stopping is not None:
             status, why, kill_at = run.stopping
-            if procs.stopped(child):
+            if procs.stopped(child) and status is TaskStatus.QUEUED:
+                self._restart(run, why, now)
+            elif procs.stopped(child):
                 self._end_attempt(run, status, now, why, child.returncode)
             elif now >= kill_at:
                 procs.signal_tree(child, signal.SIGKILL)
@@ -301,6 +345,24 @@ class Runner:
         elif now >= run.deadline:
             minutes = run.timeout_s / 60
             self._stop(run, TaskStatus.TIMEOUT, f"timed out after {minutes:g} minutes", now)
+
+    def _restart(self, run: TaskRun, why: str, now: float) -> None:
+        """A stalled agent was stopped: run it again if the budget allows, else fail."""
+        assert run.child is not None
+        if run.retries_left <= 0:
+            self._end_attempt(run, TaskStatus.FAILED, now, f"{why}; no retries left", None)
+            return
+        run.retries_left -= 1
+        self.registry.end_attempt(
+            self.layout.orchestration_id,
+            run.task_id,
+            run.attempt,
+            run.child.returncode,
+            "stalled",
+            why,
+        )
+        run.status, run.child, run.stopping, run.stalled = TaskStatus.QUEUED, None, None, False
+        self._record(run, status=run.status.value, pid=None, error_message=f"{why}; restarting")
 
     def _requeue_lost(self, run: TaskRun, now: float) -> None:
         """An adopted agent vanished without a result: run the task again."""
@@ -468,7 +530,28 @@ class Runner:
                 if run.cpu is not None and now > run.cpu[1]:
                     run.cpu_percent = 100.0 * (cpu_s - run.cpu[0]) / (now - run.cpu[1])
                 run.cpu = (cpu_s, now)
+        self._check_stall(run, now)
         self.on_dirty()
+
+    def _check_stall(self, run: TaskRun, now: float) -> None:
+        """No output or agent event for the stall timeout: warn, or stop and retry."""
+        limit_min = self.config.stall_timeout_minutes
+        if not limit_min or run.last_heartbeat is None or run.stopping or run.child is None:
+            return
+        quiet_s = now - run.last_heartbeat
+        if quiet_s < limit_min * 60:
+            if run.stalled:
+                run.stalled = False
+                self._record(run, error_message=None)
+            return
+        if run.stalled:
+            return
+        run.stalled = True
+        why = f"stalled: no output or agent event for {quiet_s / 60:.1f} minutes"
+        log.warning("%s: %s", run.task_id, why)
+        self._record(run, error_message=why)
+        if self.config.stall_action == "restart":
+            self._stop(run, TaskStatus.QUEUED, why, now)
 
     def heartbeat_fields(self) -> dict[str, dict[str, Any]]:
         return {
@@ -488,6 +571,20 @@ class Runner:
         self.on_dirty()
         if self.listener:
             self.listener.changed(run)
+
+
+def _transient_start_failure(exc: BaseException) -> bool:
+    """Whether trying to start again later may succeed.
+
+    git has no structured error for a lock held by another process, so its own
+    wording ("Unable to create '....lock': File exists", "cannot lock ref") is the
+    only signal; for the spawn itself, the errno says it.
+    """
+    if isinstance(exc, WorktreeError):
+        return ".lock" in exc.stderr or "cannot lock" in exc.stderr
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.EAGAIN, errno.EBUSY, errno.ENOMEM, errno.ETXTBSY)
+    return False
 
 
 def _size(path: Path) -> int:

@@ -42,6 +42,8 @@ class Prompt:
     agent: str | None = None
     type: str | None = None
     estimate_minutes: float | None = None
+    memory_limit_mb: int | None = None  # RLIMIT_AS for the agent's processes
+    open_files_limit: int | None = None  # RLIMIT_NOFILE
 
     @property
     def name(self) -> str:
