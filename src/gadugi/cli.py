@@ -322,6 +322,51 @@ def cancel(task_id: str, orch_id: str | None, project_root: str | None, wait_s: 
 
 @main.command()
 @click.option(
+    "--older-than",
+    "hours",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="Only orchestrations finished at least this many hours ago.",
+)
+@click.option("--dry-run", is_flag=True, help="Say what would be removed; remove nothing.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Also remove dirty worktrees and branches whose commits exist nowhere else.",
+)
+@click.option("--project-root", type=click.Path(file_okay=False))
+def cleanup(hours: float, dry_run: bool, force: bool, project_root: str | None) -> None:
+    """Remove finished orchestrations' worktrees, merged branches and old records."""
+    from .cleanup import apply, plan_cleanup
+
+    root = _root(project_root)
+    path = root / ".gadugi" / "state.db"
+    if not path.exists():
+        raise NotFoundError(f"no orchestrations yet: {path} does not exist")
+    registry = Registry(path)
+    try:
+        plan = plan_cleanup(root, registry, hours, force)
+        if dry_run:
+            lines = [f"would {a.kind.replace('-', ' ')} {a.target}" for a in plan.actions]
+        else:
+            lines = apply(root, registry, plan, root / ".gadugi")
+    finally:
+        registry.close()
+    for line in lines:
+        click.echo(line)
+    for line in plan.kept:
+        click.echo(f"kept {line}")
+    for line in plan.notes:
+        click.echo(f"note: {line}")
+    if not (lines or plan.kept or plan.notes):
+        click.echo("nothing to clean up")
+    if any(line.startswith("could not") for line in lines):
+        sys.exit(1)
+
+
+@main.command()
+@click.option(
     "--dir",
     "directory",
     type=click.Path(file_okay=False),
@@ -352,3 +397,43 @@ def demo(directory: str | None, count: int) -> None:
         f"  registry:    {root}/.gadugi/state.db  (gadugi status --project-root {root})"
     )
     sys.exit(result.exit_code)
+
+
+@main.command()
+@click.option(
+    "--project-root",
+    type=click.Path(exists=True, file_okay=False),
+    help="The project to check (default: the current directory).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def doctor(project_root: str | None, as_json: bool) -> None:
+    """Check the agent CLIs, git and the project: exit 0 when a run could start, else 1."""
+    from .doctor import diagnose, render
+
+    report = diagnose(Path(project_root or os.getcwd()).resolve())
+    click.echo(json.dumps(report.to_json(), indent=2) if as_json else render(report))
+    sys.exit(0 if report.ok else 1)
+
+
+@main.command("install-agent")
+@click.option("--project-root", type=click.Path(file_okay=False))
+@click.option("--force", is_flag=True, help="Replace the file even if it was changed.")
+@click.option(
+    "--command",
+    "command",
+    default="gadugi",
+    show_default=True,
+    help="How the subagent calls gadugi (e.g. ./run_orchestrator.sh).",
+)
+def install_agent(project_root: str | None, force: bool, command: str) -> None:
+    """Write .claude/agents/orchestrator-agent.md: a Claude Code subagent that runs gadugi."""
+    from .install_agent import Action, install
+
+    done = install(_root(project_root), force=force, command=command)
+    messages = {
+        Action.CREATED: "wrote",
+        Action.UPDATED: "updated",
+        Action.UNCHANGED: "already up to date:",
+        Action.REPLACED: "replaced (--force)",
+    }
+    click.echo(f"{messages[done.action]} {done.path}")

@@ -208,6 +208,16 @@ class Registry:
                 (pid, pid_start_time, orch_id),
             )
 
+    def forget(self, orch_id: str) -> None:
+        """Drop an orchestration's rows (cleanup, once nothing of its work remains)."""
+        with self.transaction() as c:
+            for table, key in (
+                ("attempts", "orchestration_id"),
+                ("tasks", "orchestration_id"),
+                ("orchestrations", "id"),
+            ):
+                c.execute(f"DELETE FROM {table} WHERE {key} = ?", (orch_id,))  # noqa: S608
+
     def set_note(self, orch_id: str, note: str | None) -> None:
         """Why the orchestration is waiting (admission control), or None."""
         with self.transaction() as c:
