@@ -166,3 +166,30 @@ def test_resume_refuses_a_live_or_finished_orchestration(repo: Repo, tmp_path: P
         run.wait(timeout=30)
     finished = run_cli(["resume", orch_id], repo.root)
     assert finished.returncode == 2 and "nothing to resume" in finished.stderr
+
+
+def test_retry_runs_a_failed_task_again_in_its_worktree(repo: Repo, tmp_path: Path) -> None:
+    marker = tmp_path / "tried"
+    repo.shell_prompt(
+        "flaky.md",
+        f"echo progress >> work.txt\nif [ ! -e {marker} ]; then touch {marker}; exit 3; fi\n"
+        "git add work.txt\ngit commit -qm 'finished the work'",
+    )
+    repo.shell_prompt("solid.md", "true")
+    repo.commit()
+    first = run_cli(["run", "--agent", "shell", "--json", "flaky", "solid"], repo.root)
+    assert first.returncode == 1
+    worktree = next(t for t in json.loads(first.stdout)["tasks"] if t["task_id"] == "flaky")[
+        "worktree"
+    ]
+    refused = run_cli(["retry", "solid"], repo.root)
+    assert refused.returncode == 2 and "only failed" in refused.stderr
+    again = run_cli(["retry", "flaky", "--json"], repo.root)
+    assert again.returncode == 0, again.stderr
+    result = json.loads(again.stdout)
+    assert result["successful_tasks"] == 2
+    task = next(t for t in result["tasks"] if t["task_id"] == "flaky")
+    assert task["attempts"] == 2 and task["commits"] == 1
+    # The second attempt continued in the same worktree: both attempts' lines are there.
+    assert git(repo.root, "show", f"{task['branch']}:work.txt").split() == ["progress"] * 2
+    assert task["worktree"] is None and not Path(worktree).exists()

@@ -214,6 +214,28 @@ def resume(
 
 
 @main.command()
+@click.argument("task_id")
+@click.option(
+    "--orchestration", "orch_id", help="Which orchestration (default: the newest with it)."
+)
+@click.option("--project-root", type=click.Path(file_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
+def retry(
+    task_id: str, orch_id: str | None, project_root: str | None, as_json: bool, quiet: bool
+) -> None:
+    """Run a failed or timed-out task again in its worktree, continuing the agent's session."""
+    listener = _listener(as_json, quiet)
+    coordinator = OrchestratorCoordinator(project_root=_root(project_root), listener=listener)
+    try:
+        result = coordinator.retry(task_id, orch_id)
+    finally:
+        listener.close()
+    _report(result, as_json, quiet)
+    sys.exit(result.exit_code)
+
+
+@main.command()
 @selection_options
 def plan(**kw: Any) -> None:
     """Analyse the named prompts and print the plan; runs nothing."""

@@ -32,6 +32,7 @@ from .worktrees import Worktrees, exclude_paths, repository_root, resolve_commit
 
 log = logging.getLogger(__name__)
 STATE_DIR = ".gadugi"
+RETRYABLE = frozenset({TaskStatus.FAILED, TaskStatus.TIMEOUT, TaskStatus.CANCELLED})
 
 
 def new_orchestration_id(now: float | None = None) -> str:
@@ -234,6 +235,47 @@ class OrchestratorCoordinator:
                         error_message=run.error,
                         completed_at=time.time(),
                     )
+            template = load_template(self.root)
+            return self._drive(registry, layout, runs, orch["base_commit"], template)
+        finally:
+            registry.close()
+
+    def retry(self, task_id: str, orch_id: str | None = None) -> OrchestrationResult:
+        """Run a failed, timed-out or cancelled task again in its worktree.
+
+        The agent continues its session where it supports that (claude: --resume).
+        """
+        path = self.state_dir / "state.db"
+        if not path.exists():
+            raise NotFoundError(f"no orchestrations yet: {path} does not exist")
+        registry = Registry(path)
+        try:
+            row = registry.find_task(task_id, orch_id)
+            orch = registry.orchestration(row["orchestration_id"])
+            if orch["state"] == "running":
+                raise RequestError(
+                    f"orchestration {orch['id']} is not finished"
+                    + ("" if recovery.orchestrator_alive(orch) else "; gadugi resume it first")
+                )
+            if row["status"] not in RETRYABLE:
+                raise RequestError(
+                    f"{task_id} is {row['status']}; only failed, timed-out or cancelled tasks "
+                    "can be retried"
+                )
+            self.config = recovery.stored_config(orch["config"])
+            layout = self._layout(orch["id"])
+            registry.update_task(
+                orch["id"],
+                task_id,
+                status=TaskStatus.QUEUED.value,
+                completed_at=None,
+                cancel_requested=None,
+                error_message=f"retried by gadugi retry (was {row['status']})",
+            )
+            rows = registry.tasks(orch["id"])
+            runs = recovery.restore_runs(rows, registry.attempts(orch["id"]), layout, self.config)
+            me = os.getpid()
+            registry.take_over(orch["id"], me, process_start_time(me))
             template = load_template(self.root)
             return self._drive(registry, layout, runs, orch["base_commit"], template)
         finally:
