@@ -10,6 +10,8 @@ database is reported and never silently replaced.
 from __future__ import annotations
 
 import json
+import os
+import secrets
 import sqlite3
 import time
 from collections.abc import Iterator, Mapping
@@ -100,15 +102,17 @@ class Registry:
                 uri = f"file:{path}?mode=ro"
                 self.conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
             else:
-                path.parent.mkdir(parents=True, exist_ok=True)
+                if not path.exists():
+                    _create(path)
                 self.conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000)
             self.conn.isolation_level = None
             self.conn.row_factory = sqlite3.Row
             self.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            self._check_version()
             if not readonly:
-                self._prepare()
-            else:
-                self._check_version()
+                # WAL (set when the file was made) with NORMAL sync: durable at each
+                # checkpoint, and a commit costs no fsync on the hot path.
+                self.conn.execute("PRAGMA synchronous = NORMAL")
         except sqlite3.DatabaseError as exc:
             raise self._corrupt(exc) from exc
 
@@ -117,23 +121,6 @@ class Registry:
             f"{self.path} cannot be used ({exc}); it was left as it is. "
             "Move it aside to start a fresh registry, or restore it from a backup."
         )
-
-    def _prepare(self) -> None:
-        mode = self.conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        if str(mode).lower() != "wal":
-            raise RegistryError(f"{self.path}: could not switch to WAL mode (got {mode})")
-        self.conn.execute("PRAGMA synchronous = NORMAL")
-        version = self.conn.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise RegistryError(f"{self.path} was written by a newer gadugi (schema {version})")
-        tables = self.conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
-        if version == 0 and tables == 0:
-            # executescript commits on its own, so the script carries its transaction.
-            self.conn.executescript(
-                f"BEGIN IMMEDIATE;{_SCHEMA}PRAGMA user_version = {SCHEMA_VERSION};COMMIT;"
-            )
-        else:
-            self._check_version()
 
     def _check_version(self) -> None:
         version = self.conn.execute("PRAGMA user_version").fetchone()[0]
@@ -370,6 +357,31 @@ class Registry:
                 {**orch, "tasks": self.tasks(orch["id"]), "attempts": self.attempts(orch["id"])}
             )
         return {"schema_version": SCHEMA_VERSION, "orchestrations": out}
+
+
+def _create(path: Path) -> None:
+    """A new registry, schema and all, put in place in one step.
+
+    It is built under a temporary name and hard-linked into place, so no reader ever
+    sees a half-made database, two first runs cannot overwrite each other, and an
+    existing ``state.db`` (however damaged) is never replaced.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        conn = sqlite3.connect(tmp)
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.executescript(
+                f"BEGIN IMMEDIATE;{_SCHEMA}PRAGMA user_version = {SCHEMA_VERSION};COMMIT;"
+            )
+        finally:
+            conn.close()
+        with suppress(FileExistsError):  # another gadugi made it first: use theirs
+            os.link(tmp, path)
+    finally:
+        for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
+            leftover.unlink(missing_ok=True)
 
 
 def _encode(key: str, value: Any) -> Any:

@@ -73,7 +73,8 @@ def resolve_names(names: list[str], project_root: Path, cwd: Path | None = None)
     for name in names:
         path, problem = _resolve_one(name, root, cwd)
         if problem:
-            out.problems.append(f"{name}: {problem}")
+            shown = name if len(name) <= 80 else f"{name[:60]}... ({len(name)} characters)"
+            out.problems.append(f"{shown}: {problem}"[:400])
         elif path is not None and path in out.paths:
             out.problems.append(f"{name}: named more than once; running it once")
         elif path is not None:
@@ -82,6 +83,13 @@ def resolve_names(names: list[str], project_root: Path, cwd: Path | None = None)
 
 
 def _resolve_one(name: str, root: Path, cwd: Path | None) -> tuple[Path | None, str | None]:
+    try:
+        return _locate(name, root, cwd)
+    except OSError as exc:  # e.g. a name longer than the file system allows
+        return None, f"cannot be used ({exc.strerror or exc})"
+
+
+def _locate(name: str, root: Path, cwd: Path | None) -> tuple[Path | None, str | None]:
     if "\x00" in name or len(name) > 4096:
         return None, "is not a usable file name"
     candidates: list[Path] = []
@@ -108,6 +116,8 @@ def _resolve_one(name: str, root: Path, cwd: Path | None) -> tuple[Path | None, 
         if real.exists():
             if real.suffix.lower() != ".md":
                 return None, "is not a Markdown (.md) file"
+            if not real.is_file():
+                return None, "is not a regular file (a pipe or device?); refusing it"
             return real, None
     shown = _with_markdown_suffix(candidates[-1])
     try:
