@@ -5,8 +5,7 @@ from __future__ import annotations
 import os
 import sqlite3
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 import pytest
 
@@ -77,7 +76,6 @@ class Case:
     setup: Setup = _nothing
     stdin: str | None = None
     code: int = 2
-    extra: list[str] = field(default_factory=list)
 
 
 SHELL = ["run", "--agent", "shell"]
