@@ -71,7 +71,8 @@ def test_two_orchestrations_in_one_repository(repo: Repo) -> None:
         for n in range(4):
             repo.shell_prompt(
                 f"{group}{n}.md",
-                f"sleep 0.5\necho {group}{n} > {group}{n}.txt\ngit add .\ngit commit -qm {group}{n}",
+                f"sleep 0.5\necho {group}{n} > {group}{n}.txt\n"
+                f"git add .\ngit commit -qm {group}{n}",
             )
     repo.commit()
     runs = {
