@@ -275,6 +275,7 @@ def test_status_export_and_monitoring_files_describe_the_run(repo: Repo, tmp_pat
         "fallback_used",
         "error_summary",
         "tasks",
+        "agent_totals",
     }
     assert set(result["tasks"][0]) == {
         "task_id",

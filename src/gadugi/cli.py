@@ -182,6 +182,12 @@ def _report(result: OrchestrationResult, as_json: bool, quiet: bool) -> None:
         f"(parallel speedup {result.parallel_speedup:.2f}x"
         f"{', sequential fallback' if result.fallback_used else ''})"
     )
+    totals = result.agent_totals
+    if totals:
+        click.echo(
+            f"agents: ${totals.get('cost_usd', 0):.4f}, {int(totals.get('input_tokens', 0))} "
+            f"input and {int(totals.get('output_tokens', 0))} output tokens"
+        )
     for task in result.tasks:
         where = f"worktree kept at {task.worktree}" if task.worktree else "worktree removed"
         click.echo(

@@ -72,6 +72,7 @@ class OrchestrationResult:
     fallback_used: bool
     error_summary: list[str]
     tasks: list[TaskResult] = field(default_factory=list)
+    agent_totals: dict[str, float] = field(default_factory=dict)
     interrupted: bool = False
 
     def to_json(self) -> dict[str, Any]:
@@ -110,8 +111,19 @@ def build_result(
             if t.status != TaskStatus.COMPLETED
         ],
         tasks=tasks,
+        agent_totals=_agent_totals(tasks),
         interrupted=interrupted,
     )
+
+
+def _agent_totals(tasks: list[TaskResult]) -> dict[str, float]:
+    """Cost and tokens summed over the tasks whose agents report them."""
+    totals: dict[str, float] = {}
+    for key in ("cost_usd", "input_tokens", "output_tokens"):
+        values = [t.agent[key] for t in tasks if isinstance(t.agent.get(key), int | float)]
+        if values:
+            totals[key] = round(sum(values), 6)
+    return totals
 
 
 def _task_result(row: dict[str, Any]) -> TaskResult:

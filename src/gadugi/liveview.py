@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import TextIO
+from typing import Any, TextIO
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -30,6 +30,18 @@ def totals(runs: Sequence[TaskRun]) -> str:
     for run in runs:
         counts[run.status] += 1
     return " · ".join(f"{n} {s.value}" for s, n in counts.items() if n) + f" · {len(runs)} tasks"
+
+
+def agent_summary(info: dict[str, Any]) -> str:
+    """Turns, the last tool and the cost so far, as far as the agent reports them."""
+    parts = []
+    if info.get("num_turns") is not None:
+        parts.append(f"turn {info['num_turns']}")
+    if info.get("last_tool"):
+        parts.append(str(info["last_tool"]))
+    if info.get("cost_usd") is not None:
+        parts.append(f"${float(info['cost_usd']):.3f}")
+    return " · ".join(parts)
 
 
 def elapsed(run: TaskRun, now: float) -> str:
@@ -64,6 +76,7 @@ class LiveTable:
         table.add_column("task", no_wrap=True, max_width=32)
         table.add_column("state", no_wrap=True)
         table.add_column("time", justify="right", no_wrap=True)
+        table.add_column("agent", no_wrap=True)
         table.add_column("last output", no_wrap=True, overflow="ellipsis", ratio=1)
         room = max(5, self.console.height - 6)
         shown = _most_relevant(runs, room)
@@ -73,6 +86,7 @@ class LiveTable:
                 run.task_id,
                 Text(run.status.value, style=_STYLE[run.status]),
                 elapsed(run, now),
+                agent_summary(run.agent_info),
                 note or "",
             )
         hidden = len(runs) - len(shown)
