@@ -12,7 +12,10 @@ import pytest
 import gadugi.coordinator
 from conftest import Repo, git, run_cli, start_cli
 from gadugi import OrchestrationConfig, OrchestratorCoordinator
+from gadugi.agents.base import AgentContext, Launch, Outcome
+from gadugi.agents.shell import ShellProfile
 from gadugi.health import Admission, Reading
+from gadugi.tasks import Prompt
 
 
 def _config(repo: Repo, text: str) -> None:
@@ -143,3 +146,40 @@ def test_a_lock_that_is_never_released_fails_with_the_last_error(
     assert task.status == "failed"
     assert task.error_message is not None
     assert "gave up after 6 tries" in task.error_message and ".lock" in task.error_message
+
+
+class _LimitedOnce:
+    """The shell agent, except that its first attempt reports a usage limit with a reset."""
+
+    name = "limited"
+
+    def __init__(self, reset_in_s: float) -> None:
+        self.inner = ShellProfile()
+        self.reset_in_s = reset_in_s
+        self.judged = 0
+
+    def prepare(self, ctx: AgentContext, prompt: Prompt) -> Launch:
+        return self.inner.prepare(ctx, prompt)
+
+    def judge(self, ctx: AgentContext, exit_code: int) -> Outcome:
+        self.judged += 1
+        if self.judged == 1:
+            reset = time.time() + self.reset_in_s
+            return Outcome(
+                False, transient=True, error="usage limit reached", agent={"retry_after": reset}
+            )
+        return self.inner.judge(ctx, exit_code)
+
+
+def test_a_usage_limit_parks_the_task_without_spending_retries(
+    repo: Repo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    profile = _LimitedOnce(reset_in_s=1.5)
+    monkeypatch.setattr(gadugi.coordinator, "profile_for", lambda name, config: profile)
+    repo.shell_prompt("capped.md", "echo working")
+    repo.commit()
+    config = OrchestrationConfig(agent="shell", retries=0)
+    result = OrchestratorCoordinator(config, project_root=repo.root).orchestrate(["capped"])
+    task = result.tasks[0]
+    assert task.status == "completed" and task.attempts == 2  # no retry budget was needed
+    assert task.duration_seconds is not None and task.duration_seconds >= 1.4  # it waited

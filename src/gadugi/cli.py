@@ -182,6 +182,9 @@ def _report(result: OrchestrationResult, as_json: bool, quiet: bool) -> None:
         f"(parallel speedup {result.parallel_speedup:.2f}x"
         f"{', sequential fallback' if result.fallback_used else ''})"
     )
+    stopped = [line for line in result.error_summary if line.startswith("orchestration stopped")]
+    for line in stopped:
+        click.echo(line)
     totals = result.agent_totals
     if totals:
         click.echo(

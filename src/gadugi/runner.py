@@ -390,6 +390,18 @@ class Runner:
         elif outcome.fatal:
             self.fatal = f"{run.task_id}: {outcome.error}"
             self._end_attempt(run, TaskStatus.FAILED, now, outcome.error, code)
+        elif isinstance(outcome.agent.get("retry_after"), int | float):
+            # A usage limit with a reset time: park the task until then; this is not
+            # the task's fault, so it costs none of its retry budget.
+            until = float(outcome.agent["retry_after"])
+            why = (
+                f"{outcome.error}; parked until {time.strftime('%H:%M:%S', time.localtime(until))}"
+            )
+            self.registry.end_attempt(
+                self.layout.orchestration_id, run.task_id, run.attempt, code, "parked", why
+            )
+            run.status, run.child, run.hold_until = TaskStatus.QUEUED, None, until
+            self._record(run, status=run.status.value, exit_code=code, pid=None, error_message=why)
         elif outcome.transient and run.retries_left > 0:
             run.retries_left -= 1
             delay = min(
