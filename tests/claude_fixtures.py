@@ -1,15 +1,20 @@
-"""Fixtures for driving the real Claude Code CLI against tests/modelserver.py.
+"""Fixtures for driving the real agent CLIs against tests/modelserver.py.
 
-``claude_bin`` installs the pinned CLI once per session with scripts/install-agent-clis.sh
-(into ``$GADUGI_CLI_CACHE`` or ``~/.cache/gadugi/agent-clis``); it skips only when npm itself
-is missing. ``claude_rig`` (or ``make_claude_rig(script=...)``) gives each test a model
-server, a real git repository and an environment built from nothing, so no real credential
-or setting of the caller reaches the CLI and all its state stays under the test's tmp_path.
+``claude_bin``, ``codex_bin`` and ``gemini_bin`` install the pinned CLI once per session
+with scripts/install-agent-clis.sh (into ``$GADUGI_CLI_CACHE`` or
+``~/.cache/gadugi/agent-clis``); they skip only when npm itself is missing. ``claude_rig``
+(or ``make_claude_rig(script=...)``, or ``make_rig(bin_dir, ...)`` for another CLI) gives
+each test a model server, a real git repository and an environment built from nothing, so
+no real credential or setting of the caller reaches the CLI and all its state stays under
+the test's tmp_path. The same environment points Claude Code (``ANTHROPIC_BASE_URL``),
+Codex (a ``model_providers`` entry in ``$CODEX_HOME/config.toml``) and gemini-cli
+(``GOOGLE_GEMINI_BASE_URL`` plus ``~/.gemini/settings.json``) at the server.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import shutil
 import subprocess
@@ -22,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from gadugi.agents.base import AgentContext, Outcome
+from gadugi.agents.base import AgentContext, AgentProfile, Outcome
 from gadugi.agents.claude import ClaudeOptions, ClaudeProfile
 from gadugi.tasks import Prompt
 from modelserver import ModelServer
@@ -41,30 +46,79 @@ GIT_IDENTITY = {
 }
 
 
-@pytest.fixture(scope="session")
-def claude_bin() -> Path:
-    """The folder holding the pinned ``claude``, installed on first use."""
+# The rig's Codex provider: our server, no retries, nothing that phones home.
+CODEX_CONFIG = """\
+model_provider = "gadugi-test"
+check_for_update_on_startup = false
+
+[analytics]
+enabled = false
+
+[features]
+plugins = false
+remote_plugin = false
+apps = false
+
+[model_providers.gadugi-test]
+name = "gadugi test server"
+base_url = "{url}/v1"
+env_key = "GADUGI_TEST_OPENAI_KEY"
+wire_api = "responses"
+request_max_retries = 0
+stream_max_retries = 0
+"""
+# gemini-cli: an API key (the base-URL variable alone selects an auth type it rejects),
+# no statistics or telemetry, no update checks, no retries of its own.
+GEMINI_SETTINGS = {
+    "security": {"auth": {"selectedType": "gemini-api-key"}},
+    "privacy": {"usageStatisticsEnabled": False},
+    "telemetry": {"enabled": False},
+    "general": {"disableAutoUpdate": True, "disableUpdateNag": True, "maxAttempts": 1},
+}
+
+
+def install_cli(name: str) -> Path:
+    """The folder holding the pinned CLI ``name``, installed on first use."""
     done = subprocess.run(
-        ["bash", str(INSTALLER)], capture_output=True, text=True, timeout=600, check=False
+        ["bash", str(INSTALLER), name], capture_output=True, text=True, timeout=600, check=False
     )
     if done.returncode == NPM_MISSING and shutil.which("npm") is None:
-        pytest.skip("npm is not available, so the Claude Code CLI cannot be installed")
+        pytest.skip(f"npm is not available, so the {name} CLI cannot be installed")
     if done.returncode != 0:
         pytest.fail(f"{INSTALLER.name} failed (exit {done.returncode}):\n{done.stderr[-2000:]}")
     return Path(done.stdout.strip().splitlines()[-1])
 
 
+@pytest.fixture(scope="session")
+def claude_bin() -> Path:
+    """The folder holding the pinned ``claude``, installed on first use."""
+    return install_cli("claude")
+
+
+@pytest.fixture(scope="session")
+def codex_bin() -> Path:
+    """The folder holding the pinned ``codex``, installed on first use."""
+    return install_cli("codex")
+
+
+@pytest.fixture(scope="session")
+def gemini_bin() -> Path:
+    """The folder holding the pinned ``gemini``, installed on first use."""
+    return install_cli("gemini")
+
+
 @dataclass
 class ClaudeRun:
     ctx: AgentContext
-    profile: ClaudeProfile
+    profile: AgentProfile
     exit_code: int
     outcome: Outcome
     seconds: float
 
 
 class ClaudeRig:
-    """One model server, one git repository and a clean environment for the CLI."""
+    """One model server, one git repository and a clean environment for the CLI (any CLI
+    in ``bin_dir``: the environment sets up Claude Code, Codex and gemini-cli alike)."""
 
     def __init__(self, root: Path, bin_dir: Path, server: ModelServer) -> None:
         self.root, self.bin_dir, self.server = root, bin_dir, server
@@ -85,8 +139,20 @@ class ClaudeRig:
             "DISABLE_TELEMETRY": "1",
             "DISABLE_ERROR_REPORTING": "1",
             "CLAUDE_CODE_MAX_RETRIES": "0",
+            "CODEX_HOME": str(home / ".codex"),
+            "GADUGI_TEST_OPENAI_KEY": "sk-test-not-a-real-key",
+            "GOOGLE_GEMINI_BASE_URL": server.url,
+            "GEMINI_API_KEY": "test-not-a-real-key",
             **GIT_IDENTITY,
         }
+        (home / ".codex").mkdir()
+        (home / ".codex" / "config.toml").write_text(
+            CODEX_CONFIG.format(url=server.url), encoding="utf-8"
+        )
+        (home / ".gemini").mkdir()
+        (home / ".gemini" / "settings.json").write_text(
+            json.dumps(GEMINI_SETTINGS), encoding="utf-8"
+        )
         self.git("init", "-q", "-b", "main")
         (self.repo / "README.md").write_text("# test repo\n", encoding="utf-8")
         self.git("add", "-A")
@@ -137,9 +203,10 @@ class ClaudeRig:
         )
 
     def start(
-        self, profile: ClaudeProfile, ctx: AgentContext, env: Mapping[str, str | None] | None = None
+        self, profile: AgentProfile, ctx: AgentContext, env: Mapping[str, str | None] | None = None
     ) -> subprocess.Popen[bytes]:
-        """Spawn the attempt as the runner does: stdout to the events file, stderr to the log."""
+        """Spawn the attempt as the runner does: stdout to the events file (or the log, for
+        an agent without structured output), stderr to the log."""
         launch = profile.prepare(ctx, _prompt_of(ctx.prompt_file))
         merged: dict[str, str | None] = {
             **self.env,
@@ -147,8 +214,8 @@ class ClaudeRig:
             **launch.env,
             **(env or {}),
         }
-        assert launch.structured_stdout
-        with ctx.events_file.open("ab") as out, ctx.log_file.open("ab") as err:
+        stdout = ctx.events_file if launch.structured_stdout else ctx.log_file
+        with stdout.open("ab") as out, ctx.log_file.open("ab") as err:
             return subprocess.Popen(
                 launch.argv,
                 cwd=ctx.worktree,
@@ -164,7 +231,7 @@ class ClaudeRig:
         prompt_text: str,
         *,
         options: ClaudeOptions | None = None,
-        profile: ClaudeProfile | None = None,
+        profile: AgentProfile | None = None,
         env: Mapping[str, str | None] | None = None,
         task_id: str = "task-1",
         attempt: int = 1,
@@ -195,16 +262,28 @@ def _prompt_of(path: Path) -> Prompt:
 
 
 @pytest.fixture
-def make_claude_rig(tmp_path: Path, claude_bin: Path) -> Iterator[Callable[..., ClaudeRig]]:
-    """Make rigs whose servers take these ``ModelServer`` arguments (e.g. ``script=``)."""
+def make_rig(tmp_path: Path) -> Iterator[Callable[..., ClaudeRig]]:
+    """Make rigs for the CLI in ``bin_dir``; the other arguments go to ``ModelServer``."""
     with ExitStack() as servers:
         count = itertools.count(1)
 
-        def make(**server_args: Any) -> ClaudeRig:
+        def make(bin_dir: Path, **server_args: Any) -> ClaudeRig:
             server = servers.enter_context(ModelServer(**server_args))
-            return ClaudeRig(tmp_path / f"rig-{next(count)}", claude_bin, server)
+            return ClaudeRig(tmp_path / f"rig-{next(count)}", bin_dir, server)
 
         yield make
+
+
+@pytest.fixture
+def make_claude_rig(
+    make_rig: Callable[..., ClaudeRig], claude_bin: Path
+) -> Callable[..., ClaudeRig]:
+    """Make rigs whose servers take these ``ModelServer`` arguments (e.g. ``script=``)."""
+
+    def make(**server_args: Any) -> ClaudeRig:
+        return make_rig(claude_bin, **server_args)
+
+    return make
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from modelserver import SCENARIO_TAG, Failure, ModelServer, Reply, Text, say
+from modelserver import SCENARIO_TAG, Block, Failure, ModelServer, Reply, Text, say
 
 NAME = "gemini"
 _PATH = re.compile(r"^/v1(?:beta|alpha)?/models/([^:/]+):(\w+)$")
@@ -88,9 +88,7 @@ def error_body(failure: Failure) -> dict[str, Any]:
     }
 
 
-def render(
-    server: ModelServer, reply: Reply, path: str, body: dict[str, Any]
-) -> tuple[str, bytes]:
+def render(server: ModelServer, reply: Reply, path: str, body: dict[str, Any]) -> tuple[str, bytes]:
     match = _PATH.match(path)
     model, method = match.groups() if match else ("gemini-2.5-pro", "generateContent")
     usage = {
@@ -120,7 +118,7 @@ def render(
     return "application/json", json.dumps(answer).encode()
 
 
-def _part(server: ModelServer, block: Text | Any) -> dict[str, Any]:
+def _part(server: ModelServer, block: Block) -> dict[str, Any]:
     if isinstance(block, Text):
         return {"text": block.text}
     name, convert = TOOLS.get(block.name, (block.name, dict))

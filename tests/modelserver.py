@@ -1,10 +1,11 @@
 """A scripted model API server, for driving the real agent CLIs in tests.
 
-It speaks Anthropic Messages (Claude Code) natively, and the OpenAI Responses API (Codex
-CLI, see tests/responses_api.py) and the Gemini API (gemini-cli, see tests/gemini_api.py)
-through sibling modules that translate the same scripts: a ``Bash`` tool call becomes
-Codex's ``exec_command`` or gemini-cli's ``run_shell_command``, so one scenario such as
-``write_commit`` drives every CLI.
+It speaks Anthropic Messages (Claude Code) itself, and through sibling modules the OpenAI
+Responses API (Codex CLI, tests/responses_api.py), the Gemini API (gemini-cli,
+tests/gemini_api.py) and OpenAI Chat Completions (aider, tests/chat_api.py). They all play
+the same scripts: a ``Bash`` tool call becomes Codex's ``exec_command`` or gemini-cli's
+``run_shell_command``, so one scenario such as ``write_commit`` drives every CLI but aider
+(which takes no tool calls).
 
 Start it as a context manager and point the CLI at it with ``ANTHROPIC_BASE_URL``::
 
@@ -25,9 +26,9 @@ Only the protocol subsets the CLIs use are spoken: ``HEAD /``, ``POST /v1/messag
 (SSE when ``stream`` is true, a plain ``message`` otherwise), ``POST
 /v1/messages/count_tokens`` and ``GET /v1/models`` for Claude Code; ``POST /v1/responses``
 for Codex; ``POST /v1beta/models/<model>:streamGenerateContent`` (and
-``:generateContent``) for gemini-cli. It binds 127.0.0.1 only, and stops by
-itself after ``lifetime_s`` so it can never outlive a test; past ``max_requests`` it
-answers 500 so a runaway agent loop ends quickly.
+``:generateContent``) for gemini-cli; ``POST /v1/chat/completions`` for aider. It binds
+127.0.0.1 only, and stops by itself after ``lifetime_s`` so it can never outlive a test;
+past ``max_requests`` it answers 500 so a runaway agent loop ends quickly.
 """
 
 from __future__ import annotations
@@ -211,7 +212,7 @@ class Recorded:
     scenario: str | None
     turn: int | None
     status: int
-    api: str | None = None  # "anthropic", "responses" or "gemini" for model calls
+    api: str | None = None  # "anthropic", "responses", "gemini" or "chat" for model calls
 
 
 # -- other APIs ------------------------------------------------------------------------
@@ -241,10 +242,11 @@ class Api(Protocol):
 
 def other_apis() -> list[Api]:
     # Imported here: those modules build on this one's script types.
+    import chat_api
     import gemini_api
     import responses_api
 
-    return [responses_api, gemini_api]
+    return [responses_api, gemini_api, chat_api]
 
 
 # -- the server ------------------------------------------------------------------------
@@ -343,7 +345,11 @@ class ModelServer:
         if not body.get("tools") or scenario is None:
             return None, None, say("ok")  # a side request: does not advance any script
         cwd = _CWD_LINE.search(_system_text(body))
-        return scenario, index, self.play(scenario, index, session, cwd.group(1) if cwd else "", body)
+        return (
+            scenario,
+            index,
+            self.play(scenario, index, session, cwd.group(1) if cwd else "", body),
+        )
 
     def play(
         self, scenario: str, index: int, session: str, cwd: str, body: dict[str, Any]

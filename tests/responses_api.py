@@ -79,9 +79,7 @@ def _text(item: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return "\n".join(
-            str(part.get("text", "")) for part in content if isinstance(part, dict)
-        )
+        return "\n".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
     return ""
 
 
@@ -127,9 +125,7 @@ def _function_call(block: ToolUse, n: int) -> dict[str, Any]:
     }
 
 
-def render(
-    server: ModelServer, reply: Reply, path: str, body: dict[str, Any]
-) -> tuple[str, bytes]:
+def render(server: ModelServer, reply: Reply, path: str, body: dict[str, Any]) -> tuple[str, bytes]:
     items = output_items(server, reply)
     response = {
         "id": f"resp_fake{server.next_id():06d}",
@@ -170,7 +166,12 @@ def sse_events(response: dict[str, Any]) -> Iterator[dict[str, Any]]:
             }
             text = item["content"][0]["text"]
             empty = {"type": "output_text", "text": "", "annotations": []}
-            yield {"type": "response.content_part.added", **where, "content_index": 0, "part": empty}
+            yield {
+                "type": "response.content_part.added",
+                **where,
+                "content_index": 0,
+                "part": empty,
+            }
             yield {"type": "response.output_text.delta", **where, "content_index": 0, "delta": text}
             yield {"type": "response.output_text.done", **where, "content_index": 0, "text": text}
             part = item["content"][0]

@@ -2,13 +2,54 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from ..config import OrchestrationConfig
 from ..errors import ConfigError
+from . import aider, codex, gemini
+from .aider import AiderOptions, AiderProfile
 from .base import AgentContext, AgentProfile, Launch, Outcome
+from .claude import ClaudeOptions, ClaudeProfile
+from .codex import CodexOptions, CodexProfile
 from .command import CommandProfile
+from .gemini import GeminiOptions, GeminiProfile
 from .shell import ShellProfile
 
-__all__ = ["AgentContext", "AgentProfile", "Launch", "Outcome", "profile_for"]
+__all__ = [
+    "CLIS",
+    "AgentCli",
+    "AgentContext",
+    "AgentProfile",
+    "Launch",
+    "Outcome",
+    "executable_for",
+    "profile_for",
+]
+
+
+@dataclass(frozen=True)
+class AgentCli:
+    """An agent that is a separately installed command-line program."""
+
+    name: str
+    what: str
+    install: str
+
+
+CLIS = {
+    "claude": AgentCli("claude", "Claude Code", "npm install -g @anthropic-ai/claude-code"),
+    "codex": AgentCli("codex", codex.WHAT, codex.INSTALL),
+    "gemini": AgentCli("gemini", gemini.WHAT, gemini.INSTALL),
+    "aider": AgentCli("aider", aider.WHAT, aider.INSTALL),
+}
+
+
+def executable_for(name: str, config: OrchestrationConfig) -> str | None:
+    """The program the ``name`` agent runs, as configured; None for built-in agents."""
+    if name not in CLIS:
+        return None
+    value: str = getattr(config, f"{name}_executable")
+    return value
 
 
 def profile_for(name: str, config: OrchestrationConfig) -> AgentProfile:
@@ -20,15 +61,39 @@ def profile_for(name: str, config: OrchestrationConfig) -> AgentProfile:
             raise ConfigError("agent_cmd", "the command agent needs --agent-cmd TEMPLATE")
         return CommandProfile(config.agent_cmd)
     if name == "claude":
-        from .claude import ClaudeOptions, ClaudeProfile
-
         return ClaudeProfile(
             ClaudeOptions(
+                executable=config.claude_executable,
                 model=config.claude_model,
                 permission_mode=config.claude_permission_mode,
                 allowed_tools=config.claude_allowed_tools,
                 max_turns=config.claude_max_turns,
                 extra_args=config.claude_extra_args,
+            )
+        )
+    if name == "codex":
+        return CodexProfile(
+            CodexOptions(
+                executable=config.codex_executable,
+                model=config.codex_model,
+                sandbox=config.codex_sandbox,
+                extra_args=config.codex_extra_args,
+            )
+        )
+    if name == "gemini":
+        return GeminiProfile(
+            GeminiOptions(
+                executable=config.gemini_executable,
+                model=config.gemini_model,
+                extra_args=config.gemini_extra_args,
+            )
+        )
+    if name == "aider":
+        return AiderProfile(
+            AiderOptions(
+                executable=config.aider_executable,
+                model=config.aider_model,
+                extra_args=config.aider_extra_args,
             )
         )
     raise ConfigError("agent", f"the {name!r} agent is not available in this version")

@@ -18,7 +18,16 @@ from ..errors import AgentError
 from .claude import MAX_PROMPT_ARG_BYTES, read_events
 from .command import log_tail
 
-__all__ = ["Follower", "log_tail", "prompt_text", "read_events", "require"]
+__all__ = [
+    "Follower",
+    "clip",
+    "log_tail",
+    "number",
+    "prompt_text",
+    "read_events",
+    "require",
+    "size",
+]
 
 
 class Tally(Protocol):
@@ -102,17 +111,17 @@ def require(task_id: str, executable: str, what: str, install: str) -> str:
     return found
 
 
-def prompt_text(ctx_prompt_file: Path) -> tuple[str, bool]:
+def prompt_text(prompt_file: Path) -> tuple[str, bool]:
     """The prompt to pass as an argument, and whether it is a pointer to the prompt file.
 
     One argv string may not exceed 128 KiB (Linux MAX_ARG_STRLEN): a larger prompt is
     replaced by an instruction to read the file.
     """
-    text = ctx_prompt_file.read_text(encoding="utf-8")
+    text = prompt_file.read_text(encoding="utf-8")
     if len(text.encode()) <= MAX_PROMPT_ARG_BYTES:
         return text, False
     return (
-        f"Your task is written in the file {ctx_prompt_file}. Read all of it, then carry it out.",
+        f"Your task is written in the file {prompt_file}. Read all of it, then carry it out.",
         True,
     )
 

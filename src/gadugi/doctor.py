@@ -1,0 +1,361 @@
+"""``gadugi doctor``: everything that would make a run fail before it starts, checked at once.
+
+Each check gives a status: ``ok``; ``info`` (worth knowing, nothing wrong: an agent CLI
+nobody asked for is not installed); ``warn`` (a run may still work: a prompt file that
+cannot be read fails only the runs that name it); ``fail`` (a run would stop). Nothing
+here changes the project: the registry is opened read-only and no agent is started beyond
+``<cli> --version``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import sqlite3
+import subprocess
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from .agents import CLIS, executable_for
+from .agents.command import parse_template
+from .config import OrchestrationConfig, load_config, read_project_file
+from .errors import GadugiError
+from .promptgen import load_template
+from .prompts import read_prompt
+from .registry import Registry
+from .worktrees import repository_root, resolve_commit, run_git
+
+# `git rev-parse --end-of-options` (how gadugi names a base ref safely) came with 2.24;
+# `git worktree remove` with 2.17.
+MIN_GIT = (2, 24)
+MIN_GIT_WHY = "gadugi uses `git rev-parse --end-of-options` (2.24) and `git worktree remove` (2.17)"
+VERSION_TIMEOUT_S = 10.0
+_VERSION = re.compile(r"(\d+)\.(\d+)(?:\.(\d+))?")
+
+
+class Status(StrEnum):
+    OK = "ok"
+    INFO = "info"
+    WARN = "warn"
+    FAIL = "fail"
+
+
+@dataclass
+class Check:
+    name: str
+    status: Status
+    detail: str
+
+
+@dataclass
+class AgentCheck:
+    name: str
+    executable: str
+    path: str | None = None
+    version: str | None = None
+    error: str | None = None
+    needed_by: list[str] = field(default_factory=list)  # "default agent", prompt files
+
+
+@dataclass
+class Report:
+    project_root: str
+    checks: list[Check] = field(default_factory=list)
+    agents: list[AgentCheck] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(c.status is not Status.FAIL for c in self.checks)
+
+    def add(self, name: str, status: Status, detail: str) -> None:
+        self.checks.append(Check(name, status, detail))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "project_root": self.project_root,
+            "checks": [asdict(c) | {"status": c.status.value} for c in self.checks],
+            "agents": [asdict(a) for a in self.agents],
+        }
+
+
+def diagnose(start: Path, environ: Mapping[str, str] | None = None) -> Report:
+    """Check the project at (or above) ``start`` and the tools a run needs."""
+    env = os.environ if environ is None else environ
+    report = Report(str(start))
+    check_git(report)
+    root = check_repository(report, start)
+    config = check_config(report, root or start, env)
+    if root is not None:
+        check_base(report, root, config)
+        check_template(report, root)
+        check_registry(report, root)
+    needs = check_prompts(report, root) if root is not None else {}
+    check_agents(report, config, needs, env)
+    return report
+
+
+def check_git(report: Report) -> None:
+    try:
+        done = subprocess.run(
+            ["git", "--version"],
+            capture_output=True,
+            text=True,
+            timeout=VERSION_TIMEOUT_S,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        report.add("git", Status.FAIL, f"git cannot be run: {exc}")
+        return
+    found = _VERSION.search(done.stdout)
+    if done.returncode != 0 or found is None:
+        report.add("git", Status.FAIL, f"`git --version` said {done.stdout.strip()!r}")
+        return
+    version = (int(found.group(1)), int(found.group(2)))
+    need = ".".join(map(str, MIN_GIT))
+    if version < MIN_GIT:
+        report.add(
+            "git",
+            Status.FAIL,
+            f"git {found.group(0)} is too old: need {need} or newer; {MIN_GIT_WHY}",
+        )
+    else:
+        report.add("git", Status.OK, f"git {found.group(0)} (need {need} or newer)")
+
+
+def check_repository(report: Report, start: Path) -> Path | None:
+    try:
+        root = repository_root(start)
+    except GadugiError as exc:
+        report.add("repository", Status.FAIL, str(exc))
+        return None
+    report.project_root = str(root)
+    if not os.access(root, os.W_OK):
+        report.add(
+            "repository", Status.FAIL, f"{root} is not writable (gadugi keeps .gadugi/ there)"
+        )
+        return root
+    report.add("repository", Status.OK, f"{root}")
+    return root
+
+
+def check_config(report: Report, root: Path, env: Mapping[str, str]) -> OrchestrationConfig:
+    try:
+        config = load_config(root, environ=env)
+        _, source = read_project_file(root)
+    except GadugiError as exc:
+        report.add("configuration", Status.FAIL, f"{exc}; the checks below use the defaults")
+        return OrchestrationConfig()
+    where = source or "no project file; defaults"
+    report.add("configuration", Status.OK, f"{where} (default agent {config.agent})")
+    return config
+
+
+def check_base(report: Report, root: Path, config: OrchestrationConfig) -> None:
+    try:
+        commit = resolve_commit(root, config.base_ref)
+    except GadugiError as exc:
+        report.add("base commit", Status.FAIL, str(exc))
+        return
+    subject = run_git(["log", "-1", "--format=%s", commit], root).stdout.strip()
+    report.add("base commit", Status.OK, f"{config.base_ref} = {commit[:12]} {subject}".rstrip())
+
+
+def check_template(report: Report, root: Path) -> None:
+    try:
+        template = load_template(root)
+    except GadugiError as exc:
+        report.add("workflow template", Status.FAIL, str(exc))
+        return
+    report.add("workflow template", Status.OK, template.source)
+
+
+def check_registry(report: Report, root: Path) -> None:
+    path = root / ".gadugi" / "state.db"
+    if not path.exists():
+        report.add("registry", Status.OK, ".gadugi/state.db: none yet (the first run creates it)")
+        return
+    try:
+        registry = Registry(path, readonly=True)
+        try:
+            count = len(registry.orchestrations())
+            verdict = registry.conn.execute("PRAGMA quick_check").fetchone()[0]
+        finally:
+            registry.close()
+    except (GadugiError, sqlite3.Error) as exc:
+        report.add("registry", Status.FAIL, f".gadugi/state.db cannot be read: {exc}")
+        return
+    if verdict != "ok":
+        report.add("registry", Status.FAIL, f".gadugi/state.db is damaged: {verdict}")
+        return
+    report.add("registry", Status.OK, f".gadugi/state.db: {count} orchestration(s)")
+
+
+def check_prompts(report: Report, root: Path) -> dict[str, list[str]]:
+    """Report prompts/ and return which agents its prompt files ask for, by file."""
+    folder = root / "prompts"
+    if not folder.is_dir():
+        report.add("prompts", Status.FAIL, f"{folder} does not exist; put the prompt files there")
+        return {}
+    files = sorted(p for p in folder.glob("*.md") if p.is_file())
+    needs: dict[str, list[str]] = {}
+    broken = []
+    for path in files:
+        try:
+            prompt = read_prompt(path, root)
+        except GadugiError as exc:
+            broken.append(str(exc))
+            continue
+        if prompt.agent:
+            needs.setdefault(prompt.agent, []).append(prompt.rel_path)
+    if not files:
+        report.add("prompts", Status.WARN, "prompts/ holds no .md files yet")
+    else:
+        report.add("prompts", Status.OK, f"prompts/: {len(files)} prompt file(s)")
+    for problem in broken:
+        report.add("prompt file", Status.WARN, f"{problem} (runs that name it will exit 2)")
+    return needs
+
+
+def check_agents(
+    report: Report,
+    config: OrchestrationConfig,
+    needs: Mapping[str, list[str]],
+    env: Mapping[str, str],
+) -> None:
+    wanted = {name: list(files) for name, files in needs.items()}
+    wanted.setdefault(config.agent, []).insert(0, "default agent")
+    checks = [AgentCheck(name, executable_for(name, config) or name) for name in CLIS]
+    for agent in checks:
+        agent.needed_by = wanted.get(agent.name, [])
+    with ThreadPoolExecutor(max_workers=len(checks)) as pool:
+        list(pool.map(lambda a: probe(a, env), checks))
+    report.agents = checks
+    for agent in checks:
+        _report_agent(report, agent, config)
+    for name in sorted(set(wanted) - set(CLIS)):
+        _report_builtin(report, name, wanted[name], config, env)
+
+
+def probe(agent: AgentCheck, env: Mapping[str, str]) -> None:
+    """Find the agent's program (as configured) and ask it for its version."""
+    agent.path = _which(agent.executable, env)
+    if agent.path is None:
+        agent.error = "not found on PATH"
+        return
+    try:
+        done = subprocess.run(
+            [agent.path, "--version"],
+            capture_output=True,
+            text=True,
+            timeout=VERSION_TIMEOUT_S,
+            stdin=subprocess.DEVNULL,
+            env=dict(env),
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        agent.error = f"`{agent.executable} --version` did not answer within {VERSION_TIMEOUT_S:g}s"
+        return
+    except OSError as exc:
+        agent.error = f"cannot be run: {exc}"
+        return
+    lines = (done.stdout.strip() or done.stderr.strip()).splitlines()
+    if done.returncode != 0:
+        agent.error = f"`{agent.executable} --version` exited {done.returncode}: " + (
+            lines[-1][:200] if lines else "no output"
+        )
+        return
+    agent.version = lines[0][:120] if lines else "unknown version"
+
+
+def _report_agent(report: Report, agent: AgentCheck, config: OrchestrationConfig) -> None:
+    cli = CLIS[agent.name]
+    needed = ", ".join(agent.needed_by)
+    name = f"agent {agent.name}"
+    if agent.error is None:
+        detail = f"{agent.path}: {agent.version}" + (f" (used by: {needed})" if needed else "")
+        report.add(name, Status.OK, detail)
+        if agent.name == "claude" and agent.needed_by:
+            _check_claude_root(report, config)
+        return
+    hint = f"install {cli.what}: {cli.install}"
+    if agent.executable != agent.name:
+        hint += f", or fix {agent.name}_executable ({agent.executable!r})"
+    if agent.needed_by:
+        report.add(name, Status.FAIL, f"{agent.error}; needed by {needed}; {hint}")
+    else:
+        report.add(name, Status.INFO, f"{agent.error} ({hint})")
+
+
+def _check_claude_root(report: Report, config: OrchestrationConfig) -> None:
+    bypass = (
+        config.claude_permission_mode == "bypassPermissions"
+        or "--dangerously-skip-permissions" in config.claude_extra_args
+    )
+    sandboxed = os.environ.get("IS_SANDBOX") == "1" or os.environ.get("CLAUDE_CODE_BUBBLEWRAP")
+    if bypass and os.geteuid() == 0 and not sandboxed:
+        report.add(
+            "agent claude",
+            Status.FAIL,
+            "claude refuses bypassPermissions as root; use claude_permission_mode = "
+            '"acceptEdits", or set IS_SANDBOX=1 on a disposable machine',
+        )
+
+
+def _report_builtin(
+    report: Report,
+    name: str,
+    needed: list[str],
+    config: OrchestrationConfig,
+    env: Mapping[str, str],
+) -> None:
+    """The shell and command agents need no install, only their programs."""
+    used = ", ".join(needed)
+    if name == "shell":
+        ok = _which("bash", env) is not None
+        report.add(
+            "agent shell",
+            Status.OK if ok else Status.FAIL,
+            "bash " + ("found" if ok else "not found on PATH") + f" (used by: {used})",
+        )
+        return
+    if name != "command":
+        report.add(f"agent {name}", Status.FAIL, f"unknown agent (used by: {used})")
+        return
+    if not config.agent_cmd:
+        report.add("agent command", Status.FAIL, f"no agent_cmd configured (used by: {used})")
+        return
+    try:
+        program = parse_template(config.agent_cmd)[0]
+    except GadugiError as exc:
+        report.add("agent command", Status.FAIL, str(exc))
+        return
+    path = _which(program, env) if "{" not in program else program
+    if path is None:
+        report.add("agent command", Status.FAIL, f"{program} not found on PATH (used by: {used})")
+    else:
+        report.add("agent command", Status.OK, f"{path} (used by: {used})")
+
+
+def _which(program: str, env: Mapping[str, str]) -> str | None:
+    return shutil.which(program, path=env.get("PATH"))
+
+
+def render(report: Report) -> str:
+    """The human-readable report."""
+    lines = [f"gadugi doctor: {report.project_root}"]
+    for check in report.checks:
+        lines.append(f"  {check.status.value:<5} {check.name:<18} {check.detail}")
+    problems = sum(1 for c in report.checks if c.status is Status.FAIL)
+    lines.append(
+        "all good: nothing stands in the way of a run"
+        if report.ok
+        else f"{problems} problem(s): a run would fail until they are fixed"
+    )
+    return "\n".join(lines)
