@@ -134,7 +134,7 @@ class PlainLines:
         if task.status is TaskStatus.RUNNING:
             detail = f" (attempt {task.attempt}, branch {task.branch})"
         elif task.status.finished and task.error:
-            detail = f": {task.error}"
+            detail = f": {task.error.removeprefix(task.status.value + ': ')}"
         self.out.write(f"{stamp} {task.task_id} {task.status.value}{detail}\n")
         self.out.flush()
 

@@ -148,7 +148,8 @@ class Runner:
         self.listener = listener
         self.on_dirty = on_dirty
         self.interrupted: str | None = None
-        self.fatal: str | None = None
+        self.fatal: str | None = None  # why the whole orchestration must stop
+        self.fatal_task: str | None = None
         self.waiting: str | None = None  # why ready tasks are not starting, if they are not
         self.admission = Admission(config.min_available_memory_mb, config.max_load_per_cpu)
         self._last_observe = 0.0
@@ -388,7 +389,7 @@ class Runner:
         if outcome.success:
             self._end_attempt(run, TaskStatus.COMPLETED, now, None, code)
         elif outcome.fatal:
-            self.fatal = f"{run.task_id}: {outcome.error}"
+            self.fatal, self.fatal_task = f"{run.task_id}: {outcome.error}", run.task_id
             self._end_attempt(run, TaskStatus.FAILED, now, outcome.error, code)
         elif isinstance(outcome.agent.get("retry_after"), int | float):
             # A usage limit with a reset time: park the task until then; this is not
@@ -509,7 +510,7 @@ class Runner:
         why = (
             f"cancelled: orchestrator interrupted ({self.interrupted})"
             if self.interrupted
-            else f"cancelled: orchestration stopped: {self.fatal}"
+            else f"cancelled: orchestration stopped: {self.fatal_task} failed past retrying"
         )
         running = [r for r in self.runs if r.status is TaskStatus.RUNNING and r.child]
         procs.terminate([r.child for r in running if r.child], self.config.kill_grace_seconds)
