@@ -325,10 +325,7 @@ def export(output: str, project_root: str | None) -> None:
 )
 def cancel(task_id: str, orch_id: str | None, project_root: str | None, wait_s: float) -> None:
     """Stop one task (its whole process group) from any terminal."""
-    path = _root(project_root) / ".gadugi" / "state.db"
-    if not path.exists():
-        raise NotFoundError(f"no orchestrations yet: {path} does not exist")
-    registry = Registry(path)
+    registry = Registry.existing(_root(project_root) / ".gadugi" / "state.db")
     try:
         task = registry.find_task(task_id, orch_id)
         if task["status"] not in ("queued", "running"):
@@ -372,10 +369,7 @@ def cleanup(hours: float, dry_run: bool, force: bool, project_root: str | None) 
     from .cleanup import apply, plan_cleanup
 
     root = _root(project_root)
-    path = root / ".gadugi" / "state.db"
-    if not path.exists():
-        raise NotFoundError(f"no orchestrations yet: {path} does not exist")
-    registry = Registry(path)
+    registry = Registry.existing(root / ".gadugi" / "state.db")
     try:
         plan = plan_cleanup(root, registry, hours, force)
         if dry_run:

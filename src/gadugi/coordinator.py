@@ -19,7 +19,7 @@ from . import plan as planning
 from . import recovery
 from .agents import AgentProfile, profile_for
 from .config import OrchestrationConfig
-from .errors import NotFoundError, PlanError, RequestError
+from .errors import PlanError, RequestError
 from .monitoring import Monitor, write_json_atomic
 from .procs import process_start_time
 from .promptgen import Template, load_template
@@ -225,19 +225,10 @@ class OrchestratorCoordinator:
 
     def resume(self, orch_id: str | None = None) -> OrchestrationResult:
         """Finish an orchestration whose orchestrator died, as a normal run would."""
-        path = self.state_dir / "state.db"
-        if not path.exists():
-            raise NotFoundError(f"no orchestrations yet: {path} does not exist")
-        registry = Registry(path)
+        registry = Registry.existing(self.state_dir / "state.db")
         try:
             orch = recovery.resumable(registry, orch_id)
-            self.config = recovery.stored_config(orch["config"])
-            layout = self._layout(orch["id"])
-            rows = registry.tasks(orch["id"])
-            attempts = registry.attempts(orch["id"])
-            runs = recovery.restore_runs(rows, attempts, layout, self.config)
-            me = os.getpid()
-            registry.take_over(orch["id"], me, process_start_time(me))
+            runs, rows, layout = self._take_over(registry, orch)
             for run, row in zip(runs, rows, strict=True):
                 if run.status.value != row["status"]:
                     registry.update_task(
@@ -257,10 +248,7 @@ class OrchestratorCoordinator:
 
         The agent continues its session where it supports that (claude: --resume).
         """
-        path = self.state_dir / "state.db"
-        if not path.exists():
-            raise NotFoundError(f"no orchestrations yet: {path} does not exist")
-        registry = Registry(path)
+        registry = Registry.existing(self.state_dir / "state.db")
         try:
             row = registry.find_task(task_id, orch_id)
             orch = registry.orchestration(row["orchestration_id"])
@@ -274,8 +262,6 @@ class OrchestratorCoordinator:
                     f"{task_id} is {row['status']}; only failed, timed-out or cancelled tasks "
                     "can be retried"
                 )
-            self.config = recovery.stored_config(orch["config"])
-            layout = self._layout(orch["id"])
             registry.update_task(
                 orch["id"],
                 task_id,
@@ -284,14 +270,23 @@ class OrchestratorCoordinator:
                 cancel_requested=None,
                 error_message=f"retried by gadugi retry (was {row['status']})",
             )
-            rows = registry.tasks(orch["id"])
-            runs = recovery.restore_runs(rows, registry.attempts(orch["id"]), layout, self.config)
-            me = os.getpid()
-            registry.take_over(orch["id"], me, process_start_time(me))
+            runs, _, layout = self._take_over(registry, orch)
             template = load_template(self.root)
             return self._drive(registry, layout, runs, orch["base_commit"], template)
         finally:
             registry.close()
+
+    def _take_over(
+        self, registry: Registry, orch: dict[str, Any]
+    ) -> tuple[list[TaskRun], list[dict[str, Any]], Layout]:
+        """Become the orchestrator of a recorded orchestration, its tasks restored."""
+        self.config = recovery.stored_config(orch["config"])
+        layout = self._layout(orch["id"])
+        rows = registry.tasks(orch["id"])
+        runs = recovery.restore_runs(rows, registry.attempts(orch["id"]), layout, self.config)
+        me = os.getpid()
+        registry.take_over(orch["id"], me, process_start_time(me))
+        return runs, rows, layout
 
     def _layout(self, orch_id: str) -> Layout:
         return Layout(

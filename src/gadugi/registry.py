@@ -116,6 +116,13 @@ class Registry:
         except sqlite3.DatabaseError as exc:
             raise self._corrupt(exc) from exc
 
+    @classmethod
+    def existing(cls, path: Path) -> Registry:
+        """Open a registry for writing only if one exists (commands that act on past runs)."""
+        if not path.exists():
+            raise NotFoundError(f"no orchestrations yet: {path} does not exist")
+        return cls(path)
+
     def _corrupt(self, exc: sqlite3.Error) -> RegistryError:
         return RegistryError(
             f"{self.path} cannot be used ({exc}); it was left as it is. "
