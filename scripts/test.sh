@@ -6,10 +6,8 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$here"
 "$here/scripts/setup.sh" test
 venv="$here/.venv/bin"
-if [ -x scripts/install-agent-clis.sh ]; then
-  GADUGI_AGENT_BIN="$(scripts/install-agent-clis.sh)"
-  export GADUGI_AGENT_BIN
-fi
+# The pinned agent CLIs, installed once here rather than by the first test that needs them.
+echo "== agent CLIs" && scripts/install-agent-clis.sh
 echo "== ruff" && "$venv/ruff" check src tests bench && "$venv/ruff" format --check src tests bench
 echo "== mypy --strict" && "$venv/mypy"
 echo "== pytest" && exec "$venv/pytest" -n 2 -q "$@"
