@@ -88,14 +88,14 @@ def test_sample_counts_the_whole_tree(tmp_path: Path) -> None:
         tree = psutil.Process(child.pid)
         while len(tree.children(recursive=True)) < 3 and time.monotonic() < deadline:
             time.sleep(0.02)
-        reading = procs.sample(child.pid)
-        assert reading is not None
-        cpu_s, memory_mb = reading
+        readings = procs.sample_trees([child.pid, 999_999_999])
+        assert set(readings) == {child.pid}  # a pid that is not there gives no reading
+        cpu_s, memory_mb = readings[child.pid]
         single = psutil.Process(child.pid).memory_info().rss / 2**20
         assert memory_mb > 2 * single and cpu_s >= 0
     finally:
         procs.terminate([child], 1)
-    assert procs.sample(child.pid) is None
+    assert procs.sample_trees([child.pid]) == {}
 
 
 def test_the_supervisor_records_exit_status_and_end_time(tmp_path: Path) -> None:

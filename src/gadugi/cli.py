@@ -9,22 +9,24 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
-from rich.console import Console
 
 from . import __version__
 from .config import AGENTS, OrchestrationConfig, load_config
-from .coordinator import OrchestrationResult, OrchestratorCoordinator, Prepared
 from .errors import GadugiError, NotFoundError, RequestError
-from .liveview import LiveTable, PlainLines, Silent
-from .monitoring import write_json_atomic
-from .plan import render_plan
-from .recovery import orchestrator_alive
+from .monitoring import status_document, write_json_atomic
+from .procs import same_process
 from .registry import Registry
 from .request import parse_request
 from .worktrees import repository_root
+
+# Commands that only read the registry (status, cancel, export) should answer fast, so
+# the orchestration machinery and rich are imported by the commands that use them.
+if TYPE_CHECKING:
+    from .coordinator import OrchestrationResult, OrchestratorCoordinator, Prepared
+    from .liveview import LiveTable, PlainLines, Silent
 
 F = TypeVar("F", bound=Callable[..., Any])
 EXIT_BAD_REQUEST = 2
@@ -123,6 +125,8 @@ def _prepare(kw: dict[str, Any], listener: Any = None) -> tuple[OrchestratorCoor
     root = _root(kw["project_root"])
     config = _config(root, **kw)
     warn = (lambda m: None) if kw["quiet"] else (lambda m: _err(f"skipped {m}"))
+    from .coordinator import OrchestratorCoordinator
+
     coordinator = OrchestratorCoordinator(config, root, listener=listener, warn=warn)
     return coordinator, coordinator.prepare(names, cwd=Path.cwd())
 
@@ -148,6 +152,10 @@ def main() -> None:
 
 
 def _listener(as_json: bool, quiet: bool) -> LiveTable | PlainLines | Silent:
+    from rich.console import Console
+
+    from .liveview import LiveTable, PlainLines, Silent
+
     stream = sys.stderr if as_json else sys.stdout
     if quiet:
         return Silent()
@@ -213,6 +221,8 @@ def resume(
 ) -> None:
     """Finish an orchestration whose orchestrator died (default: the newest such)."""
     listener = _listener(as_json, quiet)
+    from .coordinator import OrchestratorCoordinator
+
     coordinator = OrchestratorCoordinator(project_root=_root(project_root), listener=listener)
     try:
         result = coordinator.resume(orchestration_id)
@@ -235,6 +245,8 @@ def retry(
 ) -> None:
     """Run a failed or timed-out task again in its worktree, continuing the agent's session."""
     listener = _listener(as_json, quiet)
+    from .coordinator import OrchestratorCoordinator
+
     coordinator = OrchestratorCoordinator(project_root=_root(project_root), listener=listener)
     try:
         result = coordinator.retry(task_id, orch_id)
@@ -253,6 +265,8 @@ def plan(**kw: Any) -> None:
         data = prepared.plan.to_json() | {"fallback_used": prepared.fallback_used}
         click.echo(json.dumps(data, indent=2))
     elif not kw["quiet"]:
+        from .plan import render_plan
+
         click.echo(render_plan(prepared.plan))
 
 
@@ -266,8 +280,6 @@ def _registry(project_root: str | None) -> Registry:
 @click.option("--json", "as_json", is_flag=True)
 def status(orch_id: str | None, project_root: str | None, as_json: bool) -> None:
     """What is queued, running and finished."""
-    from .monitoring import status_document
-
     registry = _registry(project_root)
     try:
         orch = registry.orchestration(orch_id)
@@ -275,7 +287,7 @@ def status(orch_id: str | None, project_root: str | None, as_json: bool) -> None
     finally:
         registry.close()
     doc = status_document(orch["id"], rows, orch["state"], time.time(), orch["note"])
-    alive = orch["state"] != "running" or orchestrator_alive(orch)
+    alive = orch["state"] != "running" or same_process(orch["pid"] or 0, orch["pid_start_time"])
     doc["orchestrator_alive"] = orch["state"] == "running" and alive
     if as_json:
         click.echo(json.dumps(doc, indent=2))
@@ -406,8 +418,9 @@ def demo(directory: str | None, count: int) -> None:
     names = sorted(p.name for p in (root / "prompts").glob("*.md"))
     click.echo(f"demo repository: {root}\nprompts: {', '.join(names)}\n")
     config = load_config(root, {"agent": "shell", "max_parallel_tasks": count})
-    out = sys.stdout
-    listener: LiveTable | PlainLines = LiveTable(Console()) if out.isatty() else PlainLines(out)
+    from .coordinator import OrchestratorCoordinator
+
+    listener = _listener(as_json=False, quiet=False)
     coordinator = OrchestratorCoordinator(config, root, listener=listener)
     try:
         result = coordinator.orchestrate(names)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -162,6 +161,8 @@ def _coerce_int(value: Any) -> int:
 
 def read_project_file(root: Path) -> tuple[dict[str, Any], str]:
     """The project's settings: ``gadugi.toml``, else ``[tool.gadugi]`` in pyproject.toml."""
+    import tomllib  # only commands that load configuration pay for the parser
+
     for name, table in (("gadugi.toml", None), ("pyproject.toml", ("tool", "gadugi"))):
         path = root / name
         if not path.is_file():

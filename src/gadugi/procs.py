@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import resource
+import selectors
 import shutil
 import signal
 import subprocess
@@ -163,6 +164,37 @@ def _limiter(limits: Mapping[int, int]) -> Callable[[], None]:
     return apply
 
 
+class ExitWatch:
+    """Wakes the loop the moment an agent exits, instead of at its next fixed tick.
+
+    Each child's pidfd becomes readable when it exits. A readable fd is dropped as soon
+    as it has woken the loop (the loop's own poll then deals with the exit), so a
+    finished child can never make the wait spin.
+    """
+
+    def __init__(self) -> None:
+        self.selector = selectors.DefaultSelector()
+
+    def watch(self, child: Child) -> None:
+        if child.pid <= 1 or not hasattr(os, "pidfd_open"):
+            return
+        try:
+            fd = os.pidfd_open(child.pid)
+        except OSError:  # already gone, or pidfds unsupported: the fixed tick still works
+            return
+        self.selector.register(fd, selectors.EVENT_READ)
+
+    def wait(self, timeout_s: float) -> None:
+        for key, _ in self.selector.select(timeout_s):
+            self.selector.unregister(key.fd)
+            os.close(key.fd)
+
+    def close(self) -> None:
+        for key in list(self.selector.get_map().values()):
+            os.close(key.fd)
+        self.selector.close()
+
+
 def adopt(pid: int, start_time: float, result_file: Path) -> Child | None:
     """Watch a process a previous orchestrator started, if it is still that process."""
     if not same_process(pid, start_time):
@@ -261,16 +293,36 @@ def terminate(children: list[Child], grace_s: float) -> None:
             time.sleep(0.02)
 
 
-def sample(pid: int) -> tuple[float, float] | None:
-    """CPU seconds used so far and resident memory (MB) of a process and its descendants.
+def sample_trees(pids: Sequence[int]) -> dict[int, tuple[float, float]]:
+    """CPU seconds so far and resident memory (MB) of each process with its descendants.
 
-    The caller turns two CPU readings into a percentage over the time between them.
+    One pass over the process table serves every tree (a per-tree scan would read all
+    of /proc once per running agent). The caller turns two CPU readings into a
+    percentage over the time between them.
     """
+    if not pids:
+        return {}
+    children: dict[int, list[psutil.Process]] = {}
+    for proc in psutil.process_iter(["ppid"]):
+        children.setdefault(proc.info["ppid"], []).append(proc)
+    readings = {}
+    for pid in pids:
+        try:
+            members = [psutil.Process(pid)]
+        except psutil.Error:
+            continue
+        stack = [pid]
+        while stack:
+            for child in children.get(stack.pop(), ()):
+                members.append(child)
+                stack.append(child.pid)
+        readings[pid] = _usage(members)
+    return readings
+
+
+def _usage(members: list[psutil.Process]) -> tuple[float, float]:
     total_cpu, total_rss = 0.0, 0
-    procs = _tree(pid)
-    if not procs:
-        return None
-    for proc in procs:
+    for proc in members:
         try:
             with proc.oneshot():
                 times = proc.cpu_times()

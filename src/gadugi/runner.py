@@ -35,6 +35,7 @@ from .worktrees import Worktrees, resolve_commit
 log = logging.getLogger(__name__)
 TICK_S = 0.05
 MAX_START_RETRIES = 5
+MAX_NAME_TRIES = 100
 START_RETRY_BASE_S = 0.5
 MAX_START_DELAY_S = 10.0
 OBSERVE_EVERY_S = 1.0
@@ -151,6 +152,8 @@ class Runner:
         self.fatal: str | None = None  # why the whole orchestration must stop
         self.fatal_task: str | None = None
         self.waiting: str | None = None  # why ready tasks are not starting, if they are not
+        self.changed = False  # whether the last step changed any task
+        self.exits = procs.ExitWatch()
         self.admission = Admission(config.min_available_memory_mb, config.max_load_per_cpu)
         self._last_observe = 0.0
 
@@ -161,10 +164,22 @@ class Runner:
         self.interrupted = signal.Signals(signum).name
 
     def run(self, between: Callable[[float], None] = lambda now: None) -> None:
-        """Tick until every task has finished; ``between`` runs after each step."""
-        while self.tick(time.time()):
-            between(time.time())
-            time.sleep(TICK_S)
+        """Tick until every task has finished; ``between`` runs after each step.
+
+        A step that changed something is followed at once by another (a freed slot is
+        filled now, not a tick later); an idle step waits until an agent exits or
+        ``TICK_S`` passes.
+        """
+        try:
+            for run in self.runs:
+                if run.child is not None:
+                    self.exits.watch(run.child)  # adopted on resume
+            while self.tick(time.time()):
+                between(time.time())
+                if not self.changed:
+                    self.exits.wait(TICK_S)
+        finally:
+            self.exits.close()
 
     def abandon(self) -> None:
         """Last resort when the loop itself failed: no agent may outlive the orchestrator."""
@@ -175,6 +190,7 @@ class Runner:
 
     def tick(self, now: float) -> bool:
         """One step; returns False once every task has finished."""
+        self.changed = False
         if self.interrupted or self.fatal:
             self._stop_everything(now)
             return False
@@ -186,9 +202,10 @@ class Runner:
         self._start_ready(now)
         if now - self._last_observe >= OBSERVE_EVERY_S:
             self._last_observe = now
-            for run in self.runs:
-                if run.status is TaskStatus.RUNNING:
-                    self.observe(run, now)
+            running = [r for r in self.runs if r.status is TaskStatus.RUNNING]
+            readings = procs.sample_trees([r.child.pid for r in running if r.child])
+            for run in running:
+                self.observe(run, now, readings.get(run.child.pid if run.child else 0))
         if self.listener:
             self.listener.ticked(self.runs, now, self.waiting)
         return any(not r.status.finished for r in self.runs)
@@ -245,6 +262,7 @@ class Runner:
             self._finish(run, TaskStatus.FAILED, now, error=message)
             return
         run.child, run.ctx = child, ctx
+        self.exits.watch(child)
         run.status = TaskStatus.RUNNING
         run.started_at = run.started_at or now
         run.deadline = now + run.timeout_s
@@ -277,21 +295,29 @@ class Runner:
     def _make_worktree(self, run: TaskRun) -> None:
         deps = [self.by_id[d] for d in run.slot.depends_on if d in self.by_id]
         base = deps[0].branch if deps and deps[0].branch else self.base_commit
-        suffix = self.layout.suffix()
-        name = f"{run.task_id}-{suffix}"
-        branch, path, n = f"gadugi/{name}", self.layout.worktrees_dir / name, 1
-        while self.worktrees.branch_exists(branch) or path.exists():
-            n += 1
-            branch, path = f"gadugi/{name}-{n}", self.layout.worktrees_dir / f"{name}-{n}"
-        run.branch = branch
-        self.worktrees.create(run.task_id, path, branch, base)
-        run.worktree = path
+        name = f"{run.task_id}-{self.layout.suffix()}"
+        for n in range(1, MAX_NAME_TRIES + 1):
+            unique = name if n == 1 else f"{name}-{n}"
+            branch, path = f"gadugi/{unique}", self.layout.worktrees_dir / unique
+            if path.exists():
+                continue
+            try:
+                # git refuses an existing branch (-b, never -B): only then is it looked up.
+                self.worktrees.create(run.task_id, path, branch, base)
+                break
+            except WorktreeError:
+                if n == MAX_NAME_TRIES or not self.worktrees.branch_exists(branch):
+                    raise
+        run.branch, run.worktree = branch, path
         others = [d.branch for d in deps[1:] if d.branch]
-        self._record(run, branch=branch, worktree=str(path))
         if others:
+            self._record(run, branch=branch, worktree=str(path))
             self.worktrees.merge(run.task_id, path, others)
-        run.base_commit = resolve_commit(path, "HEAD")
-        self._record(run, base_commit=run.base_commit)
+        # Without a merge the new HEAD is the base itself: no need to ask git again.
+        run.base_commit = (
+            base if base == self.base_commit and not others else (resolve_commit(path, "HEAD"))
+        )
+        self._record(run, branch=branch, worktree=str(path), base_commit=run.base_commit)
 
     def _prepare_attempt(self, run: TaskRun) -> tuple[AgentContext, Any]:
         run.attempt += 1
@@ -471,12 +497,14 @@ class Runner:
         assert run.worktree is not None
         if not run.worktree.exists():
             return {"worktree_removed": 1}  # removed before a crash could record it
-        if not self.worktrees.is_clean(run.worktree):
-            log.info("%s: keeping %s: it has uncommitted changes", run.task_id, run.worktree)
-            return {"error_message": "worktree kept: it has uncommitted changes"}
         try:
+            # Without --force, git itself refuses a worktree with modified or untracked
+            # files, so the check and the removal are one step.
             self.worktrees.remove(run.task_id, run.worktree)
         except GadugiError as exc:
+            if run.worktree.exists() and not self.worktrees.is_clean(run.worktree):
+                log.info("%s: keeping %s: it has uncommitted changes", run.task_id, run.worktree)
+                return {"error_message": "worktree kept: it has uncommitted changes"}
             return {"error_message": f"worktree kept: {exc}"}
         return {"worktree_removed": 1}
 
@@ -523,9 +551,9 @@ class Runner:
 
     # -- watching -----------------------------------------------------------------------
 
-    def observe(self, run: TaskRun, now: float) -> None:
+    def observe(self, run: TaskRun, now: float, reading: tuple[float, float] | None = None) -> None:
         """Heartbeat, last output line, agent progress and resources of a running task."""
-        ctx, child = run.ctx, run.child
+        ctx = run.ctx
         if ctx is None:
             return
         sizes = [_size(ctx.log_file), _size(ctx.events_file)]
@@ -536,13 +564,11 @@ class Runner:
         if progress is not None and sizes[1]:
             run.progress_offset, info = progress(ctx.events_file, run.progress_offset)
             run.agent_info.update({k: v for k, v in info.items() if v is not None})
-        if child is not None:
-            reading = procs.sample(child.pid)
-            if reading is not None:
-                cpu_s, run.memory_mb = reading
-                if run.cpu is not None and now > run.cpu[1]:
-                    run.cpu_percent = 100.0 * (cpu_s - run.cpu[0]) / (now - run.cpu[1])
-                run.cpu = (cpu_s, now)
+        if reading is not None:
+            cpu_s, run.memory_mb = reading
+            if run.cpu is not None and now > run.cpu[1]:
+                run.cpu_percent = 100.0 * (cpu_s - run.cpu[0]) / (now - run.cpu[1])
+            run.cpu = (cpu_s, now)
         self._check_stall(run, now)
         self.on_dirty()
 
@@ -580,6 +606,7 @@ class Runner:
         }
 
     def _record(self, run: TaskRun, **fields: Any) -> None:
+        self.changed = True
         self.registry.update_task(self.layout.orchestration_id, run.task_id, **fields)
         self.on_dirty()
         if self.listener:
