@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import itertools
 import json
+import time
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 import gadugi.plan
-from conftest import Repo, git, run_cli
+from conftest import Repo, git, run_cli, start_cli
 from gadugi import OrchestrationConfig, OrchestratorCoordinator
 from gadugi.errors import PlanError
 
@@ -204,3 +206,59 @@ def test_analysis_failure_falls_back_to_one_at_a_time(
     strict = OrchestrationConfig(agent="shell", fallback_to_sequential=False)
     with pytest.raises(PlanError, match="analysis failed"):
         OrchestratorCoordinator(strict, project_root=repo.root).orchestrate(["x"])
+
+
+@pytest.mark.slow
+def test_worktrees_are_prepared_ahead_while_every_slot_is_busy(repo: Repo, tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    wait = f"while [ ! -e {gate} ]; do sleep 0.05; done"
+    for name in ("one", "two", "three", "four", "five"):
+        repo.shell_prompt(f"{name}.md", wait)
+    repo.commit()
+    run = start_cli(
+        [
+            "run",
+            "--agent",
+            "shell",
+            "--max-parallel",
+            "2",
+            "--json",
+            "one",
+            "two",
+            "three",
+            "four",
+            "five",
+        ],
+        repo.root,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        ready: list[str] = []
+        while time.monotonic() < deadline and len(ready) < 2:
+            time.sleep(0.1)
+            status = run_cli(["status", "--json"], repo.root)
+            if status.returncode != 0:
+                continue
+            tasks = json.loads(status.stdout)["tasks"]
+            ready = [t["task_id"] for t in tasks if t["status"] == "queued" and t["branch"]]
+        # Two slots busy: the next two tasks (no more than the slots) have their worktrees.
+        assert ready == ["three", "four"]
+        prepared = repo.root / ".worktrees"
+        assert sorted(p.name.rsplit("-", 1)[0] for p in prepared.iterdir()) == [
+            "four",
+            "one",
+            "three",
+            "two",
+        ]
+        assert run_cli(["cancel", "four"], repo.root).returncode == 0
+        gate.touch()
+        out, err = run.communicate(timeout=60)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert run.returncode == 1, err  # four was cancelled
+    result = {t["task_id"]: t for t in json.loads(out)["tasks"]}
+    assert all(result[t]["status"] == "completed" for t in ("one", "two", "three", "five"))
+    assert result["four"]["status"] == "cancelled"
+    assert result["four"]["worktree"] is None  # made ahead, nothing ran in it: removed
+    assert repo.worktrees() == [str(repo.root)]

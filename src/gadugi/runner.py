@@ -176,7 +176,7 @@ class Runner:
                     self.exits.watch(run.child)  # adopted on resume
             while self.tick(time.time()):
                 between(time.time())
-                if not self.changed:
+                if not self.changed and not self.prepare_ahead(time.time()):
                     self.exits.wait(TICK_S)
         finally:
             self.exits.close()
@@ -249,17 +249,7 @@ class Runner:
                 launch.argv, run.worktree, env, stdout, ctx.log_file, result_file, self._limits(run)
             )
         except (GadugiError, OSError) as exc:
-            message = str(exc) if isinstance(exc, GadugiError) else f"cannot start agent: {exc}"
-            if _transient_start_failure(exc) and run.start_failures < MAX_START_RETRIES:
-                run.start_failures += 1
-                delay = min(MAX_START_DELAY_S, START_RETRY_BASE_S * 2 ** (run.start_failures - 1))
-                run.hold_until = now + delay
-                log.info("%s: %s; trying again in %.1fs", run.task_id, message, delay)
-                self._record(run, error_message=f"{message}; trying again in {delay:.1f}s")
-                return
-            if run.start_failures:
-                message = f"gave up after {run.start_failures + 1} tries to start: {message}"
-            self._finish(run, TaskStatus.FAILED, now, error=message)
+            self._start_failed(run, exc, now)
             return
         run.child, run.ctx = child, ctx
         self.exits.watch(child)
@@ -281,6 +271,45 @@ class Runner:
             last_heartbeat=now,
             error_message=None,
         )
+
+    def _start_failed(self, run: TaskRun, exc: GadugiError | OSError, now: float) -> None:
+        """Try again later if that can help (bounded, growing delays), else fail the task."""
+        message = str(exc) if isinstance(exc, GadugiError) else f"cannot start agent: {exc}"
+        if _transient_start_failure(exc) and run.start_failures < MAX_START_RETRIES:
+            run.start_failures += 1
+            delay = min(MAX_START_DELAY_S, START_RETRY_BASE_S * 2 ** (run.start_failures - 1))
+            run.hold_until = now + delay
+            log.info("%s: %s; trying again in %.1fs", run.task_id, message, delay)
+            self._record(run, error_message=f"{message}; trying again in {delay:.1f}s")
+            return
+        if run.start_failures:
+            message = f"gave up after {run.start_failures + 1} tries to start: {message}"
+        self._finish(run, TaskStatus.FAILED, now, error=message)
+
+    def prepare_ahead(self, now: float) -> bool:
+        """While every slot is busy, make the worktree of the next task that will start.
+
+        Worktree creation is serialised and is most of a start's cost; done while the
+        loop would otherwise wait, it is off the critical path when a slot frees up.
+        At most ``max_parallel_tasks`` worktrees wait ready. Returns whether it made one.
+        """
+        waiting = [r for r in self.runs if r.status is TaskStatus.QUEUED and r.worktree]
+        if len(waiting) >= self.config.max_parallel_tasks or self.waiting:
+            return False
+        done = {r.task_id for r in self.runs if r.status is TaskStatus.COMPLETED}
+        for run in sorted(self.runs, key=lambda r: (-r.slot.priority, r.slot.order)):
+            if (
+                run.status is TaskStatus.QUEUED
+                and run.worktree is None
+                and run.hold_until <= now
+                and all(d in done for d in run.slot.depends_on)
+            ):
+                try:
+                    self._make_worktree(run)
+                except (GadugiError, OSError) as exc:
+                    self._start_failed(run, exc, now)
+                return True
+        return False
 
     def _limits(self, run: TaskRun) -> dict[int, int]:
         memory_mb = run.prompt.memory_limit_mb or self.config.memory_limit_mb
@@ -488,7 +517,9 @@ class Runner:
         }
         if run.branch and run.base_commit:
             fields["commits"] = self.worktrees.commits_ahead(run.branch, run.base_commit)
-        if run.worktree is not None and status is TaskStatus.COMPLETED:
+        # A completed task's worktree goes if all its work is committed; so does one
+        # made ahead for a task that never started (nothing ran in it).
+        if run.worktree is not None and (status is TaskStatus.COMPLETED or run.attempt == 0):
             fields.update(self._tidy_worktree(run))
         self._record(run, **fields)
 
