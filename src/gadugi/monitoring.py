@@ -186,6 +186,21 @@ def _stats(rows: list[dict[str, Any]], stamp: str | None) -> dict[str, Any]:
     }
 
 
+STATUS_COLUMNS = (
+    "task_id",
+    "name",
+    "status",
+    "started_at",
+    "completed_at",
+    "attempts",
+    "branch",
+    "pid",
+    "last_line",
+    "error_message",
+    "agent",
+)
+
+
 def status_document(
     orchestration_id: str,
     rows: list[dict[str, Any]],

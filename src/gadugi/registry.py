@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import sqlite3
 import time
@@ -87,6 +88,7 @@ CREATE TABLE IF NOT EXISTS attempts (
 );
 CREATE INDEX IF NOT EXISTS tasks_by_status ON tasks(orchestration_id, status);
 """
+_IDENTIFIER = re.compile(r"[a-z_]+")
 _JSON_COLUMNS = frozenset({"depends_on", "conflicts_with", "command", "agent"})
 
 
@@ -278,9 +280,14 @@ class Registry:
                     (*(_encode(k, v) for k, v in fields.items()), orch_id, task_id),
                 )
 
-    def tasks(self, orch_id: str) -> list[dict[str, Any]]:
+    def tasks(self, orch_id: str, columns: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+        """The orchestration's tasks in request order; only ``columns`` when given."""
+        if not all(_IDENTIFIER.fullmatch(c) for c in columns):
+            raise ValueError(f"not column names: {columns!r}")
+        wanted = ", ".join(columns) or "*"
         return self._query(
-            "SELECT * FROM tasks WHERE orchestration_id = ? ORDER BY seq", (orch_id,)
+            f"SELECT {wanted} FROM tasks WHERE orchestration_id = ? ORDER BY seq",  # noqa: S608
+            (orch_id,),
         )
 
     def find_task(self, task_id: str, orch_id: str | None = None) -> dict[str, Any]:
