@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from conftest import GIT_ENV, Repo, git
 from gadugi.agents.base import AgentContext
 from gadugi.agents.command import CommandProfile, judge_exit
 from gadugi.agents.shell import ShellProfile, script_of
@@ -98,3 +103,38 @@ def test_project_template_replaces_the_built_in_one(tmp_path: Path) -> None:
 def test_template_with_unknown_placeholder_is_refused(text: str) -> None:
     with pytest.raises(ConfigError, match="template"):
         check_template(text, "workflow.md")
+
+
+def test_the_generated_prompt_carries_the_task_its_footprint_and_dependencies(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "proj"
+    (root / "src").mkdir(parents=True)
+    (root / "src/app.py").write_text("X = 1\n")
+    git(root, "init", "-q", "-b", "main")
+    repo = Repo(root)
+    repo.shell_prompt("base.md", "true")
+    repo.prompt(
+        "edit.md",
+        "---\ndepends_on: [base]\n---\n# Edit\n\nChange `src/app.py`.\n\n"
+        '```sh\ncp "$GADUGI_PROMPT_FILE" ../seen.md\n```\n',
+    )
+    repo.commit()
+    proc = subprocess.run(
+        [sys.executable, "-m", "gadugi", "run", "--agent", "shell", "--json", "base", "edit"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+        env={**os.environ, **GIT_ENV},
+        stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 0, proc.stderr
+    branch = {t["task_id"]: t["branch"] for t in json.loads(proc.stdout)["tasks"]}
+    seen = (root / ".worktrees" / "seen.md").read_text()
+    assert "`src/app.py`" in seen  # the plan's footprint, found in the body
+    assert f"base (branch {branch['base']})" in seen
+    assert f"Branch: `{branch['edit']}`" in seen
+    assert "Change `src/app.py`." in seen  # the task's whole original text
+    assert "commit" in seen.lower()  # the workflow to follow

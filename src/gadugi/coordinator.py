@@ -316,6 +316,7 @@ class OrchestratorCoordinator:
 
     def _task_runs(self, prepared: Prepared) -> list[TaskRun]:
         by_id = {p.task_id: p for p in prepared.prompts}
+        footprints = {t.task_id: t.footprint for t in prepared.plan.tasks}
         profiles: dict[str, AgentProfile] = {}
         runs = []
         for slot in prepared.plan.slots():
@@ -336,6 +337,7 @@ class OrchestratorCoordinator:
                     profile=profiles[name],
                     timeout_s=timeout_s,
                     retries_left=retries,
+                    footprint=footprints.get(slot.task_id, ()),
                 )
             )
         return runs

@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 TICK_S = 0.05
 MAX_START_RETRIES = 5
 MAX_NAME_TRIES = 100
+MAX_FOOTPRINT_SHOWN = 40
 START_RETRY_BASE_S = 0.5
 MAX_START_DELAY_S = 10.0
 OBSERVE_EVERY_S = 1.0
@@ -82,6 +83,7 @@ class TaskRun:
     cpu_percent: float | None = None
     memory_mb: float | None = None
     start_failures: int = 0  # failed tries to create the worktree or spawn the agent
+    footprint: tuple[str, ...] = ()  # what the plan expects the task to touch
     stalled: bool = False
 
     @property
@@ -362,7 +364,10 @@ class Runner:
 
     def _render_prompt(self, run: TaskRun) -> str:
         deps = [f"{d} (branch {self.by_id[d].branch})" for d in run.slot.depends_on]
-        footprint = ", ".join(f"`{p}`" for p in run.prompt.touches) or "not declared"
+        paths = run.footprint or run.prompt.touches
+        footprint = ", ".join(f"`{p}`" for p in paths[:MAX_FOOTPRINT_SHOWN]) or "not known"
+        if len(paths) > MAX_FOOTPRINT_SHOWN:
+            footprint += f" and {len(paths) - MAX_FOOTPRINT_SHOWN} more"
         return self.template.render(
             task_id=run.task_id,
             title=run.prompt.title,
