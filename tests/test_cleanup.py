@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -83,3 +85,18 @@ def test_orphaned_worktree_records_are_reported_and_pruned(repo: Repo) -> None:
 def test_cleanup_without_a_registry(repo: Repo) -> None:
     proc = run_cli(["cleanup"], repo.root)
     assert proc.returncode == 2 and "no orchestrations yet" in proc.stderr
+
+
+def test_stale_agent_processes_of_finished_runs_are_reported(repo: Repo) -> None:
+    repo.shell_prompt("quick.md", "true")
+    repo.commit()
+    orch_id = _run(repo, "quick")["orchestration_id"]
+    # A process that still carries a finished run's identity (as if it had escaped it).
+    env = {**os.environ, "GADUGI_ORCHESTRATION_ID": orch_id, "GADUGI_TASK_ID": "quick"}
+    stray = subprocess.Popen(["sleep", "60"], env=env, start_new_session=True)
+    try:
+        proc = run_cli(["cleanup", "--dry-run"], repo.root)
+        assert f"stale process {stray.pid} (task quick of finished {orch_id})" in proc.stdout
+    finally:
+        stray.kill()
+        stray.wait()

@@ -505,3 +505,17 @@ def test_run_orchestrator_script_runs_gadugi(repo: Repo) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["successful_tasks"] == 1
+
+
+def test_a_daemon_an_agent_leaves_behind_does_not_outlive_the_run(
+    repo: Repo, tmp_path: Path
+) -> None:
+    pid_file = tmp_path / "daemon"
+    repo.shell_prompt(
+        "leaky.md", f"setsid sleep 300 > /dev/null 2>&1 < /dev/null &\necho $! > {pid_file}"
+    )
+    repo.commit()
+    proc = run_cli(["run", "--agent", "shell", "--json", "leaky"], repo.root)
+    assert proc.returncode == 0, proc.stderr
+    assert _gone(int(pid_file.read_text()))
+    assert "left behind by task leaky" in proc.stderr

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .procs import agents_of
 from .recovery import orchestrator_alive
 from .registry import Registry
 from .worktrees import Worktrees, run_git
@@ -48,7 +49,13 @@ def plan_cleanup(
     if orphans:
         plan.notes.extend(f"orphaned worktree record: {line}" for line in orphans.splitlines())
         plan.actions.append(Action("prune", "git worktree prune"))
-    for orch in registry.orchestrations():
+    orchestrations = registry.orchestrations()
+    finished = {o["id"] for o in orchestrations if o["state"] != "running"}
+    for pid, orch_id, task_id in agents_of(finished):
+        plan.notes.append(
+            f"stale process {pid} (task {task_id} of finished {orch_id}) is still running"
+        )
+    for orch in orchestrations:
         if orch["state"] == "running":
             if not orchestrator_alive(orch):
                 plan.notes.append(

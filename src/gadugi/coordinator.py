@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from . import plan as planning
-from . import recovery
+from . import procs, recovery
 from .agents import AgentProfile, profile_for
 from .config import OrchestrationConfig
 from .errors import PlanError, RequestError
@@ -403,6 +403,9 @@ class OrchestratorCoordinator:
             except BaseException:
                 runner.abandon()
                 raise
+            finally:
+                # Nothing an agent started may outlive the orchestration, daemons included.
+                procs.sweep(orch_id, self.config.kill_grace_seconds)
         state = "interrupted" if runner.interrupted else "finished"
         result = build_result(
             registry.orchestration(orch_id) | {"finished_at": time.time()},

@@ -195,6 +195,64 @@ class ExitWatch:
         self.selector.close()
 
 
+def agents_of(orchestration_ids: set[str]) -> list[tuple[int, str, str]]:
+    """Live processes gadugi started for these orchestrations: (pid, orchestration, task)."""
+    found = []
+    for proc in psutil.process_iter(["pid"]):
+        try:
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                continue
+            env = proc.environ()
+        except psutil.Error:
+            continue
+        orch_id = env.get("GADUGI_ORCHESTRATION_ID")
+        if orch_id in orchestration_ids:
+            found.append((proc.pid, orch_id, env.get("GADUGI_TASK_ID", "?")))
+    return found
+
+
+def sweep(orchestration_id: str, grace_s: float) -> list[int]:
+    """Stop whatever an orchestration's agents left running once all its tasks are over.
+
+    A daemon an agent started with setsid (and its parent gone) is in no process group
+    or tree of ours any more; the environment gadugi gave it still names it.
+    """
+    found = []
+    for pid, _, task_id in agents_of({orchestration_id}):
+        try:
+            found.append(psutil.Process(pid))
+            log.warning("stopping pid %d left behind by task %s", pid, task_id)
+        except psutil.Error:
+            continue
+    for proc in found:
+        with suppress(psutil.Error):
+            proc.terminate()
+    alive = _wait_gone(found, grace_s)
+    for proc in alive:
+        with suppress(psutil.Error):
+            proc.kill()
+    _wait_gone(alive, KILL_WAIT_S)
+    return [p.pid for p in found]
+
+
+def _wait_gone(procs: list[psutil.Process], timeout_s: float) -> list[psutil.Process]:
+    """Wait until each has exited (a zombie counts: an init may never reap it)."""
+    deadline = time.monotonic() + timeout_s
+    alive = procs
+    while alive and time.monotonic() < deadline:
+        alive = [p for p in alive if _running(p)]
+        if alive:
+            time.sleep(0.02)
+    return alive
+
+
+def _running(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
 def adopt(pid: int, start_time: float, result_file: Path) -> Child | None:
     """Watch a process a previous orchestrator started, if it is still that process."""
     if not same_process(pid, start_time):
