@@ -25,7 +25,8 @@ from .worktrees import repository_root
 # the orchestration machinery and rich are imported by the commands that use them.
 if TYPE_CHECKING:
     from .coordinator import OrchestrationResult, OrchestratorCoordinator, Prepared
-    from .liveview import LiveTable, PlainLines, Silent
+    from .livetable import LiveTable
+    from .liveview import PlainLines, Silent
 
 F = TypeVar("F", bound=Callable[..., Any])
 EXIT_BAD_REQUEST = 2
@@ -156,14 +157,16 @@ def main() -> None:
 
 
 def _listener(as_json: bool, quiet: bool) -> LiveTable | PlainLines | Silent:
-    from rich.console import Console
-
-    from .liveview import LiveTable, PlainLines, Silent
+    from .liveview import PlainLines, Silent
 
     stream = sys.stderr if as_json else sys.stdout
     if quiet:
         return Silent()
     if stream.isatty():
+        from rich.console import Console
+
+        from .livetable import LiveTable
+
         return LiveTable(Console(file=stream))
     return PlainLines(stream)
 
@@ -275,7 +278,23 @@ def plan(**kw: Any) -> None:
 
 
 def _registry(project_root: str | None) -> Registry:
-    return Registry(_root(project_root) / ".gadugi" / "state.db", readonly=True)
+    return Registry(_state_db(project_root), readonly=True)
+
+
+def _state_db(project_root: str | None) -> Path:
+    """Where the registry is, found without starting git when it can be.
+
+    Read-only commands (status, export) should answer fast: walking up from the current
+    directory to the first folder with ``.git`` finds the same top level git would.
+    """
+    if project_root is None:
+        here = Path.cwd().resolve()
+        for folder in (here, *here.parents):
+            if (folder / ".git").exists():
+                if (folder / ".gadugi" / "state.db").exists():
+                    return folder / ".gadugi" / "state.db"
+                break
+    return _root(project_root) / ".gadugi" / "state.db"
 
 
 @main.command()

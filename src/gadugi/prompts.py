@@ -8,8 +8,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .errors import PromptError
 from .tasks import Prompt
 
@@ -71,6 +69,8 @@ def split_front_matter(text: str, rel: str) -> tuple[dict[str, Any], str]:
     match = _FRONT_MATTER.match(text)
     if not match:
         return {}, text
+    import yaml  # only prompts that have front matter need the parser
+
     try:
         meta = yaml.safe_load(match.group(1))
     except yaml.YAMLError as exc:
