@@ -116,10 +116,11 @@ def test_a_missing_program_is_refused_before_starting(tmp_path: Path) -> None:
 def test_an_adopted_process_is_watched_through_its_result_file(tmp_path: Path) -> None:
     gate = tmp_path / "gate"
     child = _spawn(tmp_path, ["bash", "-c", f"while [ ! -e {gate} ]; do sleep 0.05; done; exit 4"])
-    adopted = procs.adopt(child.pid, child.start_time, child.result_file)
-    assert adopted is not None and adopted.popen is None
+    adopted = procs.Child(child.pid, child.start_time, child.result_file)  # as resume does
     assert adopted.poll() is None
-    assert procs.adopt(child.pid, child.start_time + 5, child.result_file) is None
+    # The same pid with another start time is another process: this attempt is lost.
+    impostor = procs.Child(child.pid, child.start_time + 5, tmp_path / "other.json")
+    assert impostor.poll() == procs.LOST
     gate.touch()
     adopted.wait(10)
     assert adopted.poll() == 4
@@ -128,7 +129,6 @@ def test_an_adopted_process_is_watched_through_its_result_file(tmp_path: Path) -
 
 def test_an_adopted_process_that_vanishes_without_a_result_is_lost(tmp_path: Path) -> None:
     child = _spawn(tmp_path, ["sleep", "100"])
-    adopted = procs.adopt(child.pid, child.start_time, child.result_file)
-    assert adopted is not None
+    adopted = procs.Child(child.pid, child.start_time, child.result_file)
     procs.terminate([child], 1)  # the whole group, supervisor included: no result is written
     assert adopted.poll() == procs.LOST

@@ -29,7 +29,6 @@ if TYPE_CHECKING:
     from .liveview import PlainLines, Silent
 
 F = TypeVar("F", bound=Callable[..., Any])
-EXIT_BAD_REQUEST = 2
 
 
 def _json(data: Any) -> str:

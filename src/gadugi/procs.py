@@ -253,13 +253,6 @@ def _running(proc: psutil.Process) -> bool:
         return False
 
 
-def adopt(pid: int, start_time: float, result_file: Path) -> Child | None:
-    """Watch a process a previous orchestrator started, if it is still that process."""
-    if not same_process(pid, start_time):
-        return None
-    return Child(pid, start_time, result_file)
-
-
 def process_start_time(pid: int) -> float | None:
     try:
         return psutil.Process(pid).create_time()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -19,9 +19,6 @@ class TaskStatus(StrEnum):
     @property
     def finished(self) -> bool:
         return self not in (TaskStatus.QUEUED, TaskStatus.RUNNING)
-
-
-FINISHED = frozenset(s for s in TaskStatus if s.finished)
 
 
 @dataclass(frozen=True)
@@ -48,38 +45,6 @@ class Prompt:
     @property
     def name(self) -> str:
         return self.path.name
-
-
-@dataclass
-class Attempt:
-    number: int
-    started_at: float
-    pid: int | None = None
-    ended_at: float | None = None
-    exit_code: int | None = None
-    error: str | None = None
-
-
-@dataclass
-class Task:
-    """A prompt inside an orchestration, with everything the runner tracks."""
-
-    prompt: Prompt
-    depends_on: tuple[str, ...] = ()  # resolved task ids
-    conflicts_with: frozenset[str] = frozenset()
-    status: TaskStatus = TaskStatus.QUEUED
-    branch: str | None = None
-    worktree: Path | None = None
-    base_commit: str | None = None
-    attempts: list[Attempt] = field(default_factory=list)
-    error_message: str | None = None
-    exit_code: int | None = None
-    started_at: float | None = None
-    completed_at: float | None = None
-
-    @property
-    def task_id(self) -> str:
-        return self.prompt.task_id
 
 
 def iso(ts: float | None) -> str | None:
