@@ -193,3 +193,31 @@ def test_retry_runs_a_failed_task_again_in_its_worktree(repo: Repo, tmp_path: Pa
     # The second attempt continued in the same worktree: both attempts' lines are there.
     assert git(repo.root, "show", f"{task['branch']}:work.txt").split() == ["progress"] * 2
     assert task["worktree"] is None and not Path(worktree).exists()
+
+
+@pytest.mark.slow
+def test_cancel_stops_the_agent_itself_when_the_orchestrator_is_gone(
+    repo: Repo, tmp_path: Path
+) -> None:
+    marker = tmp_path / "started"
+    repo.shell_prompt("long.md", f"touch {marker}\nsleep 300")
+    repo.shell_prompt("short.md", "true")
+    repo.commit()
+    run = start_cli(
+        ["run", "--agent", "shell", "--max-parallel", "1", "--quiet", "long", "short"], repo.root
+    )
+    try:
+        _wait(marker.exists)
+        os.kill(run.pid, signal.SIGKILL)
+        run.wait(timeout=10)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    orch_id = json.loads(run_cli(["status", "--json"], repo.root).stdout)["orchestration_id"]
+    cancelled = run_cli(["cancel", "long"], repo.root)
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert "orchestrator is gone" in cancelled.stdout
+    assert _agents_of(orch_id) == []
+    resumed = run_cli(["resume", "--json"], repo.root)
+    statuses = {t["task_id"]: t["status"] for t in json.loads(resumed.stdout)["tasks"]}
+    assert statuses == {"long": "cancelled", "short": "completed"}

@@ -372,7 +372,17 @@ def cancel(task_id: str, orch_id: str | None, project_root: str | None, wait_s: 
         orch = registry.orchestration(task["orchestration_id"])
         if orch["state"] != "running":
             raise NotFoundError(f"orchestration {orch['id']} is not running ({orch['state']})")
-        registry.request_cancel(orch["id"], task_id, f"gadugi cancel (pid {os.getpid()})")
+        who = f"gadugi cancel (pid {os.getpid()})"
+        registry.request_cancel(orch["id"], task_id, who)
+        from . import procs
+
+        if not procs.same_process(orch["pid"] or 0, orch["pid_start_time"]):
+            # Nobody is there to act on the request: stop the agent here and say so.
+            _cancel_orphan(registry, orch["id"], task, who)
+            click.echo(
+                f"{task_id}: cancelled (its orchestrator is gone; gadugi resume {orch['id']})"
+            )
+            return
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline:
             task = registry.find_task(task_id, orch["id"])
@@ -384,6 +394,23 @@ def cancel(task_id: str, orch_id: str | None, project_root: str | None, wait_s: 
         registry.close()
     _err(f"{task_id}: cancel requested; still {task['status']} after {wait_s:g}s")
     sys.exit(1)
+
+
+def _cancel_orphan(registry: Registry, orch_id: str, task: dict[str, Any], who: str) -> None:
+    from . import procs
+
+    if task["status"] == "running" and task["pid"]:
+        child = procs.Child(task["pid"], task["pid_start_time"] or 0.0, Path(os.devnull))
+        if procs.same_process(child.pid, child.start_time):
+            procs.terminate([child], grace_s=5.0)
+    registry.update_task(
+        orch_id,
+        task["task_id"],
+        status="cancelled",
+        completed_at=time.time(),
+        error_message=f"cancelled by {who}",
+        pid=None,
+    )
 
 
 @main.command()

@@ -261,11 +261,19 @@ def process_start_time(pid: int) -> float | None:
 
 
 def same_process(pid: int, start_time: float | None) -> bool:
-    """True only when ``pid`` is alive and is the process started at ``start_time``."""
-    if start_time is None:
+    """True only when ``pid`` is alive and is the process started at ``start_time``.
+
+    A zombie is not alive: it has exited, and an init that does not reap may keep it.
+    """
+    if start_time is None or pid <= 0:
         return False
-    found = process_start_time(pid)
-    return found is not None and abs(found - start_time) < 0.01
+    try:
+        proc = psutil.Process(pid)
+        return abs(proc.create_time() - start_time) < 0.01 and (
+            proc.status() != psutil.STATUS_ZOMBIE
+        )
+    except psutil.Error:
+        return False
 
 
 def group_alive(pgid: int) -> bool:
