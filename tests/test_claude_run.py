@@ -132,3 +132,70 @@ def test_unauthorized_stops_the_orchestration_at_once(
     # The summary states the one cause once, on its own line.
     lines = done.stdout.splitlines()
     assert sum(line.startswith(stopped) for line in lines) == 1
+
+
+def _no_cli_retries(rig: ClaudeRig) -> dict[str, str]:
+    """The rig's environment with Claude Code's own retries off, so a 529 reaches gadugi."""
+    return {**rig.env, "CLAUDE_CODE_MAX_RETRIES": "0"}
+
+
+def test_a_529_is_retried_by_gadugi_and_succeeds(claude_rig: ClaudeRig) -> None:
+    setup_project(claude_rig, {"flaky": "overloaded_once"})
+    with (claude_rig.repo / "gadugi.toml").open("a") as fh:
+        fh.write("retry_base_delay_seconds = 0.1\n")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gadugi",
+            "run",
+            "--agent",
+            "claude",
+            "--retries",
+            "1",
+            "--json",
+            "flaky",
+        ],
+        cwd=claude_rig.repo,
+        env=_no_cli_retries(claude_rig),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    task = json.loads(done.stdout)["tasks"][0]
+    assert task["status"] == "completed" and task["attempts"] == 2
+    assert task["commits"] == 1 and task["agent"]["session_id"]
+
+
+def test_retry_continues_the_agents_session(claude_rig: ClaudeRig) -> None:
+    setup_project(claude_rig, {"later": "overloaded_once"})
+    env = _no_cli_retries(claude_rig)
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "gadugi", *args],
+            cwd=claude_rig.repo,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+
+    first = run("run", "--agent", "claude", "--json", "later")
+    assert first.returncode == 1  # transient, but no retries allowed
+    failed = json.loads(first.stdout)["tasks"][0]
+    session = failed["agent"]["session_id"]
+    assert failed["status"] == "failed" and session
+    again = run("retry", "later", "--json")
+    assert again.returncode == 0, again.stdout + again.stderr
+    task = json.loads(again.stdout)["tasks"][0]
+    assert task["status"] == "completed" and task["attempts"] == 2 and task["commits"] == 1
+    exported = claude_rig.repo / "export.json"
+    assert run("export", "--output", str(exported)).returncode == 0
+    command = json.loads(exported.read_text())["orchestrations"][0]["tasks"][0]["command"]
+    assert command[command.index("--resume") + 1] == session
