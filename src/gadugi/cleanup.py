@@ -121,8 +121,8 @@ def apply(root: Path, registry: Registry, plan: CleanupPlan, state_dir: Path) ->
     for action in plan.actions:
         if action.kind == "remove-worktree":
             args = ["worktree", "remove", *(["--force"] if action.force else []), action.target]
-            with worktrees.locked():
-                res = run_git(args, root)
+            with worktrees.locked() as fd:
+                res = run_git(args, root, fd)
             done.append(_said(res.returncode, f"removed worktree {action.target}", res.stderr))
         elif action.kind == "delete-branch":
             flag = "-D" if action.force else "-d"

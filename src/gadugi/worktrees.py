@@ -30,8 +30,13 @@ class GitResult:
     stderr: str
 
 
-def run_git(args: Sequence[str], cwd: Path) -> GitResult:
-    """Run git without a shell or a terminal; the seam tests may replace."""
+def run_git(args: Sequence[str], cwd: Path, lock_fd: int | None = None) -> GitResult:
+    """Run git without a shell or a terminal.
+
+    ``lock_fd`` (from ``Worktrees.locked``) is handed down to git: an flock lasts while any
+    process holds its file open, so if gadugi dies mid-command the lock stays held until
+    git itself has finished, and a resumed run cannot race the orphaned git.
+    """
     env = {**os.environ, **_GIT_ENV}
     proc = subprocess.run(
         ["git", *args],
@@ -41,6 +46,7 @@ def run_git(args: Sequence[str], cwd: Path) -> GitResult:
         text=True,
         stdin=subprocess.DEVNULL,
         check=False,
+        pass_fds=() if lock_fd is None else (lock_fd,),
     )
     return GitResult(proc.returncode, proc.stdout, proc.stderr)
 
@@ -104,11 +110,12 @@ class Worktrees:
         self._lock_path = (root / common).resolve() / "gadugi-worktree.lock"
 
     @contextmanager
-    def locked(self) -> Iterator[None]:
+    def locked(self) -> Iterator[int]:
+        """Hold the worktree lock; yields its file descriptor for ``run_git``."""
         with self._thread_lock, self._lock_path.open("a") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
             try:
-                yield
+                yield fh.fileno()
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
@@ -118,8 +125,10 @@ class Worktrees:
 
     def create(self, task_id: str, path: Path, branch: str, base: str) -> None:
         """A new branch ``branch`` at ``base`` checked out at ``path``; never overwrites."""
-        with self.locked():
-            res = run_git(["worktree", "add", "--quiet", "-b", branch, str(path), base], self.root)
+        with self.locked() as fd:
+            res = run_git(
+                ["worktree", "add", "--quiet", "-b", branch, str(path), base], self.root, fd
+            )
         if res.returncode != 0:
             raise WorktreeError(task_id, "worktree add", res.stderr, res.returncode)
 
@@ -145,7 +154,7 @@ class Worktrees:
 
     def remove(self, task_id: str, path: Path) -> None:
         """Remove a clean worktree (git refuses a dirty one); the branch stays."""
-        with self.locked():
-            res = run_git(["worktree", "remove", str(path)], self.root)
+        with self.locked() as fd:
+            res = run_git(["worktree", "remove", str(path)], self.root, fd)
         if res.returncode != 0:
             raise WorktreeError(task_id, "worktree remove", res.stderr, res.returncode)
