@@ -115,6 +115,11 @@ CASES = [
         ["run", "--agent-cmd", "x {task_id.__class__}", "a"],
         "unknown placeholder",
     ),
+    Case(
+        "agent program missing",
+        ["run", "--agent-cmd", "no-such-agent-xyz {task_id}", "a"],
+        "not on PATH",
+    ),
     Case("unbalanced quote", ["run", "--agent-cmd", "x 'open", "a"], "cannot be split"),
     Case("zero parallel", [*SHELL, "--max-parallel", "0", "a"], "max-parallel"),
     Case("negative timeout", [*SHELL, "--timeout", "-1", "a"], "timeout"),

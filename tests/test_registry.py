@@ -114,3 +114,17 @@ def test_readonly_open_of_a_missing_registry(tmp_path: Path) -> None:
     with pytest.raises(NotFoundError, match="no orchestrations yet"):
         Registry(tmp_path / "nope.db", readonly=True)
     assert not (tmp_path / "nope.db").exists()
+
+
+def test_a_registry_from_an_earlier_build_gains_the_new_columns(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    Registry(path).close()
+    conn = sqlite3.connect(path)  # take it back to how the first builds wrote it
+    conn.execute("ALTER TABLE orchestrations DROP COLUMN note")
+    conn.execute("ALTER TABLE tasks DROP COLUMN conflicts_with")
+    conn.commit()
+    conn.close()
+    reg = Registry(path)
+    _seed(reg)
+    assert reg.orchestration()["note"] is None
+    assert reg.tasks("orch-1")[0]["conflicts_with"] == []

@@ -308,7 +308,7 @@ def status(orch_id: str | None, project_root: str | None, as_json: bool) -> None
         rows = registry.tasks(orch["id"], STATUS_COLUMNS)
     finally:
         registry.close()
-    doc = status_document(orch["id"], rows, orch["state"], time.time(), orch["note"])
+    doc = status_document(orch["id"], rows, orch["state"], time.time(), orch.get("note"))
     alive = True
     if orch["state"] == "running":  # only then does the orchestrator's process matter
         from .procs import same_process
@@ -322,7 +322,7 @@ def status(orch_id: str | None, project_root: str | None, as_json: bool) -> None
     click.echo(f"{orch['id']} ({orch['state']}): {breakdown}")
     if not alive:
         click.echo(f"  its orchestrator (pid {orch['pid']}) is gone: gadugi resume {orch['id']}")
-    if orch["note"]:
+    if orch.get("note"):
         click.echo(f"  {orch['note']}")
     for task in doc["tasks"]:
         secs = task["runtime_seconds"]

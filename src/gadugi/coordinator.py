@@ -17,7 +17,7 @@ from typing import Any
 
 from . import plan as planning
 from . import procs, recovery
-from .agents import AgentProfile, profile_for
+from .agents import AgentProfile, profile_for, require_program
 from .config import OrchestrationConfig
 from .errors import PlanError, RequestError
 from .monitoring import Monitor, write_json_atomic
@@ -323,6 +323,7 @@ class OrchestratorCoordinator:
             prompt = by_id[slot.task_id]
             name = prompt.agent or self.config.agent
             if name not in profiles:
+                require_program(name, self.config)
                 profiles[name] = profile_for(name, self.config)
             timeout_s = (
                 prompt.timeout_minutes * 60

@@ -88,6 +88,11 @@ CREATE TABLE IF NOT EXISTS attempts (
 );
 CREATE INDEX IF NOT EXISTS tasks_by_status ON tasks(orchestration_id, status);
 """
+# Columns that came after the first registries were written, and how to add them.
+ADDED_COLUMNS = {
+    "orchestrations": {"note": "TEXT"},
+    "tasks": {"conflicts_with": "TEXT NOT NULL DEFAULT '[]'"},
+}
 _IDENTIFIER = re.compile(r"[a-z_]+")
 _JSON_COLUMNS = frozenset({"depends_on", "conflicts_with", "command", "agent"})
 
@@ -112,6 +117,7 @@ class Registry:
             self.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             self._check_version()
             if not readonly:
+                self._add_missing_columns()
                 # WAL (set when the file was made) with NORMAL sync: durable at each
                 # checkpoint, and a commit costs no fsync on the hot path.
                 self.conn.execute("PRAGMA synchronous = NORMAL")
@@ -130,6 +136,14 @@ class Registry:
             f"{self.path} cannot be used ({exc}); it was left as it is. "
             "Move it aside to start a fresh registry, or restore it from a backup."
         )
+
+    def _add_missing_columns(self) -> None:
+        """Bring a registry from an earlier build up to date; columns are only ever added."""
+        for table, columns in ADDED_COLUMNS.items():
+            have = {r[1] for r in self.conn.execute(f"PRAGMA table_info({table})")}
+            for name, decl in columns.items():
+                if name not in have:
+                    self.conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {decl}")
 
     def _check_version(self) -> None:
         version = self.conn.execute("PRAGMA user_version").fetchone()[0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 
 from ..config import OrchestrationConfig
@@ -11,7 +12,7 @@ from .aider import AiderOptions, AiderProfile
 from .base import AgentContext, AgentProfile, Launch, Outcome
 from .claude import ClaudeOptions, ClaudeProfile
 from .codex import CodexOptions, CodexProfile
-from .command import CommandProfile
+from .command import CommandProfile, parse_template
 from .gemini import GeminiOptions, GeminiProfile
 from .shell import ShellProfile
 
@@ -50,6 +51,23 @@ def executable_for(name: str, config: OrchestrationConfig) -> str | None:
         return None
     value: str = getattr(config, f"{name}_executable")
     return value
+
+
+def require_program(name: str, config: OrchestrationConfig) -> None:
+    """Refuse, before anything is created, an agent whose program is not installed."""
+    if name in CLIS:
+        program, cli = executable_for(name, config) or name, CLIS[name]
+        hint = f"install {cli.what} ({cli.install})"
+    elif name == "command" and config.agent_cmd:
+        program, hint = parse_template(config.agent_cmd)[0], "check --agent-cmd"
+    else:
+        return
+    if "{" not in program and shutil.which(program) is None:
+        raise ConfigError(
+            "agent",
+            f"the {name} agent needs {program!r}, which is not on PATH: {hint}, "
+            "or choose another agent (--agent shell runs the prompts' sh blocks)",
+        )
 
 
 def profile_for(name: str, config: OrchestrationConfig) -> AgentProfile:
