@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack
@@ -252,6 +253,22 @@ class ClaudeRig:
                 child.wait()
         seconds = time.monotonic() - started
         return ClaudeRun(ctx, profile, code, profile.judge(ctx, code), seconds)
+
+
+def gadugi(
+    rig: ClaudeRig, *args: str, env: Mapping[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """gadugi as a subprocess in the rig's repository, with the rig's environment."""
+    return subprocess.run(
+        [sys.executable, "-m", "gadugi", *args],
+        cwd=rig.repo,
+        env={**rig.env, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
 
 
 def _prompt_of(path: Path) -> Prompt:

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -18,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from claude_fixtures import gadugi
 from modelserver import COMMIT_FILE, COMMIT_MESSAGE, Reply, Turn, write_commit
 
 if TYPE_CHECKING:
@@ -26,19 +25,6 @@ if TYPE_CHECKING:
 TEST_MODEL = "claude-sonnet-4-5"
 TWO_TURN_COST = 2 * (1000 * 3 + 100 * 15) / 1e6  # 2 turns of 1000 in / 100 out at Sonnet's
 SLOW_S = 20.0
-
-
-def gadugi(rig: ClaudeRig, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "gadugi", *args],
-        cwd=rig.repo,
-        env=rig.env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
 
 
 def setup_project(rig: ClaudeRig, scenarios: dict[str, str]) -> None:
@@ -134,35 +120,24 @@ def test_unauthorized_stops_the_orchestration_at_once(
     assert sum(line.startswith(stopped) for line in lines) == 1
 
 
-def _no_cli_retries(rig: ClaudeRig) -> dict[str, str]:
-    """The rig's environment with Claude Code's own retries off, so a 529 reaches gadugi."""
-    return {**rig.env, "CLAUDE_CODE_MAX_RETRIES": "0"}
+# Claude Code's own retries off, so that a 529 reaches gadugi.
+NO_CLI_RETRIES = {"CLAUDE_CODE_MAX_RETRIES": "0"}
 
 
 def test_a_529_is_retried_by_gadugi_and_succeeds(claude_rig: ClaudeRig) -> None:
     setup_project(claude_rig, {"flaky": "overloaded_once"})
     with (claude_rig.repo / "gadugi.toml").open("a") as fh:
         fh.write("retry_base_delay_seconds = 0.1\n")
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "gadugi",
-            "run",
-            "--agent",
-            "claude",
-            "--retries",
-            "1",
-            "--json",
-            "flaky",
-        ],
-        cwd=claude_rig.repo,
-        env=_no_cli_retries(claude_rig),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-        check=False,
+    done = gadugi(
+        claude_rig,
+        "run",
+        "--agent",
+        "claude",
+        "--retries",
+        "1",
+        "--json",
+        "flaky",
+        env=NO_CLI_RETRIES,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     task = json.loads(done.stdout)["tasks"][0]
@@ -172,30 +147,16 @@ def test_a_529_is_retried_by_gadugi_and_succeeds(claude_rig: ClaudeRig) -> None:
 
 def test_retry_continues_the_agents_session(claude_rig: ClaudeRig) -> None:
     setup_project(claude_rig, {"later": "overloaded_once"})
-    env = _no_cli_retries(claude_rig)
-
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "gadugi", *args],
-            cwd=claude_rig.repo,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            stdin=subprocess.DEVNULL,
-            check=False,
-        )
-
-    first = run("run", "--agent", "claude", "--json", "later")
+    first = gadugi(claude_rig, "run", "--agent", "claude", "--json", "later", env=NO_CLI_RETRIES)
     assert first.returncode == 1  # transient, but no retries allowed
     failed = json.loads(first.stdout)["tasks"][0]
     session = failed["agent"]["session_id"]
     assert failed["status"] == "failed" and session
-    again = run("retry", "later", "--json")
+    again = gadugi(claude_rig, "retry", "later", "--json", env=NO_CLI_RETRIES)
     assert again.returncode == 0, again.stdout + again.stderr
     task = json.loads(again.stdout)["tasks"][0]
     assert task["status"] == "completed" and task["attempts"] == 2 and task["commits"] == 1
     exported = claude_rig.repo / "export.json"
-    assert run("export", "--output", str(exported)).returncode == 0
+    assert gadugi(claude_rig, "export", "--output", str(exported)).returncode == 0
     command = json.loads(exported.read_text())["orchestrations"][0]["tasks"][0]["command"]
     assert command[command.index("--resume") + 1] == session

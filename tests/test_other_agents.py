@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -22,6 +20,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from chat_api import edit_block
+from claude_fixtures import gadugi
 from gadugi.agents.aider import AiderOptions, AiderProfile
 from gadugi.agents.base import AgentProfile
 from gadugi.agents.codex import CodexOptions, CodexProfile
@@ -201,16 +200,7 @@ def test_gadugi_run_with_the_cli(cli: str, rig: ClaudeRig) -> None:
     rig.git("add", "-A")
     rig.git("commit", "-q", "-m", "prompts")
 
-    done = subprocess.run(
-        [sys.executable, "-m", "gadugi", "run", "--agent", cli, "--json", "one", "two"],
-        cwd=rig.repo,
-        env=rig.env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
+    done = gadugi(rig, "run", "--agent", cli, "--json", "one", "two")
 
     assert done.returncode == 0, done.stdout + done.stderr
     result = json.loads(done.stdout)
@@ -303,16 +293,7 @@ def test_gadugi_run_with_parallel_aiders(aider_rig: tuple[ClaudeRig, AiderProfil
     rig.git("add", "-A")
     rig.git("commit", "-q", "-m", "prompts")
 
-    done = subprocess.run(
-        [sys.executable, "-m", "gadugi", "run", "--agent", "aider", "--json", "one", "two"],
-        cwd=rig.repo,
-        env=rig.env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
+    done = gadugi(rig, "run", "--agent", "aider", "--json", "one", "two")
 
     assert done.returncode == 0, done.stdout + done.stderr
     for task in json.loads(done.stdout)["tasks"]:

@@ -58,6 +58,21 @@ def _wait(predicate: Any, timeout: float = 60) -> None:
         time.sleep(0.02)
 
 
+def _run_then_kill_9(repo: Repo, marker: Path, *args: str) -> str:
+    """Start a run, kill -9 its orchestrator once ``marker`` exists; the orchestration id."""
+    run = start_cli(["run", "--agent", "shell", "--quiet", *args], repo.root)
+    try:
+        _wait(marker.exists)
+        os.kill(run.pid, signal.SIGKILL)
+        run.wait(timeout=10)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    status = json.loads(run_cli(["status", "--json"], repo.root).stdout)
+    orch_id: str = status["orchestration_id"]
+    return orch_id
+
+
 @pytest.fixture
 def crash_repo(repo: Repo, tmp_path: Path) -> tuple[Repo, Path]:
     ledger = tmp_path / "ledger"
@@ -126,15 +141,7 @@ def test_an_agent_killed_while_the_orchestrator_was_down_runs_again(
         f"echo start >> {ledger}\n[ -e {marker} ] && exit 0\ntouch {marker}\nsleep 300",
     )
     repo.commit()
-    run = start_cli(["run", "--agent", "shell", "--quiet", "victim"], repo.root)
-    try:
-        _wait(marker.exists)
-        os.kill(run.pid, signal.SIGKILL)
-        run.wait(timeout=10)
-    finally:
-        if run.poll() is None:
-            run.kill()
-    orch_id = json.loads(run_cli(["status", "--json"], repo.root).stdout)["orchestration_id"]
+    orch_id = _run_then_kill_9(repo, marker, "victim")
     for proc in _agents_of(orch_id):  # as if the machine had lost the agent too
         proc.kill()
     _wait(lambda: _agents_of(orch_id) == [])
@@ -203,17 +210,7 @@ def test_cancel_stops_the_agent_itself_when_the_orchestrator_is_gone(
     repo.shell_prompt("long.md", f"touch {marker}\nsleep 300")
     repo.shell_prompt("short.md", "true")
     repo.commit()
-    run = start_cli(
-        ["run", "--agent", "shell", "--max-parallel", "1", "--quiet", "long", "short"], repo.root
-    )
-    try:
-        _wait(marker.exists)
-        os.kill(run.pid, signal.SIGKILL)
-        run.wait(timeout=10)
-    finally:
-        if run.poll() is None:
-            run.kill()
-    orch_id = json.loads(run_cli(["status", "--json"], repo.root).stdout)["orchestration_id"]
+    orch_id = _run_then_kill_9(repo, marker, "--max-parallel", "1", "long", "short")
     cancelled = run_cli(["cancel", "long"], repo.root)
     assert cancelled.returncode == 0, cancelled.stderr
     assert "orchestrator is gone" in cancelled.stdout
