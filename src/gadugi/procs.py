@@ -68,7 +68,8 @@ class Child:
         recorded = read_result(self.result_file)
         if recorded is not None:
             self.returncode, self.ended_at = recorded
-        elif not same_process(self.pid, self.start_time):
+        elif not same_process(self.pid, self.start_time) and not orphaned_group(self.pid):
+            # Gone, and nothing of its group lives on (a killed supervisor's agent would).
             recorded = read_result(self.result_file)  # it may have finished just now
             self.returncode, self.ended_at = recorded or (LOST, time.time())
         return self.returncode
@@ -274,6 +275,12 @@ def same_process(pid: int, start_time: float | None) -> bool:
         )
     except psutil.Error:
         return False
+
+
+def orphaned_group(pgid: int) -> bool:
+    """True when the group's leader is gone but members live on (a killed supervisor's
+    agent). A pid taken by an unrelated process since is no such group."""
+    return not psutil.pid_exists(pgid) and group_alive(pgid)
 
 
 def group_alive(pgid: int) -> bool:
