@@ -278,9 +278,15 @@ def same_process(pid: int, start_time: float | None) -> bool:
 
 
 def orphaned_group(pgid: int) -> bool:
-    """True when the group's leader is gone but members live on (a killed supervisor's
-    agent). A pid taken by an unrelated process since is no such group."""
-    return not psutil.pid_exists(pgid) and group_alive(pgid)
+    """True when the group's leader is gone (or a zombie) but members live on: a killed
+    supervisor's agent. Callers have checked that the leader is not the process they
+    recorded; a live process with that pid is a newcomer, and no group of ours."""
+    try:
+        if psutil.Process(pgid).status() != psutil.STATUS_ZOMBIE:
+            return False  # a live process has the pid: the leader itself, or a newcomer
+    except psutil.Error:
+        pass  # gone (or a zombie an init keeps): its group may live on without it
+    return group_alive(pgid)
 
 
 def group_alive(pgid: int) -> bool:
