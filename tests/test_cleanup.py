@@ -267,7 +267,7 @@ def test_a_running_orchestration_is_never_touched(repo: Repo, tmp_path: Path) ->
     finished = _tasks(_run(repo, "done"))["done"]
     run = start_cli(["run", "--agent", "shell", "--json", "waiting"], repo.root)
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120  # the run may first wait for the load to fall
         worktrees = repo.root / ".worktrees"
         while not list(worktrees.glob("*waiting*/w.txt")) and time.monotonic() < deadline:
             time.sleep(0.1)
