@@ -473,16 +473,15 @@ def _cancel_orphan(registry: Registry, orch_id: str, task: dict[str, Any], who: 
 @click.option("--project-root", type=click.Path(file_okay=False))
 def cleanup(hours: float, dry_run: bool, force: bool, project_root: str | None) -> None:
     """Remove finished orchestrations' worktrees, merged branches and old records."""
-    from .cleanup import apply, plan_cleanup
+    from .cleanup import apply, plan_cleanup, serialized
 
     root = _root(project_root)
-    registry = Registry.existing(root / ".gadugi" / "state.db")
+    state_dir = root / ".gadugi"
+    registry = Registry.existing(state_dir / "state.db")
     try:
-        plan = plan_cleanup(root, registry, hours, force)
-        if dry_run:
-            lines = [f"would {a.kind.replace('-', ' ')} {a.target}" for a in plan.actions]
-        else:
-            lines = apply(root, registry, plan, root / ".gadugi")
+        with serialized(state_dir):
+            plan = plan_cleanup(root, registry, hours, force)
+            lines = plan.preview() if dry_run else apply(root, registry, plan, state_dir)
     finally:
         registry.close()
     for line in lines:
