@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import GadugiError, NotFoundError, RepositoryError, WorktreeError
+from .lease import lock_path
 from .procs import agents_of
 from .recovery import orchestrator_alive
 from .registry import Registry
@@ -406,3 +407,4 @@ def _forget(registry: Registry, state_dir: Path, orch_id: str) -> None:
         shutil.rmtree(state_dir / folder / orch_id, ignore_errors=True)
     for suffix in ("_status.json", "_final.json"):
         (state_dir / "monitoring" / f"{orch_id}{suffix}").unlink(missing_ok=True)
+    lock_path(state_dir, orch_id).unlink(missing_ok=True)
