@@ -31,7 +31,7 @@ from .promptgen import Template
 from .registry import AttemptRecord, Registry
 from .schedule import Slot, doomed, next_to_start
 from .tasks import Prompt, TaskStatus
-from .worktrees import Worktrees, resolve_commit
+from .worktrees import Worktrees
 
 log = logging.getLogger(__name__)
 TICK_S = 0.05
@@ -387,7 +387,7 @@ class Runner:
             self.worktrees.merge(run.task_id, path, others)
         # Without a merge the new HEAD is the base itself: no need to ask git again.
         run.base_commit = (
-            base if base == self.base_commit and not others else (resolve_commit(path, "HEAD"))
+            base if base == self.base_commit and not others else self.worktrees.head(path)
         )
         self._record(run, branch=branch, worktree=str(path), base_commit=run.base_commit)
 

@@ -143,6 +143,10 @@ class Worktrees:
         detail = f"conflicting files: {', '.join(files)}" if files else res.stderr.strip()
         raise WorktreeError(task_id, f"merge of {names}", detail, res.returncode)
 
+    def head(self, path: Path) -> str:
+        """The commit checked out in the worktree at ``path``."""
+        return resolve_commit(path, "HEAD")
+
     def is_clean(self, path: Path) -> bool:
         """True when nothing in the worktree is modified or untracked (ignored files aside)."""
         res = run_git(["status", "--porcelain", "--untracked-files=all"], path)
