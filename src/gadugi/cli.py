@@ -32,9 +32,9 @@ if TYPE_CHECKING:
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _json(data: Any) -> str:
+def _json(data: Any, allow_nan: bool = True) -> str:
     """Indented for a person at a terminal, compact (and several times faster) for a pipe."""
-    return json.dumps(data, indent=2 if sys.stdout.isatty() else None)
+    return json.dumps(data, indent=2 if sys.stdout.isatty() else None, allow_nan=allow_nan)
 
 
 def _err(message: str) -> None:
@@ -276,7 +276,9 @@ def plan(**kw: Any) -> None:
     _, prepared = _prepare(kw)
     if kw["as_json"]:
         data = prepared.plan.to_json() | {"fallback_used": prepared.fallback_used}
-        click.echo(_json(data))
+        # Validated numbers are finite; should one ever not be, fail rather than print
+        # Infinity or NaN, which are not JSON.
+        click.echo(_json(data, allow_nan=False))
     elif not kw["quiet"]:
         from .plan import render_plan
 
@@ -345,6 +347,10 @@ def status(orch_id: str | None, project_root: str | None, as_json: bool) -> None
 @click.option("--project-root", type=click.Path(file_okay=False))
 def export(output: str, project_root: str | None) -> None:
     """Write the whole registry as one JSON file."""
+    folder = Path(output).parent
+    if not folder.is_dir():
+        why = "does not exist" if not folder.exists() else "is not a directory"
+        raise RequestError(f"cannot write {output}: {folder} {why}")
     registry = _registry(project_root)
     try:
         data = registry.export()

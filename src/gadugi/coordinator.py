@@ -17,8 +17,8 @@ from typing import Any
 
 from . import lease, procs, recovery
 from . import plan as planning
-from .agents import AgentProfile, profile_for, require_program
-from .config import OrchestrationConfig
+from .agents import AgentProfile, check_prompts, profile_for, require_program
+from .config import OrchestrationConfig, check_directories
 from .errors import PlanError, RequestError
 from .lifecycle import Transition
 from .monitoring import Monitor, write_json_atomic
@@ -201,6 +201,9 @@ class OrchestratorCoordinator:
                 raise PlanError(f"task analysis failed: {exc!r} (fallback disabled)") from exc
             self.warn(f"task analysis failed ({exc!r}); running the tasks one at a time")
             plan, fallback = planning.sequential_plan(prompts, parallel), True
+        check_directories(self.root, self.config, STATE_DIR)
+        load_template(self.root)  # checks it, so `plan` refuses what `run` would
+        check_prompts(prompts, self.config.agent)
         return Prepared(self.root, prompts, plan, fallback, resolution.problems)
 
     # -- running ------------------------------------------------------------------------
