@@ -400,6 +400,20 @@ class Registry:
             )
         return {"schema_version": SCHEMA_VERSION, "orchestrations": out}
 
+    def live_tasks(self, orch_id: str, since: float, others: int) -> list[dict[str, Any]]:
+        """The tasks of ``orch_id`` and of at most ``others`` other orchestrations, the
+        newest of those running or finished after ``since``: what the monitoring files
+        show. Its cost stays the same however long the history (which ``export`` has).
+        """
+        return self._query(
+            "SELECT t.* FROM tasks t JOIN orchestrations o ON o.id = t.orchestration_id"
+            " WHERE t.orchestration_id IN (SELECT ? UNION ALL SELECT id FROM"
+            " (SELECT id FROM orchestrations WHERE id != ?"
+            " AND (state = 'running' OR finished_at >= ?) ORDER BY started_at DESC LIMIT ?))"
+            " ORDER BY o.started_at, t.seq",
+            (orch_id, orch_id, since, others),
+        )
+
 
 _HEADER = b"SQLite format 3\x00"
 _KINDS = {
