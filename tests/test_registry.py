@@ -466,15 +466,40 @@ def test_a_full_disk_under_a_registry_is_reported_as_full(small_disk: Path) -> N
     with pytest.raises(RegistryError) as caught:
         reg.update_task("orch-1", "a", last_line="x" * 200_000)
     _assert_full(caught.value)
+    filler.unlink()
+    assert [r["last_line"] for r in reg.tasks("orch-1")] == [None, None]
+    reg.update_task("orch-1", "a", last_line="x" * 200_000)  # with space, the same one works
     reg.close()
-    _fill(small_disk)  # closing removed the -wal, and so freed its space
+    assert _beside(path) == ["state.db"]
+
+    # Opening needs room for SQLite's shared-memory file, which SQLite reports as an I/O error.
+    filler = _fill(small_disk)
     for readonly in (True, False):
         with pytest.raises(RegistryError) as caught:
             Registry(path, readonly=readonly).tasks("orch-1")
         _assert_full(caught.value)
     filler.unlink()
-    reg = Registry(path)
-    assert [r["last_line"] for r in reg.tasks("orch-1")] == [None, None]
-    reg.update_task("orch-1", "a", last_line="x" * 200_000)
-    reg.close()
+    reader = Registry(path, readonly=True)
+    assert reader.tasks("orch-1")[0]["last_line"] == "x" * 200_000
+    reader.close()
     assert _beside(path) == ["state.db"]
+
+
+def test_a_registry_from_an_earlier_build_gains_the_index_of_the_live_views(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "state.db"
+    Registry(path).close()
+    conn = sqlite3.connect(path)
+    conn.execute("DROP INDEX orchestrations_by_finish")
+    conn.commit()
+    conn.close()
+    reg = Registry(path)
+    plan = " ".join(
+        row[3]
+        for row in reg.conn.execute(
+            "EXPLAIN QUERY PLAN SELECT id FROM orchestrations"
+            " WHERE finished_at IS NULL OR finished_at >= 0"
+        )
+    )
+    assert "orchestrations_by_finish" in plan
