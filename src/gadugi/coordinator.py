@@ -21,7 +21,7 @@ from .agents import AgentProfile, check_prompts, profile_for, require_program
 from .config import OrchestrationConfig, check_directories
 from .errors import PlanError, RequestError
 from .lifecycle import Transition
-from .monitoring import Monitor, write_json_atomic
+from .monitoring import Monitor
 from .procs import process_start_time
 from .promptgen import Template, load_template
 from .prompts import read_prompt, unique_ids
@@ -487,7 +487,7 @@ class OrchestratorCoordinator:
             result.error_summary.insert(0, f"orchestration stopped: {runner.fatal}")
         registry.finish_orchestration(orch_id, state, result.to_json(), owner=held.token)
         monitor.write(state)
-        write_json_atomic(monitor.directory / f"{orch_id}_final.json", result.to_json())
+        monitor.write_final(result.to_json())
         return result
 
 

@@ -91,6 +91,19 @@ class RegistryError(GadugiError):
     exit_code = 2
 
 
+class RegistryCorruptError(RegistryError):
+    """What is at the registry's place is not a usable registry (damaged, not SQLite, not a
+    regular file). The only registry error whose advice is to move the file aside."""
+
+
+class RegistryLockedError(RegistryError):
+    """Another process holds the registry's lock longer than the busy timeout."""
+
+
+class RegistryFullError(RegistryError):
+    """The disk holding the registry is full; the change was not recorded."""
+
+
 class NotFoundError(GadugiError):
     """A named orchestration or task does not exist in the registry."""
 
