@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
+import secrets
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -36,7 +36,9 @@ log = logging.getLogger(__name__)
 
 def write_json_atomic(path: Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    # Not mkstemp, whose files are 0600: these are for other tools, so the umask decides.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump(data, fh, separators=(",", ":"))

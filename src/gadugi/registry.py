@@ -521,6 +521,34 @@ class Registry:
             (orch_id, orch_id, since, others),
         )
 
+    def history(self, limit: int) -> tuple[int, list[dict[str, Any]]]:
+        """How many orchestrations there are, and the newest ``limit`` of them, each with its
+        tasks counted by status (``tasks_by_status``) and its agents' summed ``cost_usd``
+        (None when no agent reported one). Results and configurations stay unread."""
+        total = self._query("SELECT COUNT(*) AS n FROM orchestrations")[0]["n"]
+        rows = self._query(
+            "SELECT id, state, started_at, finished_at, pid, pid_start_time, note,"
+            " CASE WHEN json_valid(result)"
+            " THEN json_extract(result, '$.execution_time_seconds') END AS execution_time_seconds"
+            " FROM orchestrations ORDER BY started_at DESC LIMIT ?",
+            (limit,),
+        )
+        by_id = {r["id"]: r | {"tasks_by_status": {}, "cost_usd": None} for r in rows}
+        if by_id:
+            marks = ", ".join("?" for _ in by_id)
+            cost = "SUM(CASE WHEN json_valid(agent) THEN json_extract(agent, '$.cost_usd') END)"
+            sql = (
+                f"SELECT orchestration_id, status, COUNT(*) AS n, {cost} AS cost FROM tasks"  # noqa: S608
+                f" WHERE orchestration_id IN ({marks}) GROUP BY orchestration_id, status"
+            )
+            counts = self._query(sql, tuple(by_id))
+            for count in counts:
+                orch = by_id[count["orchestration_id"]]
+                orch["tasks_by_status"][count["status"]] = count["n"]
+                if count["cost"] is not None:
+                    orch["cost_usd"] = (orch["cost_usd"] or 0.0) + count["cost"]
+        return total, list(by_id.values())
+
 
 # Indexes for the live views, made by the first writer that opens a registry without them
 # (IF NOT EXISTS takes no lock when they are there).
