@@ -54,7 +54,9 @@ def _orchestration(
         ],
     )
     if finished_ago_s is not None:
-        reg.update_tasks(orch_id, {f"t{n}": {"status": "completed"} for n in range(tasks)})
+        reg.conn.execute(
+            "UPDATE tasks SET status = 'completed' WHERE orchestration_id = ?", (orch_id,)
+        )
         reg.finish_orchestration(orch_id, "finished", {"summary": "y" * 2000})
         reg.conn.execute(
             "UPDATE orchestrations SET finished_at = ? WHERE id = ?",
@@ -155,14 +157,6 @@ def test_a_monitoring_folder_that_cannot_be_written_is_reported_once(
 
 
 @contextmanager
-def _a_file(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("not a folder\n")
-    yield
-    assert path.read_text() == "not a folder\n"
-
-
-@contextmanager
 def _immutable(path: Path) -> Iterator[None]:
     path.mkdir(parents=True)
     made = subprocess.run(["chattr", "+i", str(path)], capture_output=True, text=True, check=False)
@@ -175,8 +169,9 @@ def _immutable(path: Path) -> Iterator[None]:
     assert list(path.iterdir()) == []
 
 
+# A file there from the start is refused before the run (exit 2, tests/test_hostile.py);
+# a folder that cannot be written is found only when the first snapshot is written.
 BLOCKERS: dict[str, Callable[[Path], AbstractContextManager[None]]] = {
-    "a file": _a_file,
     "an immutable folder": _immutable,
 }
 
