@@ -30,6 +30,9 @@ from .errors import GadugiError, RepositoryError, WorktreeError
 
 log = logging.getLogger(__name__)
 
+# Where a HEAD that cannot go onto its task branch is kept reachable.
+KEPT_REFS = "refs/gadugi/kept"
+
 _GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
 _IDENTITY = ("-c", "user.name=gadugi", "-c", "user.email=gadugi@localhost")
 
@@ -115,6 +118,21 @@ class WorktreeState(StrEnum):
     INTENDED = "intended"  # path and branch recorded; git may have made none, part or all
     READY = "ready"  # made in full (and merged); only now may an agent run in it
     REMOVED = "removed"
+
+
+class HeadOutcome(StrEnum):
+    """What became of a worktree's HEAD when its agent left it off the task branch."""
+
+    ON_BRANCH = "on-branch"  # every commit HEAD holds is on the task branch already
+    FAST_FORWARDED = "fast-forwarded"  # the task branch was moved up to HEAD
+    KEPT = "kept"  # HEAD went elsewhere: kept under a ref, and its worktree must stay
+
+
+@dataclass(frozen=True)
+class HeadCheck:
+    outcome: HeadOutcome
+    note: str | None = None  # what the task's report should say; None when nothing happened
+    ref: str | None = None  # the ref holding a kept HEAD
 
 
 class NameTaken(WorktreeError):
@@ -289,6 +307,10 @@ class Worktrees:
         res = run_git(["rev-parse", "--verify", "--quiet", "--end-of-options", ref], cwd)
         return res.stdout.strip() if res.returncode == 0 else None
 
+    def _is_ancestor(self, older: str, newer: str) -> bool:
+        res = run_git(["merge-base", "--is-ancestor", older, newer], self.root)
+        return res.returncode == 0
+
     def merge(self, task_id: str, path: Path, branches: Sequence[str]) -> None:
         """Merge further dependency branches into a new worktree; a conflict names files."""
         res = run_git([*_IDENTITY, "merge", "--no-edit", "--quiet", *branches], path)
@@ -308,6 +330,61 @@ class Worktrees:
     def commits_ahead(self, branch: str, base: str) -> int:
         res = run_git(["rev-list", "--count", f"{base}..refs/heads/{branch}"], self.root)
         return int(res.stdout.strip()) if res.returncode == 0 else 0
+
+    def secure_head(self, task_id: str, path: Path, branch: str) -> HeadCheck:
+        """Put the commits an agent left on its worktree's HEAD onto ``branch``, or keep them.
+
+        Called once the agent is gone. A HEAD ahead of the branch (detached, or on a branch
+        of the agent's own) fast-forwards it with a compare-and-swap, never a force; any
+        other HEAD is kept under ``refs/gadugi/kept/<task-dir>`` and its worktree must stay.
+        """
+        head = self._oid(path, "HEAD") if (path / ".git").exists() else None
+        ref = f"refs/heads/{branch}"
+        at = run_git(["symbolic-ref", "--quiet", "HEAD"], path) if head else None
+        where = at.stdout.strip() if at is not None and at.returncode == 0 else None
+        if head is None or where == ref:
+            return HeadCheck(HeadOutcome.ON_BRANCH)
+        tip = self._oid(self.root, ref)
+        if tip is not None and self._is_ancestor(head, tip):
+            return HeadCheck(HeadOutcome.ON_BRANCH)
+        left = f"on {where.removeprefix('refs/heads/')}" if where else "detached"
+        if tip is None or self._is_ancestor(tip, head):
+            reason = f"gadugi: {task_id} left HEAD {left}"
+            res = run_git(["update-ref", "-m", reason, ref, head, tip or ""], self.root)
+            if res.returncode == 0:
+                self._attach(task_id, path, ref)
+                moved = "made again" if tip is None else "fast-forwarded"
+                note = f"the agent left HEAD {left} at {head[:12]}; {branch} {moved} to it"
+                log.info("%s: %s", task_id, note)
+                return HeadCheck(HeadOutcome.FAST_FORWARDED, note)
+        kept, why = self._keep(path.name, head)
+        where_kept = f"kept as {kept}" if kept else f"only in the worktree ({why})"
+        note = (
+            f"worktree kept: the agent left HEAD {left} at {head[:12]}, "
+            f"not on {branch}; its commits are {where_kept}"
+        )
+        return HeadCheck(HeadOutcome.KEPT, note, kept)
+
+    def _attach(self, task_id: str, path: Path, ref: str) -> None:
+        # HEAD and the branch now name the same commit, so the files stay as they are.
+        res = run_git(["symbolic-ref", "HEAD", ref], path)
+        if res.returncode != 0:
+            log.info("%s: HEAD stays detached: %s", task_id, res.stderr.strip())
+
+    def _keep(self, task_dir: str, head: str) -> tuple[str | None, str]:
+        """A ref holding ``head``; an earlier kept HEAD of the same task is never replaced."""
+        why = ""
+        for ref in (f"{KEPT_REFS}/{task_dir}", f"{KEPT_REFS}/{task_dir}.{head[:12]}"):
+            held = self._oid(self.root, ref)
+            if held == head:
+                return ref, ""
+            if held is None:
+                # An empty old value: update-ref only creates, it never moves an existing ref.
+                res = run_git(["update-ref", ref, head, ""], self.root)
+                if res.returncode == 0:
+                    return ref, ""
+                why = res.stderr.strip()
+        return None, why or "its refs are taken"
 
     def remove(self, task_id: str, path: Path) -> None:
         """Remove a clean worktree (git refuses a dirty one); the branch stays."""
