@@ -194,17 +194,27 @@ class Worktrees:
             self._create(task_id, path, branch, oid, fd)
             return False
 
-    def _create(self, task_id: str, path: Path, branch: str, oid: str, fd: int) -> None:
+    def is_free(self, path: Path, branch: str) -> bool:
+        """Whether a worktree could be made at ``path`` on a new ``branch`` (a first look;
+        ``create`` looks again under the lock)."""
+        return self._clash(path, branch) is None
+
+    def _clash(self, path: Path, branch: str, fd: int | None = None) -> str | None:
         if self.branch_exists(branch):
-            raise NameTaken(task_id, f"branch {branch} already exists")
+            return f"branch {branch} already exists"
         if os.path.lexists(path):
-            raise NameTaken(task_id, f"{path} already exists")
+            return f"{path} already exists"
         if _real(path) in self._checkouts(fd):
-            raise NameTaken(
-                task_id,
+            return (
                 f"{path} is registered as a worktree though it is gone "
-                "('git worktree prune' forgets it)",
+                "('git worktree prune' forgets it)"
             )
+        return None
+
+    def _create(self, task_id: str, path: Path, branch: str, oid: str, fd: int) -> None:
+        clash = self._clash(path, branch, fd)
+        if clash is not None:
+            raise NameTaken(task_id, clash)
         try:
             res = run_git(
                 ["worktree", "add", "--quiet", "-b", branch, str(path), oid], self.root, fd
@@ -225,9 +235,8 @@ class Worktrees:
         if hook is not None and finished and _complete(path):
             # git runs nothing after a finished checkout but this hook, and says that it
             # failed only through its exit code (the hook's own).
-            return WorktreeError(
-                task_id, f"worktree add: its post-checkout hook {hook}", res.stderr, res.returncode
-            )
+            cause = f"its post-checkout hook {hook} failed"
+            return WorktreeError(task_id, "worktree add", res.stderr, res.returncode, cause)
         return WorktreeError(task_id, "worktree add", res.stderr, res.returncode)
 
     def _undo(self, task_id: str, path: Path, branch: str, oid: str, fd: int) -> None:
