@@ -66,8 +66,9 @@ def test_a_failing_post_checkout_hook_fails_the_task_and_leaves_nothing(
     hook = _hook(repo, "echo 'git-lfs was not found on your path' >&2\nexit 2\n")
     repo.shell_prompt("t.md", f"echo ran >> {ledger}")
     repo.commit()
-    result = _run(repo, "t")
-    (task,) = result["tasks"]
+    done = run_cli(["run", "--agent", "shell", "t"], repo.root)
+    assert "no worktree was made" in done.stdout and "worktree removed" not in done.stdout
+    (task,) = repo.final()["tasks"]
     assert task["status"] == "failed"
     assert "post-checkout hook" in task["error_message"] and str(hook) in task["error_message"]
     assert "git-lfs was not found" in task["error_message"]
