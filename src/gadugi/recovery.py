@@ -155,7 +155,7 @@ def _restore(
     # next start of the task adopts it or makes it again under the same name.
     intended = (
         (worktree, str(row["branch"]))
-        if worktree and row["branch"] and row["worktree_state"] == WorktreeState.INTENDED
+        if worktree and row["branch"] and row.get("worktree_state") == WorktreeState.INTENDED
         else None
     )
     run = TaskRun(
