@@ -222,6 +222,7 @@ def _report(result: OrchestrationResult, as_json: bool, quiet: bool) -> None:
         )
     for task in result.tasks:
         where = f"worktree kept at {task.worktree}" if task.worktree else "worktree removed"
+        where = where if task.worktree or task.branch else "no worktree was made"
         click.echo(
             f"  {task.task_id:<24} {task.status:<10} branch {task.branch or '-'}, "
             f"{task.commits} commit(s), {where}"

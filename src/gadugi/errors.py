@@ -64,11 +64,13 @@ class RepositoryError(GadugiError):
 class WorktreeError(GadugiError):
     """A git worktree or branch operation failed; carries git's own message."""
 
-    def __init__(self, task_id: str, action: str, stderr: str, returncode: int) -> None:
+    def __init__(
+        self, task_id: str, action: str, stderr: str, returncode: int, cause: str = ""
+    ) -> None:
         lines = [line.strip() for line in stderr.strip().splitlines() if line.strip()]
         # git's own verdict ("fatal: ...", "error: ...") says most; hints follow it.
         verdict = [line for line in lines if line.startswith(("fatal:", "error:"))]
-        shown = " / ".join(verdict[:2] or lines[-3:])
+        shown = " / ".join(([cause] if cause else []) + (verdict[:2] or lines[-3:]))
         super().__init__(f"{task_id}: git {action} failed (exit {returncode}): {shown}")
         self.task_id = task_id
         self.action = action

@@ -105,7 +105,11 @@ CREATE INDEX IF NOT EXISTS tasks_by_status ON tasks(orchestration_id, status);
 # Columns that came after the first registries were written, and how to add them.
 ADDED_COLUMNS = {
     "orchestrations": {"note": "TEXT", "owner": "TEXT"},
-    "tasks": {"conflicts_with": "TEXT NOT NULL DEFAULT '[]'", "not_before": "REAL"},
+    "tasks": {
+        "conflicts_with": "TEXT NOT NULL DEFAULT '[]'",
+        "not_before": "REAL",
+        "worktree_state": "TEXT",  # WorktreeState: intended before git runs, then ready, removed
+    },
 }
 _IDENTIFIER = re.compile(r"[a-z_]+")
 _JSON_COLUMNS = frozenset({"depends_on", "conflicts_with", "command", "agent"})
