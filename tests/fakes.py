@@ -12,7 +12,7 @@ from pathlib import Path
 from gadugi import procs
 from gadugi.health import Reading
 from gadugi.runner import Processes
-from gadugi.worktrees import Worktrees
+from gadugi.worktrees import HeadCheck, HeadOutcome, Worktrees
 
 # Above the kernel's largest possible pid_max (2**22), so no fake pid ever names a real
 # process: the runner's pidfd wake-up and any stray signal find nothing.
@@ -101,6 +101,17 @@ class FakeWorktrees(Worktrees):
     def create(self, task_id: str, path: Path, branch: str, base: str) -> None:
         path.mkdir(parents=True)
         self.created.append((task_id, path, branch, base))
+
+    def is_free(self, path: Path, branch: str) -> bool:
+        return not path.exists() and not self.branch_exists(branch)
+
+    def reclaim(self, task_id: str, path: Path, branch: str, base: str) -> bool:
+        if not path.exists():
+            self.create(task_id, path, branch, base)
+        return True
+
+    def secure_head(self, task_id: str, path: Path, branch: str) -> HeadCheck:
+        return HeadCheck(HeadOutcome.ON_BRANCH)
 
     def merge(self, task_id: str, path: Path, branches: Sequence[str]) -> None:
         self.merged.append((task_id, list(branches)))
