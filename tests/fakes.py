@@ -102,6 +102,10 @@ class FakeWorktrees(Worktrees):
         path.mkdir(parents=True)
         self.created.append((task_id, path, branch, base))
 
+    def check_out(self, task_id: str, path: Path, branch: str) -> None:
+        path.mkdir(parents=True)
+        self.created.append((task_id, path, branch, branch))
+
     def is_free(self, path: Path, branch: str) -> bool:
         return not path.exists() and not self.branch_exists(branch)
 

@@ -178,3 +178,20 @@ def test_a_head_off_the_task_branch_is_kept_and_reported(repo: Repo) -> None:
     assert Path(task["worktree"]).is_dir()
     assert git(repo.root, "show", f"{kept}:two.txt") == "two\n"
     assert git(repo.root, "show", f"{task['branch']}:one.txt") == "one\n"
+
+
+def test_retry_force_of_a_completed_task_goes_on_from_its_own_branch(repo: Repo) -> None:
+    repo.shell_prompt("a.md", "echo $RANDOM >> a.txt\ngit add a.txt\ngit commit -qm a")
+    repo.commit()
+    first = run_cli(["run", "--agent", "shell", "--json", "a"], repo.root)
+    assert first.returncode == 0, first.stderr
+    branch = json.loads(first.stdout)["tasks"][0]["branch"]
+    refused = run_cli(["retry", "a"], repo.root)
+    assert refused.returncode == 2 and "--force" in refused.stderr
+    again = run_cli(["retry", "--force", "--json", "a"], repo.root)
+    assert again.returncode == 0, again.stderr
+    task = json.loads(again.stdout)["tasks"][0]
+    # The same branch gained the second attempt's commit on top of the first one's.
+    assert task["branch"] == branch and task["commits"] == 2 and task["attempts"] == 2
+    assert repo.branches() == [branch]
+    assert repo.worktrees() == [str(repo.root)]  # removed again: all of it is committed

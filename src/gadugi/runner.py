@@ -367,6 +367,9 @@ class Runner:
         return limits
 
     def _make_worktree(self, run: TaskRun) -> None:
+        if run.branch and run.intended is None and self.worktrees.branch_exists(run.branch):
+            self._reopen_worktree(run, run.branch)
+            return
         deps = [self.by_id[d] for d in run.slot.depends_on if d in self.by_id]
         base = deps[0].branch if deps and deps[0].branch else self.base_commit
         path, branch = self._place_worktree(run, base)
@@ -386,6 +389,20 @@ class Runner:
             worktree=str(path),
             base_commit=run.base_commit,
             worktree_state=WorktreeState.READY.value,
+        )
+
+    def _reopen_worktree(self, run: TaskRun, branch: str) -> None:
+        """A task run again after its worktree was removed goes on from its own branch:
+        the work it did is the new attempt's start, and its base stays the same."""
+        name = branch.removeprefix("gadugi/")
+        for n in range(1, MAX_NAME_TRIES + 1):
+            path = self.layout.worktrees_dir / (name if n == 1 else f"{name}-{n}")
+            if not path.exists():
+                break
+        self.worktrees.check_out(run.task_id, path, branch)
+        run.worktree = path
+        self._record(
+            run, worktree=str(path), worktree_removed=0, worktree_state=WorktreeState.READY.value
         )
 
     def _place_worktree(self, run: TaskRun, base: str) -> tuple[Path, str]:

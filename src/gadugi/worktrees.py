@@ -176,6 +176,19 @@ class Worktrees:
         with self.locked() as fd:
             self._create(task_id, path, branch, self._commit(task_id, base, fd), fd)
 
+    def check_out(self, task_id: str, path: Path, branch: str) -> None:
+        """Check out an existing task branch at a free ``path`` (a retry of a task whose
+        worktree was removed); a failed checkout leaves no worktree and the branch as it was."""
+        with self.locked() as fd:
+            if os.path.lexists(path) or _real(path) in self._checkouts(fd):
+                raise NameTaken(task_id, f"{path} exists already")
+            res = run_git(["worktree", "add", "--quiet", str(path), branch], self.root, fd)
+            if res.returncode != 0:
+                if _real(path) in self._checkouts(fd):
+                    run_git(["worktree", "remove", "--force", "--force", str(path)], self.root, fd)
+                shutil.rmtree(path, ignore_errors=True)
+                raise WorktreeError(task_id, "worktree add", res.stderr, res.returncode)
+
     def reclaim(self, task_id: str, path: Path, branch: str, base: str) -> bool:
         """Finish a create that a crash interrupted; True when the worktree there is adopted.
 
