@@ -678,3 +678,31 @@ def test_aider_gets_the_git_identity_it_lacks(
     git(ctx.worktree, "config", "user.name", "Grace")
     git(ctx.worktree, "config", "user.email", "grace@example.invalid")
     assert aider.prepare(ctx, prompt_of(ctx.prompt_file)).env == {}
+
+
+def test_every_agent_setting_reaches_its_profile_options() -> None:
+    """Each `<agent>_<field>` configuration key is the field of that agent's options."""
+    from dataclasses import fields as dc_fields
+
+    from gadugi.agents import CLI_PROFILES, profile_for
+    from gadugi.config import OrchestrationConfig
+
+    config = OrchestrationConfig(
+        claude_model="m-claude",
+        codex_model="m-codex",
+        gemini_model="m-gemini",
+        aider_model="m-aider",
+        claude_max_turns=7,
+        codex_sandbox="read-only",
+        gemini_extra_args=("--x",),
+    )
+    for name, (_, options) in CLI_PROFILES.items():
+        profile = profile_for(name, config)
+        opts = profile.options  # type: ignore[attr-defined]
+        assert isinstance(opts, options)
+        assert opts.model == f"m-{name}"
+        for f in dc_fields(options):
+            key = f"{name}_{f.name}"
+            if hasattr(config, key):
+                assert getattr(opts, f.name) == getattr(config, key), key
+    assert profile_for("claude", config).options.max_turns == 7  # type: ignore[attr-defined]

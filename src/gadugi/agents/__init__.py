@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, fields
+from typing import Any
 
 from ..config import OrchestrationConfig
 from ..errors import ConfigError, PromptError
@@ -90,6 +91,16 @@ def check_prompts(prompts: Iterable[Prompt], default_agent: str) -> None:
             )
 
 
+# The CLI agents: each profile takes one options object, whose fields are read from the
+# configuration keys ``<agent>_<field>`` (``claude_model`` -> ClaudeOptions.model).
+CLI_PROFILES: dict[str, tuple[Callable[[Any], AgentProfile], type[Any]]] = {
+    "claude": (ClaudeProfile, ClaudeOptions),
+    "codex": (CodexProfile, CodexOptions),
+    "gemini": (GeminiProfile, GeminiOptions),
+    "aider": (AiderProfile, AiderOptions),
+}
+
+
 def profile_for(name: str, config: OrchestrationConfig) -> AgentProfile:
     """The profile called ``name``, configured from ``config``."""
     if name == "shell":
@@ -98,40 +109,12 @@ def profile_for(name: str, config: OrchestrationConfig) -> AgentProfile:
         if not config.agent_cmd:
             raise ConfigError("agent_cmd", "the command agent needs --agent-cmd TEMPLATE")
         return CommandProfile(config.agent_cmd)
-    if name == "claude":
-        return ClaudeProfile(
-            ClaudeOptions(
-                executable=config.claude_executable,
-                model=config.claude_model,
-                permission_mode=config.claude_permission_mode,
-                allowed_tools=config.claude_allowed_tools,
-                max_turns=config.claude_max_turns,
-                extra_args=config.claude_extra_args,
-            )
-        )
-    if name == "codex":
-        return CodexProfile(
-            CodexOptions(
-                executable=config.codex_executable,
-                model=config.codex_model,
-                sandbox=config.codex_sandbox,
-                extra_args=config.codex_extra_args,
-            )
-        )
-    if name == "gemini":
-        return GeminiProfile(
-            GeminiOptions(
-                executable=config.gemini_executable,
-                model=config.gemini_model,
-                extra_args=config.gemini_extra_args,
-            )
-        )
-    if name == "aider":
-        return AiderProfile(
-            AiderOptions(
-                executable=config.aider_executable,
-                model=config.aider_model,
-                extra_args=config.aider_extra_args,
-            )
-        )
-    raise ConfigError("agent", f"the {name!r} agent is not available in this version")
+    if name not in CLI_PROFILES:
+        raise ConfigError("agent", f"the {name!r} agent is not available in this version")
+    profile, options = CLI_PROFILES[name]
+    values = {
+        f.name: getattr(config, f"{name}_{f.name}")
+        for f in fields(options)
+        if hasattr(config, f"{name}_{f.name}")
+    }
+    return profile(options(**values))
