@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 from . import procs
 from .agents import AgentContext, AgentProfile, Outcome
+from .agents.base import ATTEMPT_MARK, last_line
 from .config import OrchestrationConfig
 from .errors import GadugiError, WorktreeError
 from .health import Admission
@@ -450,7 +451,7 @@ class Runner:
         launch = run.profile.prepare(ctx, run.prompt)
         if run.attempt > 1:
             with ctx.log_file.open("a", encoding="utf-8") as fh:
-                fh.write(f"\n--- gadugi: attempt {run.attempt} ---\n")
+                fh.write(f"\n{ATTEMPT_MARK}{run.attempt} ---\n")
         return ctx, launch
 
     def _render_prompt(self, run: TaskRun) -> str:
@@ -697,7 +698,7 @@ class Runner:
         sizes = [_size(ctx.log_file), _size(ctx.events_file)]
         if sum(sizes) != run.output_size:
             run.output_size, run.last_heartbeat = sum(sizes), now
-            run.last_line = _last_line(ctx.log_file) or run.last_line
+            run.last_line = last_line(ctx.log_file) or run.last_line
         progress = getattr(run.profile, "progress", None)
         if progress is not None and sizes[1]:
             run.progress_offset, info = progress(ctx.events_file, run.progress_offset)
@@ -794,17 +795,3 @@ def _size(path: Path) -> int:
         return path.stat().st_size
     except OSError:
         return 0
-
-
-def _last_line(path: Path, window: int = 4096) -> str:
-    try:
-        with path.open("rb") as fh:
-            fh.seek(0, 2)
-            fh.seek(max(0, fh.tell() - window))
-            lines = fh.read().decode("utf-8", "replace").splitlines()
-    except OSError:
-        return ""
-    for line in reversed(lines):
-        if line.strip():
-            return line.strip()[:300]
-    return ""

@@ -69,3 +69,26 @@ class AgentProfile(Protocol):
     def judge(self, ctx: AgentContext, exit_code: int) -> Outcome:
         """Read what the attempt left (exit code, events file) and give the verdict."""
         ...
+
+
+ATTEMPT_MARK = "--- gadugi: attempt "  # the line the runner writes between attempts in a log
+
+
+def last_line(path: Path, window: int = 4096) -> str:
+    """The last non-empty line of an output file (not gadugi's own attempt marker), cut to
+    300 characters; "" when there is none or the file cannot be read."""
+    try:
+        with path.open("rb") as fh:
+            fh.seek(max(0, fh.seek(0, 2) - window))
+            lines = fh.read().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return ""
+    for line in reversed(lines):
+        if line.strip() and not line.startswith(ATTEMPT_MARK):
+            return line.strip()[:300]
+    return ""
+
+
+def log_tail(ctx: AgentContext) -> str:
+    """The agent's last line of output in its log, for an error message."""
+    return last_line(ctx.log_file)

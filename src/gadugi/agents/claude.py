@@ -33,8 +33,7 @@ from typing import Any
 
 from ..errors import AgentError
 from ..tasks import Prompt
-from .base import AgentContext, Launch, Outcome
-from .command import log_tail
+from .base import AgentContext, Launch, Outcome, log_tail
 
 DEFAULT_ALLOWED_TOOLS = ("Bash", "Edit", "Write", "Read", "Glob", "Grep")
 # One argv string may not exceed 128 KiB (Linux MAX_ARG_STRLEN); a larger prompt is handed

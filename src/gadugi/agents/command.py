@@ -12,11 +12,10 @@ import shlex
 from ..errors import AgentError, ConfigError
 from ..promptgen import check_placeholders
 from ..tasks import Prompt
-from .base import AgentContext, Launch, Outcome
+from .base import AgentContext, Launch, Outcome, log_tail
 
 PLACEHOLDERS = ("prompt_file", "source_prompt", "worktree", "task_id", "branch", "orchestration_id")
 EX_TEMPFAIL = 75
-_TAIL_BYTES = 2000
 
 
 def parse_template(template: str) -> list[str]:
@@ -35,17 +34,6 @@ def parse_template(template: str) -> list[str]:
 
 def fill(argv: list[str], values: dict[str, str]) -> list[str]:
     return [arg.format_map(values) for arg in argv]
-
-
-def log_tail(ctx: AgentContext) -> str:
-    try:
-        with ctx.log_file.open("rb") as fh:
-            fh.seek(0, 2)
-            fh.seek(max(0, fh.tell() - _TAIL_BYTES))
-            lines = fh.read().decode("utf-8", "replace").strip().splitlines()
-    except OSError:
-        return ""
-    return lines[-1][:300] if lines else ""
 
 
 def judge_exit(ctx: AgentContext, exit_code: int) -> Outcome:

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
 from ..errors import AgentError
+from .base import log_tail
 from .claude import MAX_PROMPT_ARG_BYTES, read_events
-from .command import log_tail
 
 __all__ = [
     "Follower",
