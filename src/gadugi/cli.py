@@ -242,16 +242,7 @@ def resume(
     orchestration_id: str | None, project_root: str | None, as_json: bool, quiet: bool
 ) -> None:
     """Finish an orchestration whose orchestrator died (default: the newest such)."""
-    listener = _listener(as_json, quiet)
-    from .coordinator import OrchestratorCoordinator
-
-    coordinator = OrchestratorCoordinator(project_root=_root(project_root), listener=listener)
-    try:
-        result = coordinator.resume(orchestration_id)
-    finally:
-        listener.close()
-    _report(result, as_json, quiet)
-    sys.exit(result.exit_code)
+    _take_over(project_root, as_json, quiet, lambda c: c.resume(orchestration_id))
 
 
 @main.command()
@@ -272,12 +263,22 @@ def retry(
     force: bool,
 ) -> None:
     """Run a task that is not running again in its worktree, continuing the agent's session."""
+    _take_over(project_root, as_json, quiet, lambda c: c.retry(task_id, orch_id, force=force))
+
+
+def _take_over(
+    project_root: str | None,
+    as_json: bool,
+    quiet: bool,
+    act: Callable[[OrchestratorCoordinator], OrchestrationResult],
+) -> None:
+    """Drive a recorded orchestration to its end (resume, retry) and report as run does."""
     listener = _listener(as_json, quiet)
     from .coordinator import OrchestratorCoordinator
 
     coordinator = OrchestratorCoordinator(project_root=_root(project_root), listener=listener)
     try:
-        result = coordinator.retry(task_id, orch_id, force=force)
+        result = act(coordinator)
     finally:
         listener.close()
     _report(result, as_json, quiet)
