@@ -9,7 +9,11 @@ from pathlib import Path
 import pytest
 
 from gadugi.errors import NotFoundError, RegistryError
+from gadugi.lifecycle import Transition
 from gadugi.registry import Registry
+from gadugi.tasks import TaskStatus
+
+Q, R = TaskStatus.QUEUED, TaskStatus.RUNNING
 
 
 def _seed(reg: Registry, orch: str = "orch-1") -> None:
@@ -32,7 +36,7 @@ def test_wal_mode_and_round_trip(tmp_path: Path) -> None:
     reg = Registry(tmp_path / "state.db")
     _seed(reg)
     assert reg.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    reg.update_task("orch-1", "a", status="running", agent={"turns": 3}, pid=42)
+    reg.transition("orch-1", Transition("a", Q, R), 1.0, agent={"turns": 3}, pid=42)
     rows = reg.tasks("orch-1")
     assert [r["task_id"] for r in rows] == ["a", "b"]
     assert rows[0]["agent"] == {"turns": 3} and rows[0]["depends_on"] == ["b"]
@@ -50,7 +54,8 @@ def test_cancel_requests_only_for_unfinished_tasks(tmp_path: Path) -> None:
     other = Registry(tmp_path / "state.db")
     other.request_cancel("orch-1", "a", "someone")
     other.request_cancel("orch-1", "b", "someone")
-    reg.update_task("orch-1", "b", status="completed")
+    reg.transition("orch-1", Transition("b", Q, R), 1.0)
+    reg.transition("orch-1", Transition("b", R, TaskStatus.COMPLETED), 2.0)
     assert reg.cancel_requests("orch-1") == {"a": "someone"}
 
 

@@ -8,6 +8,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from contextlib import suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -246,16 +247,22 @@ def resume(
 @click.option("--project-root", type=click.Path(file_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
+@click.option("--force", is_flag=True, help="Also run a completed task again.")
 def retry(
-    task_id: str, orch_id: str | None, project_root: str | None, as_json: bool, quiet: bool
+    task_id: str,
+    orch_id: str | None,
+    project_root: str | None,
+    as_json: bool,
+    quiet: bool,
+    force: bool,
 ) -> None:
-    """Run a failed or timed-out task again in its worktree, continuing the agent's session."""
+    """Run a task that is not running again in its worktree, continuing the agent's session."""
     listener = _listener(as_json, quiet)
     from .coordinator import OrchestratorCoordinator
 
     coordinator = OrchestratorCoordinator(project_root=_root(project_root), listener=listener)
     try:
-        result = coordinator.retry(task_id, orch_id)
+        result = coordinator.retry(task_id, orch_id, force=force)
     finally:
         listener.close()
     _report(result, as_json, quiet)
@@ -376,11 +383,14 @@ def cancel(task_id: str, orch_id: str | None, project_root: str | None, wait_s: 
         registry.request_cancel(orch["id"], task_id, who)
         from . import procs
 
-        if not procs.same_process(orch["pid"] or 0, orch["pid_start_time"]):
-            # Nobody is there to act on the request: stop the agent here and say so.
-            _cancel_orphan(registry, orch["id"], task, who)
+        if not procs.same_process(orch["pid"] or 0, orch["pid_start_time"]) and _cancel_orphan(
+            registry, orch["id"], task, who
+        ):
+            # Nobody was there to act on the request: it was carried out here.
+            task = registry.find_task(task_id, orch["id"])
             click.echo(
-                f"{task_id}: cancelled (its orchestrator is gone; gadugi resume {orch['id']})"
+                f"{task_id}: {task['status']} (its orchestrator is gone; "
+                f"gadugi resume {orch['id']})"
             )
             return
         deadline = time.monotonic() + wait_s
@@ -396,21 +406,53 @@ def cancel(task_id: str, orch_id: str | None, project_root: str | None, wait_s: 
     sys.exit(1)
 
 
-def _cancel_orphan(registry: Registry, orch_id: str, task: dict[str, Any], who: str) -> None:
-    from . import procs
+def _cancel_orphan(registry: Registry, orch_id: str, task: dict[str, Any], who: str) -> bool:
+    """Cancel a task whose orchestrator is gone, as its owner for the moment.
 
-    if task["status"] == "running" and task["pid"]:
-        child = procs.Child(task["pid"], task["pid_start_time"] or 0.0, Path(os.devnull))
-        if procs.same_process(child.pid, child.start_time):
-            procs.terminate([child], grace_s=5.0)
-    registry.update_task(
-        orch_id,
-        task["task_id"],
-        status="cancelled",
-        completed_at=time.time(),
-        error_message=f"cancelled by {who}",
-        pid=None,
-    )
+    The canceller claims the orchestration's lease (so a resume starting now cannot run the
+    task beside it), stops the agent, records the cancellation as a compare-and-set, and
+    gives ownership up again so ``gadugi resume`` can finish the rest. Returns False when
+    another process owns the orchestration after all (it will act on the request).
+    """
+    from . import lease, procs
+    from .lifecycle import LostRace, Transition
+    from .recovery import row_status
+
+    state_dir = registry.path.parent
+    try:
+        held = lease.claim(state_dir, orch_id)
+    except lease.Owned:
+        return False
+    with held:
+        orch = registry.orchestration(orch_id)
+        if procs.same_process(orch["pid"] or 0, orch["pid_start_time"]):
+            return False
+        me = os.getpid()
+        registry.take_over(orch_id, me, procs.process_start_time(me), held.token)
+        try:
+            task = registry.find_task(task["task_id"], orch_id)
+            old = row_status(task)
+            if old.finished:
+                return True
+            if task["status"] == "running" and task["pid"]:
+                child = procs.Child(task["pid"], task["pid_start_time"] or 0.0, Path(os.devnull))
+                if procs.same_process(child.pid, child.start_time) or procs.orphaned_group(
+                    child.pid
+                ):
+                    procs.terminate([child], grace_s=5.0)
+            from .tasks import TaskStatus
+
+            with suppress(LostRace):  # it ended meanwhile: its own status stands
+                registry.transition(
+                    orch_id,
+                    Transition(task["task_id"], old, TaskStatus.CANCELLED, f"cancelled by {who}"),
+                    time.time(),
+                    owner=held.token,
+                    pid=None,
+                )
+        finally:
+            registry.release(orch_id, held.token)
+    return True
 
 
 @main.command()

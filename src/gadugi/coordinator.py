@@ -15,11 +15,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from . import lease, procs, recovery
 from . import plan as planning
-from . import procs, recovery
 from .agents import AgentProfile, profile_for, require_program
 from .config import OrchestrationConfig
 from .errors import PlanError, RequestError
+from .lifecycle import Transition
 from .monitoring import Monitor, write_json_atomic
 from .procs import process_start_time
 from .promptgen import Template, load_template
@@ -218,8 +219,13 @@ class OrchestratorCoordinator:
         layout = self._layout(new_orchestration_id())
         registry = Registry(self.state_dir / "state.db")
         try:
-            self._create(registry, layout, runs, base, prepared.fallback_used)
-            return self._drive(registry, layout, runs, base, template)
+            with lease.claim(self.state_dir, layout.orchestration_id) as held:
+                try:
+                    self._create(registry, layout, runs, base, prepared.fallback_used, held)
+                except RequestError:
+                    held.discard()  # refused: leave nothing of this orchestration behind
+                    raise
+                return self._drive(registry, layout, runs, base, template, held)
         finally:
             registry.close()
 
@@ -228,23 +234,29 @@ class OrchestratorCoordinator:
         registry = Registry.existing(self.state_dir / "state.db")
         try:
             orch = recovery.resumable(registry, orch_id)
-            runs, rows, layout = self._take_over(registry, orch)
-            for run, row in zip(runs, rows, strict=True):
-                if run.status.value != row["status"]:
-                    registry.update_task(
-                        orch["id"],
-                        run.task_id,
-                        status=run.status.value,
-                        error_message=run.error,
-                        completed_at=time.time(),
-                    )
-            template = load_template(self.root)
-            return self._drive(registry, layout, runs, orch["base_commit"], template)
+            with self._claim(registry, orch["id"]) as held:
+                orch = recovery.resumable(registry, orch["id"])  # as it is now that we own it
+                runs, rows, layout = self._take_over(registry, orch, held)
+                now = time.time()
+                for run, row in zip(runs, rows, strict=True):
+                    old = recovery.row_status(row)
+                    if run.status is not old:
+                        # Adopted (queued -> running) or unusable (-> failed).
+                        registry.transition(
+                            orch["id"],
+                            Transition(run.task_id, old, run.status, run.error),
+                            now,
+                            owner=held.token,
+                        )
+                template = load_template(self.root)
+                return self._drive(registry, layout, runs, orch["base_commit"], template, held)
         finally:
             registry.close()
 
-    def retry(self, task_id: str, orch_id: str | None = None) -> OrchestrationResult:
-        """Run a failed, timed-out or cancelled task again in its worktree.
+    def retry(
+        self, task_id: str, orch_id: str | None = None, *, force: bool = False
+    ) -> OrchestrationResult:
+        """Run a task that is not running again in its worktree (``force`` for a completed one).
 
         The agent continues its session where it supports that (claude: --resume).
         """
@@ -252,32 +264,69 @@ class OrchestratorCoordinator:
         try:
             row = registry.find_task(task_id, orch_id)
             orch = registry.orchestration(row["orchestration_id"])
-            if orch["state"] == "running":
-                raise RequestError(
-                    f"orchestration {orch['id']} is not finished"
-                    + ("" if recovery.orchestrator_alive(orch) else "; gadugi resume it first")
+            self._refuse_running(orch)
+            with self._claim(registry, orch["id"]) as held:
+                orch = registry.orchestration(orch["id"])
+                self._refuse_running(orch)
+                row = registry.find_task(task_id, orch["id"])
+                old = recovery.row_status(row)
+                if old not in RETRYABLE and not (force and old is TaskStatus.COMPLETED):
+                    raise RequestError(
+                        f"{task_id} is {old}; only failed, timed-out or cancelled tasks can be "
+                        "retried (use --force to run a completed task again)"
+                        if old is TaskStatus.COMPLETED
+                        else f"{task_id} is {old}; there is nothing to retry"
+                    )
+                runs, _, layout = self._take_over(registry, orch, held)
+                registry.transition(
+                    orch["id"],
+                    Transition(task_id, old, TaskStatus.QUEUED, f"retried (was {old})"),
+                    time.time(),
+                    owner=held.token,
+                    cancel_requested=None,
+                    not_before=None,
                 )
-            if row["status"] not in RETRYABLE:
-                raise RequestError(
-                    f"{task_id} is {row['status']}; only failed, timed-out or cancelled tasks "
-                    "can be retried"
-                )
-            registry.update_task(
-                orch["id"],
-                task_id,
-                status=TaskStatus.QUEUED.value,
-                completed_at=None,
-                cancel_requested=None,
-                error_message=f"retried by gadugi retry (was {row['status']})",
-            )
-            runs, _, layout = self._take_over(registry, orch)
-            template = load_template(self.root)
-            return self._drive(registry, layout, runs, orch["base_commit"], template)
+                for run in runs:
+                    if run.task_id == task_id:
+                        run.status, run.hold_until = TaskStatus.QUEUED, 0.0
+                        if old is TaskStatus.COMPLETED:
+                            run.retries_left = max(run.retries_left, 0)
+                template = load_template(self.root)
+                return self._drive(registry, layout, runs, orch["base_commit"], template, held)
         finally:
             registry.close()
 
+    @staticmethod
+    def _refuse_running(orch: dict[str, Any]) -> None:
+        if orch["state"] == "running":
+            raise RequestError(
+                f"orchestration {orch['id']} is not finished"
+                + ("" if recovery.orchestrator_alive(orch) else "; gadugi resume it first")
+            )
+
+    def _claim(self, registry: Registry, orch_id: str) -> lease.Lease:
+        """Become the one owner of a recorded orchestration, or be refused naming the owner."""
+        try:
+            held = lease.claim(self.state_dir, orch_id)
+        except lease.Owned:
+            orch = registry.orchestration(orch_id)
+            who = (
+                f"gadugi pid {orch['pid']}"
+                if recovery.orchestrator_alive(orch)
+                else "another gadugi process that is taking it over"
+            )
+            raise RequestError(f"orchestration {orch_id} is owned by {who}") from None
+        orch = registry.orchestration(orch_id)
+        if recovery.orchestrator_alive(orch) and orch["pid"] != os.getpid():
+            # An owner from a gadugi that predates the lease: its pid still says it lives.
+            held.release()
+            raise RequestError(
+                f"orchestration {orch_id} is still running (orchestrator pid {orch['pid']})"
+            )
+        return held
+
     def _take_over(
-        self, registry: Registry, orch: dict[str, Any]
+        self, registry: Registry, orch: dict[str, Any], held: lease.Lease
     ) -> tuple[list[TaskRun], list[dict[str, Any]], Layout]:
         """Become the orchestrator of a recorded orchestration, its tasks restored."""
         self.config = recovery.stored_config(orch["config"])
@@ -285,7 +334,7 @@ class OrchestratorCoordinator:
         rows = registry.tasks(orch["id"])
         runs = recovery.restore_runs(rows, registry.attempts(orch["id"]), layout, self.config)
         me = os.getpid()
-        registry.take_over(orch["id"], me, process_start_time(me))
+        registry.take_over(orch["id"], me, process_start_time(me), held.token)
         return runs, rows, layout
 
     def _layout(self, orch_id: str) -> Layout:
@@ -344,11 +393,14 @@ class OrchestratorCoordinator:
         return runs
 
     def _create(
-        self, registry: Registry, layout: Layout, runs: list[TaskRun], base: str, fallback: bool
+        self,
+        registry: Registry,
+        layout: Layout,
+        runs: list[TaskRun],
+        base: str,
+        fallback: bool,
+        held: lease.Lease,
     ) -> None:
-        for path in (layout.worktrees_dir, layout.logs_dir, layout.prompts_dir):
-            path.mkdir(parents=True, exist_ok=True)
-        exclude_paths(self.root, [f"/{self.config.worktrees_dir.strip('/')}/", f"/{STATE_DIR}/"])
         me = os.getpid()
         tasks = [
             {
@@ -372,10 +424,22 @@ class OrchestratorCoordinator:
             process_start_time(me),
             fallback,
             tasks,
+            owner=held.token,
+            alive=recovery.orchestrator_alive,
         )
+        # Only once the orchestration is recorded (a refused one leaves nothing).
+        for path in (layout.worktrees_dir, layout.logs_dir, layout.prompts_dir):
+            path.mkdir(parents=True, exist_ok=True)
+        exclude_paths(self.root, [f"/{self.config.worktrees_dir.strip('/')}/", f"/{STATE_DIR}/"])
 
     def _drive(
-        self, registry: Registry, layout: Layout, runs: list[TaskRun], base: str, template: Template
+        self,
+        registry: Registry,
+        layout: Layout,
+        runs: list[TaskRun],
+        base: str,
+        template: Template,
+        held: lease.Lease,
     ) -> OrchestrationResult:
         """Run the loop to the end and record the result."""
         orch_id = layout.orchestration_id
@@ -385,7 +449,9 @@ class OrchestratorCoordinator:
             orch_id,
             self.root / self.config.monitoring_dir,
             self.config.monitoring_interval_seconds,
-            flush=lambda: registry.update_tasks(orch_id, runner.heartbeat_fields()),
+            flush=lambda: registry.update_tasks(
+                orch_id, runner.heartbeat_fields(), owner=held.token
+            ),
         )
         runner = Runner(
             layout,
@@ -397,6 +463,7 @@ class OrchestratorCoordinator:
             base,
             listener=self.listener,
             on_dirty=monitor.mark_dirty,
+            owner=held.token,
         )
         with _signals_to(runner):
             try:
@@ -415,7 +482,7 @@ class OrchestratorCoordinator:
         )
         if runner.fatal:
             result.error_summary.insert(0, f"orchestration stopped: {runner.fatal}")
-        registry.finish_orchestration(orch_id, state, result.to_json())
+        registry.finish_orchestration(orch_id, state, result.to_json(), owner=held.token)
         monitor.write(state)
         write_json_atomic(monitor.directory / f"{orch_id}_final.json", result.to_json())
         return result

@@ -183,8 +183,13 @@ class Child:
             self.exit = read_result(self.result_file) or exit_of_returncode(code, time.time())
             return self.exit
         self.exit = read_result(self.result_file)
-        if self.exit is None and not same_process(self.pid, self.start_time):
-            # It may have finished between the two looks.
+        if (
+            self.exit is None
+            and not same_process(self.pid, self.start_time)
+            and not orphaned_group(self.pid)
+        ):
+            # Gone, and nothing of its group lives on (a killed supervisor's agent would);
+            # it may have finished between the two looks.
             self.exit = read_result(self.result_file) or Exit(None, None, time.time(), lost=True)
         return self.exit
 
@@ -545,6 +550,18 @@ def same_process(pid: int, start_time: float | None) -> bool:
         )
     except psutil.Error:
         return False
+
+
+def orphaned_group(pgid: int) -> bool:
+    """True when the group's leader is gone (or a zombie) but members live on: a killed
+    supervisor's agent. Callers have checked that the leader is not the process they
+    recorded; a live process with that pid is a newcomer, and no group of ours."""
+    try:
+        if psutil.Process(pgid).status() != psutil.STATUS_ZOMBIE:
+            return False  # a live process has the pid: the leader itself, or a newcomer
+    except psutil.Error:
+        pass  # gone (or a zombie an init keeps): its group may live on without it
+    return group_alive(pgid)
 
 
 def group_alive(pgid: int) -> bool:

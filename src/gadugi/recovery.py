@@ -17,7 +17,8 @@ from typing import Any
 from . import procs
 from .agents import AgentProfile, profile_for
 from .config import OrchestrationConfig
-from .errors import GadugiError, RequestError
+from .errors import GadugiError, RegistryError, RequestError
+from .lifecycle import parse_status
 from .prompts import read_prompt
 from .registry import Registry
 from .runner import Layout, TaskRun
@@ -25,14 +26,28 @@ from .schedule import Slot
 from .tasks import Prompt, TaskStatus
 
 
-def stored_config(data: dict[str, Any]) -> OrchestrationConfig:
+def stored_config(data: Any) -> OrchestrationConfig:
     """The configuration an orchestration was started with, as the registry kept it."""
+    if not isinstance(data, dict):
+        raise RegistryError(
+            "the orchestration's recorded configuration cannot be read "
+            f"({type(data).__name__} instead of an object); it cannot be resumed"
+        )
     known = {f.name for f in fields(OrchestrationConfig)}
     values: dict[str, Any] = {}
     for key, value in data.items():
         if key in known:
             values[key] = tuple(value) if isinstance(value, list) else value
-    return OrchestrationConfig(**values)
+    try:
+        return OrchestrationConfig(**values)
+    except (GadugiError, TypeError, ValueError) as exc:
+        raise RegistryError(
+            f"the orchestration's recorded configuration is not valid ({exc}); it cannot be resumed"
+        ) from None
+
+
+def row_status(row: dict[str, Any]) -> TaskStatus:
+    return parse_status(row["task_id"], row["status"])
 
 
 def orchestrator_alive(orch: dict[str, Any]) -> bool:
@@ -81,11 +96,12 @@ def restore_runs(
 ) -> list[TaskRun]:
     profiles: dict[str, AgentProfile] = {}
     ended = {(a["task_id"], a["number"]) for a in attempts if a["status"] != "running"}
+    started = {(a["task_id"], a["number"]): a["started_at"] for a in attempts}
     runs = []
     for row in rows:
         run = _restore(row, layout, config, profiles)
         if _maybe_started(run, row, ended):
-            _reattach(run, row, layout)
+            _reattach(run, row, layout, started.get((run.task_id, run.attempt)))
         runs.append(run)
     return runs
 
@@ -118,7 +134,7 @@ def _restore(
         tuple(row["depends_on"]),
         frozenset(row["conflicts_with"]),
     )
-    status = TaskStatus(row["status"])
+    status = row_status(row)
     problem: str | None = None
     try:
         prompt = read_prompt(layout.root / row["prompt_file"], layout.root)
@@ -151,6 +167,7 @@ def _restore(
         agent_info=row["agent"] or {},
         last_heartbeat=row["last_heartbeat"],
         last_line=row["last_line"] or "",
+        hold_until=row["not_before"] or 0.0,  # a parked or backing-off task keeps waiting
     )
     if problem and not status.finished:
         # The caller records this change; dependents are then cancelled as usual.
@@ -158,19 +175,31 @@ def _restore(
     return run
 
 
-def _reattach(run: TaskRun, row: dict[str, Any], layout: Layout) -> None:
-    """Watch the latest attempt again; its result file or its process tells the rest."""
+def _reattach(
+    run: TaskRun, row: dict[str, Any], layout: Layout, attempt_started: float | None
+) -> None:
+    """Watch the latest attempt again; its result file or its process tells the rest.
+
+    When the supervisor itself is gone but processes of its group live on (it was killed,
+    its agent was not), the attempt is still running: the group is watched until it is
+    empty, so no second attempt ever starts beside the first in the same worktree.
+    """
     pid, start_time = row["pid"], row["pid_start_time"]
     if pid is None or not procs.same_process(pid, start_time):
         found = procs.find_agent(layout.orchestration_id, run.task_id)
-        pid, start_time = found if found else (0, 0.0)
+        if found:
+            pid, start_time = found
+        elif pid is None or not procs.orphaned_group(pid):
+            pid, start_time = 0, 0.0
     run.status = TaskStatus.RUNNING
     run.child = procs.Child(
         pid=pid, start_time=start_time, result_file=layout.result_file(run.task_id, run.attempt)
     )
     run.ctx = layout.context(run)
     run.started_at = run.started_at or time.time()
-    run.deadline = run.started_at + run.timeout_s
+    # The deadline is the latest attempt's, not the first one's: a retried task that was
+    # running when its orchestrator died gets its full timeout from its own start.
+    run.deadline = (attempt_started or time.time()) + run.timeout_s
 
 
 def _placeholder_prompt(row: dict[str, Any], layout: Layout) -> Prompt:

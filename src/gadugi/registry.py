@@ -15,12 +15,14 @@ import re
 import secrets
 import sqlite3
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import NotFoundError, RegistryError
+from .errors import NotFoundError, RegistryError, RequestError
+from .lifecycle import LostRace, Transition
 
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_MS = 10_000
@@ -37,7 +39,8 @@ CREATE TABLE IF NOT EXISTS orchestrations (
     config TEXT,
     fallback_used INTEGER NOT NULL DEFAULT 0,
     note TEXT,
-    result TEXT
+    result TEXT,
+    owner TEXT
 );
 CREATE TABLE IF NOT EXISTS tasks (
     orchestration_id TEXT NOT NULL REFERENCES orchestrations(id),
@@ -71,6 +74,7 @@ CREATE TABLE IF NOT EXISTS tasks (
     cpu_percent REAL,
     memory_mb REAL,
     last_line TEXT,
+    not_before REAL,
     PRIMARY KEY (orchestration_id, task_id)
 );
 CREATE TABLE IF NOT EXISTS attempts (
@@ -90,8 +94,8 @@ CREATE INDEX IF NOT EXISTS tasks_by_status ON tasks(orchestration_id, status);
 """
 # Columns that came after the first registries were written, and how to add them.
 ADDED_COLUMNS = {
-    "orchestrations": {"note": "TEXT"},
-    "tasks": {"conflicts_with": "TEXT NOT NULL DEFAULT '[]'"},
+    "orchestrations": {"note": "TEXT", "owner": "TEXT"},
+    "tasks": {"conflicts_with": "TEXT NOT NULL DEFAULT '[]'", "not_before": "REAL"},
 }
 _IDENTIFIER = re.compile(r"[a-z_]+")
 _JSON_COLUMNS = frozenset({"depends_on", "conflicts_with", "command", "agent"})
@@ -188,14 +192,25 @@ class Registry:
         pid_start_time: float | None,
         fallback_used: bool,
         tasks: list[dict[str, Any]],
+        *,
+        owner: str | None = None,
+        alive: Callable[[dict[str, Any]], bool] | None = None,
     ) -> None:
         """The orchestration and all its tasks, in one transaction: a crash leaves both or
-        neither, never an orchestration that silently lost its tasks."""
+        neither, never an orchestration that silently lost its tasks.
+
+        With ``alive``, a running orchestration whose owner is alive and which has any of
+        these prompt files refuses the new one; the check and the insert are one
+        transaction, so of two identical runs started at the same instant exactly one
+        is created.
+        """
         with self.transaction() as c:
+            if alive is not None:
+                self._refuse_overlap(c, {t["prompt_file"] for t in tasks}, alive)
             c.execute(
                 "INSERT INTO orchestrations (id, project_root, state, started_at, pid,"
-                " pid_start_time, base_commit, config, fallback_used)"
-                " VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?)",
+                " pid_start_time, base_commit, config, fallback_used, owner)"
+                " VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?, ?)",
                 (
                     orch_id,
                     str(root),
@@ -205,17 +220,49 @@ class Registry:
                     base_commit,
                     json.dumps(dict(config), default=str),
                     int(fallback_used),
+                    owner,
                 ),
             )
             self._insert_tasks(c, orch_id, tasks)
 
-    def take_over(self, orch_id: str, pid: int, pid_start_time: float | None) -> None:
-        """Record that a new orchestrator process now drives ``orch_id`` (resume)."""
+    @staticmethod
+    def _refuse_overlap(
+        c: sqlite3.Connection, prompt_files: set[str], alive: Callable[[dict[str, Any]], bool]
+    ) -> None:
+        running = c.execute("SELECT * FROM orchestrations WHERE state = 'running'").fetchall()
+        for orch in map(dict, running):
+            rows = c.execute(
+                "SELECT prompt_file FROM tasks WHERE orchestration_id = ?", (orch["id"],)
+            ).fetchall()
+            shared = sorted({r[0] for r in rows} & prompt_files)
+            if shared and alive(orch):
+                raise RequestError(
+                    f"orchestration {orch['id']} is already running {', '.join(shared)}; "
+                    "wait for it, or stop it with gadugi cancel"
+                )
+
+    def take_over(
+        self, orch_id: str, pid: int, pid_start_time: float | None, owner: str | None = None
+    ) -> None:
+        """Record that a new orchestrator process now drives ``orch_id`` (resume, retry).
+
+        The caller holds the orchestration's lease (``lease.claim``); the token written
+        here is what every later task write of the new owner is checked against.
+        """
         with self.transaction() as c:
             c.execute(
                 "UPDATE orchestrations SET state = 'running', pid = ?, pid_start_time = ?,"
-                " finished_at = NULL WHERE id = ?",
-                (pid, pid_start_time, orch_id),
+                " finished_at = NULL, owner = ? WHERE id = ?",
+                (pid, pid_start_time, owner, orch_id),
+            )
+
+    def release(self, orch_id: str, owner: str) -> None:
+        """Give up ownership (the lease's token) without finishing the orchestration."""
+        with self.transaction() as c:
+            c.execute(
+                "UPDATE orchestrations SET owner = NULL, pid = NULL, pid_start_time = NULL"
+                " WHERE id = ? AND owner = ?",
+                (orch_id, owner),
             )
 
     def forget(self, orch_id: str) -> None:
@@ -233,10 +280,15 @@ class Registry:
         with self.transaction() as c:
             c.execute("UPDATE orchestrations SET note = ? WHERE id = ?", (note, orch_id))
 
-    def finish_orchestration(self, orch_id: str, state: str, result: Mapping[str, Any]) -> None:
+    def finish_orchestration(
+        self, orch_id: str, state: str, result: Mapping[str, Any], owner: str | None = None
+    ) -> None:
         with self.transaction() as c:
+            if owner is not None:
+                self._check_owner(c, orch_id, owner)
             c.execute(
-                "UPDATE orchestrations SET state = ?, finished_at = ?, result = ? WHERE id = ?",
+                "UPDATE orchestrations SET state = ?, finished_at = ?, result = ?, owner = NULL"
+                " WHERE id = ?",
                 (state, time.time(), json.dumps(dict(result)), orch_id),
             )
 
@@ -277,14 +329,29 @@ class Registry:
                 tuple(_encode(k, v) for k, v in values.items()),
             )
 
-    def update_task(self, orch_id: str, task_id: str, **fields: Any) -> None:
-        self.update_tasks(orch_id, {task_id: fields})
+    def update_task(
+        self, orch_id: str, task_id: str, *, owner: str | None = None, **fields: Any
+    ) -> None:
+        self.update_tasks(orch_id, {task_id: fields}, owner=owner)
 
-    def update_tasks(self, orch_id: str, changes: Mapping[str, Mapping[str, Any]]) -> None:
-        """Apply several tasks' changes in one short transaction."""
+    def update_tasks(
+        self,
+        orch_id: str,
+        changes: Mapping[str, Mapping[str, Any]],
+        *,
+        owner: str | None = None,
+    ) -> None:
+        """Apply several tasks' changes (never their status) in one short transaction.
+
+        With ``owner``, nothing is written unless that token still owns the orchestration.
+        """
         if not changes:
             return
+        if any("status" in f for f in changes.values()):
+            raise ValueError("a task's status changes only through Registry.transition")
         with self.transaction() as c:
+            if owner is not None:
+                self._check_owner(c, orch_id, owner)
             for task_id, fields in changes.items():
                 if not fields:
                     continue
@@ -293,6 +360,76 @@ class Registry:
                     f"UPDATE tasks SET {sets} WHERE orchestration_id = ? AND task_id = ?",  # noqa: S608
                     (*(_encode(k, v) for k, v in fields.items()), orch_id, task_id),
                 )
+
+    @staticmethod
+    def _check_owner(c: sqlite3.Connection, orch_id: str, owner: str) -> None:
+        row = c.execute("SELECT owner FROM orchestrations WHERE id = ?", (orch_id,)).fetchone()
+        if row is None or row[0] != owner:
+            raise OwnerChanged(orch_id, row[0] if row else None)
+
+    def transition(
+        self,
+        orch_id: str,
+        change: Transition,
+        at: float,
+        *,
+        owner: str | None = None,
+        attempt: AttemptRecord | None = None,
+        **fields: Any,
+    ) -> None:
+        """Change one task's status as a compare-and-set, with the fields that go with it.
+
+        The row must still have ``change.old`` and, with ``owner``, the orchestration must
+        still be owned by that token; otherwise ``LostRace`` and nothing is written.
+        Entering a finished status sets ``completed_at``; leaving one clears it, so a
+        task that runs again never carries the end time of an earlier attempt.
+        """
+        values = {
+            "status": change.new.value,
+            "error_message": change.reason,
+            "completed_at": at if change.new.finished else None,
+            **fields,
+        }
+        sets = ", ".join(f"{k} = ?" for k in values)
+        guard = (
+            " AND EXISTS (SELECT 1 FROM orchestrations WHERE id = ? AND owner = ?)"
+            if owner is not None
+            else ""
+        )
+        args: tuple[Any, ...] = (
+            *(_encode(k, v) for k, v in values.items()),
+            orch_id,
+            change.task_id,
+            change.old.value,
+        )
+        if owner is not None:
+            args = (*args, orch_id, owner)
+        with self.transaction() as c:
+            cur = c.execute(
+                f"UPDATE tasks SET {sets} WHERE orchestration_id = ? AND task_id = ?"  # noqa: S608
+                f" AND status = ?{guard}",
+                args,
+            )
+            if cur.rowcount != 1:
+                raise LostRace(orch_id, change.task_id, change.old)
+            if attempt is not None:
+                self._write_attempt(c, orch_id, change.task_id, attempt)
+
+    @staticmethod
+    def _write_attempt(c: sqlite3.Connection, orch_id: str, task_id: str, a: AttemptRecord) -> None:
+        """An attempt's start (a new row) or its end, in the transaction of its task's change."""
+        if a.ended_at is None:
+            c.execute(
+                "INSERT OR REPLACE INTO attempts (orchestration_id, task_id, number, pid,"
+                " pid_start_time, started_at, status) VALUES (?, ?, ?, ?, ?, ?, 'running')",
+                (orch_id, task_id, a.number, a.pid, a.pid_start_time, a.started_at),
+            )
+        else:
+            c.execute(
+                "UPDATE attempts SET ended_at = ?, exit_code = ?, status = ?, error = ?"
+                " WHERE orchestration_id = ? AND task_id = ? AND number = ?",
+                (a.ended_at, a.exit_code, a.status, a.error, orch_id, task_id, a.number),
+            )
 
     def tasks(self, orch_id: str, columns: tuple[str, ...] = ()) -> list[dict[str, Any]]:
         """The orchestration's tasks in request order; only ``columns`` when given."""
@@ -339,38 +476,6 @@ class Registry:
 
     # -- attempts -----------------------------------------------------------------
 
-    def start_attempt(
-        self,
-        orch_id: str,
-        task_id: str,
-        number: int,
-        pid: int,
-        pid_start_time: float,
-        started_at: float,
-    ) -> None:
-        with self.transaction() as c:
-            c.execute(
-                "INSERT OR REPLACE INTO attempts (orchestration_id, task_id, number, pid,"
-                " pid_start_time, started_at, status) VALUES (?, ?, ?, ?, ?, ?, 'running')",
-                (orch_id, task_id, number, pid, pid_start_time, started_at),
-            )
-
-    def end_attempt(
-        self,
-        orch_id: str,
-        task_id: str,
-        number: int,
-        exit_code: int | None,
-        status: str,
-        error: str | None,
-    ) -> None:
-        with self.transaction() as c:
-            c.execute(
-                "UPDATE attempts SET ended_at = ?, exit_code = ?, status = ?, error = ?"
-                " WHERE orchestration_id = ? AND task_id = ? AND number = ?",
-                (time.time(), exit_code, status, error, orch_id, task_id, number),
-            )
-
     def attempts(self, orch_id: str) -> list[dict[str, Any]]:
         return self._query(
             "SELECT * FROM attempts WHERE orchestration_id = ? ORDER BY task_id, number",
@@ -385,6 +490,32 @@ class Registry:
                 {**orch, "tasks": self.tasks(orch["id"]), "attempts": self.attempts(orch["id"])}
             )
         return {"schema_version": SCHEMA_VERSION, "orchestrations": out}
+
+
+@dataclass(frozen=True)
+class AttemptRecord:
+    """One attempt's row: written when it starts (``ended_at`` None) and when it ends."""
+
+    number: int
+    started_at: float | None = None
+    pid: int | None = None
+    pid_start_time: float | None = None
+    ended_at: float | None = None
+    exit_code: int | None = None
+    status: str | None = None
+    error: str | None = None
+
+
+class OwnerChanged(RegistryError):
+    """The orchestration is no longer owned by the token that tried to write."""
+
+    def __init__(self, orch_id: str, owner: str | None) -> None:
+        super().__init__(
+            f"orchestration {orch_id} is now owned by {owner or 'nobody'}; "
+            "this process stopped writing to it"
+        )
+        self.orchestration_id = orch_id
+        self.owner = owner
 
 
 def _create(path: Path) -> None:

@@ -26,8 +26,9 @@ from .agents import AgentContext, AgentProfile, Outcome
 from .config import OrchestrationConfig
 from .errors import GadugiError, WorktreeError
 from .health import Admission
+from .lifecycle import Transition
 from .promptgen import Template
-from .registry import Registry
+from .registry import AttemptRecord, Registry
 from .schedule import Slot, doomed, next_to_start
 from .tasks import Prompt, TaskStatus
 from .worktrees import Worktrees, resolve_commit
@@ -49,6 +50,34 @@ class Listener(Protocol):
     def changed(self, task: TaskRun) -> None: ...
 
     def ticked(self, runs: Sequence[TaskRun], now: float, note: str | None) -> None: ...
+
+
+class Processes:
+    """The loop's seam to real processes; unit tests pass a subclass that records calls."""
+
+    def spawn(
+        self,
+        argv: Sequence[str],
+        cwd: Path,
+        env: dict[str, str],
+        stdout: Path,
+        stderr: Path,
+        result_file: Path,
+        limits: dict[int, int],
+    ) -> procs.Child:
+        return procs.spawn(argv, cwd, env, stdout, stderr, result_file, limits)
+
+    def signal(self, child: procs.Child, sig: signal.Signals) -> None:
+        procs.signal_tree(child, sig)
+
+    def stopped(self, child: procs.Child) -> bool:
+        return procs.stopped(child)
+
+    def terminate(self, children: list[procs.Child], grace_s: float) -> None:
+        procs.terminate(children, grace_s)
+
+    def sample(self, pids: Sequence[int]) -> dict[int, tuple[float, float]]:
+        return procs.sample_trees(pids)
 
 
 @dataclass
@@ -139,6 +168,10 @@ class Runner:
         *,
         listener: Listener | None = None,
         on_dirty: Callable[[], None] = lambda: None,
+        owner: str | None = None,
+        clock: Callable[[], float] = time.time,
+        processes: Processes | None = None,
+        admission: Admission | None = None,
     ) -> None:
         self.layout = layout
         self.runs = runs
@@ -155,8 +188,13 @@ class Runner:
         self.fatal_task: str | None = None
         self.waiting: str | None = None  # why ready tasks are not starting, if they are not
         self.changed = False  # whether the last step changed any task
+        self.owner = owner  # the lease token every write of this loop is checked against
+        self.clock = clock
+        self.procs = processes or Processes()
         self.exits = procs.ExitWatch()
-        self.admission = Admission(config.min_available_memory_mb, config.max_load_per_cpu)
+        self.admission = admission or Admission(
+            config.min_available_memory_mb, config.max_load_per_cpu
+        )
         self._last_observe = 0.0
 
     # -- the loop ---------------------------------------------------------------------
@@ -176,9 +214,9 @@ class Runner:
             for run in self.runs:
                 if run.child is not None:
                     self.exits.watch(run.child)  # adopted on resume
-            while self.tick(time.time()):
-                between(time.time())
-                if not self.changed and not self.prepare_ahead(time.time()):
+            while self.tick(self.clock()):
+                between(self.clock())
+                if not self.changed and not self.prepare_ahead(self.clock()):
                     self.exits.wait(TICK_S)
         finally:
             self.exits.close()
@@ -188,7 +226,7 @@ class Runner:
         children = [r.child for r in self.runs if r.child is not None]
         if children:
             log.error("stopping %d agent(s) after an internal error", len(children))
-            procs.terminate(children, self.config.kill_grace_seconds)
+            self.procs.terminate(children, self.config.kill_grace_seconds)
 
     def tick(self, now: float) -> bool:
         """One step; returns False once every task has finished."""
@@ -205,7 +243,7 @@ class Runner:
         if now - self._last_observe >= OBSERVE_EVERY_S:
             self._last_observe = now
             running = [r for r in self.runs if r.status is TaskStatus.RUNNING]
-            readings = procs.sample_trees([r.child.pid for r in running if r.child])
+            readings = self.procs.sample([r.child.pid for r in running if r.child])
             for run in running:
                 self.observe(run, now, readings.get(run.child.pid if run.child else 0))
         if self.listener:
@@ -226,7 +264,7 @@ class Runner:
         if self.waiting:
             return  # running tasks go on; new ones wait until the machine has room
         for task_id in ready:
-            self._start(self.by_id[task_id], time.time())
+            self._start(self.by_id[task_id], self.clock())
 
     def _set_waiting(self, reason: str | None) -> None:
         if reason != self.waiting:
@@ -247,7 +285,7 @@ class Runner:
             # Recorded before the spawn: should the orchestrator die right after it, a
             # resume knows which attempt's result file and process to look for.
             self._record(run, attempts=run.attempt)
-            child = procs.spawn(
+            child = self.procs.spawn(
                 launch.argv, run.worktree, env, stdout, ctx.log_file, result_file, self._limits(run)
             )
         except (GadugiError, OSError) as exc:
@@ -255,23 +293,22 @@ class Runner:
             return
         run.child, run.ctx = child, ctx
         self.exits.watch(child)
-        run.status = TaskStatus.RUNNING
         run.started_at = run.started_at or now
         run.deadline = now + run.timeout_s
         run.last_heartbeat = now
-        self.registry.start_attempt(
-            self.layout.orchestration_id, run.task_id, run.attempt, child.pid, child.start_time, now
-        )
-        self._record(
+        self._move(
             run,
-            status=run.status.value,
+            TaskStatus.RUNNING,
+            now,
+            None,
+            AttemptRecord(run.attempt, now, child.pid, child.start_time),
             started_at=run.started_at,
             pid=child.pid,
             pid_start_time=child.start_time,
             attempts=run.attempt,
             command=launch.argv,
             last_heartbeat=now,
-            error_message=None,
+            not_before=None,
         )
 
     def _start_failed(self, run: TaskRun, exc: GadugiError | OSError, now: float) -> None:
@@ -282,7 +319,11 @@ class Runner:
             delay = min(MAX_START_DELAY_S, START_RETRY_BASE_S * 2 ** (run.start_failures - 1))
             run.hold_until = now + delay
             log.info("%s: %s; trying again in %.1fs", run.task_id, message, delay)
-            self._record(run, error_message=f"{message}; trying again in {delay:.1f}s")
+            self._record(
+                run,
+                error_message=f"{message}; trying again in {delay:.1f}s",
+                not_before=run.hold_until,
+            )
             return
         if run.start_failures:
             message = f"gave up after {run.start_failures + 1} tries to start: {message}"
@@ -387,21 +428,21 @@ class Runner:
         assert child is not None
         if run.stopping is not None:
             status, why, kill_at = run.stopping
-            if procs.stopped(child) and status is TaskStatus.QUEUED:
+            if self.procs.stopped(child) and status is TaskStatus.QUEUED:
                 self._restart(run, why, now)
-            elif procs.stopped(child):
+            elif self.procs.stopped(child):
                 self._end_attempt(run, status, now, why, child.returncode)
             elif now >= kill_at:
-                procs.signal_tree(child, signal.SIGKILL)
+                self.procs.signal(child, signal.SIGKILL)
                 run.stopping = (status, why, float("inf"))
             return
         code = child.poll()
         if code == procs.LOST:
             self._requeue_lost(run, now)
         elif code is not None:
-            if not procs.stopped(child):
+            if not self.procs.stopped(child):
                 # The agent left processes behind in its group: they must not outlive it.
-                procs.terminate([child], self.config.kill_grace_seconds)
+                self.procs.terminate([child], self.config.kill_grace_seconds)
             self._exited(run, code, now)
         elif now >= run.deadline:
             minutes = run.timeout_s / 60
@@ -414,30 +455,44 @@ class Runner:
             self._end_attempt(run, TaskStatus.FAILED, now, f"{why}; no retries left", None)
             return
         run.retries_left -= 1
-        self.registry.end_attempt(
-            self.layout.orchestration_id,
-            run.task_id,
-            run.attempt,
-            run.child.returncode,
-            "stalled",
-            why,
-        )
-        run.status, run.child, run.stopping, run.stalled = TaskStatus.QUEUED, None, None, False
-        self._record(run, status=run.status.value, pid=None, error_message=f"{why}; restarting")
+        self._requeue(run, now, "stalled", why, f"{why}; restarting", run.child.returncode)
+        run.stalled = False
 
     def _requeue_lost(self, run: TaskRun, now: float) -> None:
         """An adopted agent vanished without a result: run the task again."""
         why = "agent process gone without a result (orchestrator was down); re-queued"
-        self.registry.end_attempt(
-            self.layout.orchestration_id, run.task_id, run.attempt, None, "lost", why
+        self._requeue(run, now, "lost", why, why, None)
+
+    def _requeue(
+        self,
+        run: TaskRun,
+        now: float,
+        attempt_status: str,
+        attempt_error: str | None,
+        why: str,
+        code: int | None,
+        **fields: Any,
+    ) -> None:
+        """End the running attempt and put the task back in the queue, in one write."""
+        ended = AttemptRecord(
+            run.attempt, ended_at=now, exit_code=code, status=attempt_status, error=attempt_error
         )
-        run.status, run.child = TaskStatus.QUEUED, None
-        self._record(run, status=run.status.value, pid=None, error_message=why)
+        run.child, run.stopping = None, None
+        self._move(
+            run,
+            TaskStatus.QUEUED,
+            now,
+            why,
+            ended,
+            pid=None,
+            not_before=run.hold_until if run.hold_until > now else None,
+            **fields,
+        )
 
     def _stop(self, run: TaskRun, status: TaskStatus, why: str, now: float) -> None:
         """Begin stopping a running task: SIGTERM now, SIGKILL after the grace period."""
         assert run.child is not None
-        procs.signal_tree(run.child, signal.SIGTERM)
+        self.procs.signal(run.child, signal.SIGTERM)
         run.stopping = (status, why, now + self.config.kill_grace_seconds)
         log.info("%s: stopping (%s)", run.task_id, why)
 
@@ -458,45 +513,29 @@ class Runner:
             why = (
                 f"{outcome.error}; parked until {time.strftime('%H:%M:%S', time.localtime(until))}"
             )
-            self.registry.end_attempt(
-                self.layout.orchestration_id, run.task_id, run.attempt, code, "parked", why
-            )
-            run.status, run.child, run.hold_until = TaskStatus.QUEUED, None, until
-            self._record(run, status=run.status.value, exit_code=code, pid=None, error_message=why)
+            run.hold_until = until
+            self._requeue(run, now, "parked", why, why, code, exit_code=code)
         elif outcome.transient and run.retries_left > 0:
             run.retries_left -= 1
             delay = min(
                 MAX_BACKOFF_S, self.config.retry_base_delay_seconds * 2 ** (run.attempt - 1)
             )
             delay *= random.uniform(0.5, 1.0)  # jitter, so retries of many tasks spread out
-            self.registry.end_attempt(
-                self.layout.orchestration_id,
-                run.task_id,
-                run.attempt,
-                code,
-                "retrying",
-                outcome.error,
-            )
             log.info("%s: %s; retrying in %.1fs", run.task_id, outcome.error, delay)
-            run.status, run.child, run.hold_until = TaskStatus.QUEUED, None, now + delay
-            self._record(
-                run,
-                status=run.status.value,
-                exit_code=code,
-                pid=None,
-                error_message=f"{outcome.error}; retrying in {delay:.1f}s",
-            )
+            run.hold_until = now + delay
+            why = f"{outcome.error}; retrying in {delay:.1f}s"
+            self._requeue(run, now, "retrying", outcome.error, why, code, exit_code=code)
         else:
             self._end_attempt(run, TaskStatus.FAILED, now, outcome.error, code)
 
     def _end_attempt(
         self, run: TaskRun, status: TaskStatus, now: float, error: str | None, code: int | None
     ) -> None:
-        self.registry.end_attempt(
-            self.layout.orchestration_id, run.task_id, run.attempt, code, status.value, error
+        ended = AttemptRecord(
+            run.attempt, ended_at=now, exit_code=code, status=status.value, error=error
         )
         run.child, run.stopping = None, None
-        self._finish(run, status, now, error=error, exit_code=code)
+        self._finish(run, status, now, error=error, exit_code=code, attempt=ended)
 
     def _finish(
         self,
@@ -506,27 +545,28 @@ class Runner:
         *,
         error: str | None = None,
         exit_code: int | None = None,
+        attempt: AttemptRecord | None = None,
     ) -> None:
-        run.status, run.completed_at, run.error, run.exit_code = status, now, error, exit_code
+        run.completed_at, run.error, run.exit_code = now, error, exit_code
         fields: dict[str, Any] = {
-            "status": status.value,
-            "completed_at": now,
             "exit_code": exit_code,
-            "error_message": error,
             "pid": None,
             "agent": run.agent_info,
             "last_heartbeat": run.last_heartbeat,
             "last_line": run.last_line[:500],
             "cpu_percent": run.cpu_percent,
             "memory_mb": run.memory_mb,
+            "not_before": None,
         }
         if run.branch and run.base_commit:
             fields["commits"] = self.worktrees.commits_ahead(run.branch, run.base_commit)
         # A completed task's worktree goes if all its work is committed; so does one
         # made ahead for a task that never started (nothing ran in it).
         if run.worktree is not None and (status is TaskStatus.COMPLETED or run.attempt == 0):
-            fields.update(self._tidy_worktree(run))
-        self._record(run, **fields)
+            tidied = self._tidy_worktree(run)
+            error = tidied.pop("error_message", error)
+            fields.update(tidied)
+        self._move(run, status, now, error, attempt, **fields)
 
     def _tidy_worktree(self, run: TaskRun) -> dict[str, Any]:
         """Remove a completed task's worktree when all its work is committed."""
@@ -577,7 +617,7 @@ class Runner:
             else f"cancelled: orchestration stopped: {self.fatal_task} failed past retrying"
         )
         running = [r for r in self.runs if r.status is TaskStatus.RUNNING and r.child]
-        procs.terminate([r.child for r in running if r.child], self.config.kill_grace_seconds)
+        self.procs.terminate([r.child for r in running if r.child], self.config.kill_grace_seconds)
         for run in running:
             assert run.child is not None
             self._end_attempt(run, TaskStatus.CANCELLED, now, why, run.child.returncode)
@@ -641,9 +681,33 @@ class Runner:
             if r.status is TaskStatus.RUNNING
         }
 
+    def _move(
+        self,
+        run: TaskRun,
+        status: TaskStatus,
+        now: float,
+        why: str | None,
+        attempt: AttemptRecord | None = None,
+        **fields: Any,
+    ) -> None:
+        """Every change of a task's status: checked by the state machine, written as a
+        compare-and-set together with the attempt it starts or ends."""
+        change = Transition(run.task_id, run.status, status, why)
+        self.registry.transition(
+            self.layout.orchestration_id, change, now, owner=self.owner, attempt=attempt, **fields
+        )
+        run.status, run.error = status, why
+        self._changed(run)
+
     def _record(self, run: TaskRun, **fields: Any) -> None:
+        """Fields of a task other than its status (heartbeats, paths, messages)."""
+        self.registry.update_task(
+            self.layout.orchestration_id, run.task_id, owner=self.owner, **fields
+        )
+        self._changed(run)
+
+    def _changed(self, run: TaskRun) -> None:
         self.changed = True
-        self.registry.update_task(self.layout.orchestration_id, run.task_id, **fields)
         self.on_dirty()
         if self.listener:
             self.listener.changed(run)
