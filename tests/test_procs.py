@@ -104,7 +104,7 @@ def test_sample_counts_the_whole_tree(tmp_path: Path) -> None:
 def test_the_supervisor_records_exit_status_and_end_time(tmp_path: Path) -> None:
     child = _spawn(tmp_path, ["bash", "-c", "exit 7"])
     child.wait()
-    assert child.poll() == 7
+    assert child.returncode == 7
     recorded = procs.read_result(tmp_path / "result.json")
     assert recorded is not None and recorded.code == 7 and recorded.signal is None
     assert abs(recorded.ended_at - time.time()) < 10
@@ -120,15 +120,16 @@ def test_an_adopted_process_is_watched_through_its_result_file(tmp_path: Path) -
     gate = tmp_path / "gate"
     child = _spawn(tmp_path, ["bash", "-c", f"while [ ! -e {gate} ]; do sleep 0.05; done; exit 4"])
     adopted = procs.Child(child.pid, child.start_time, child.result_file)  # as resume does
-    assert adopted.poll() is None
+    assert adopted.check() is None
     # The same pid with another start time is another process: this attempt is lost.
     impostor = procs.Child(child.pid, child.start_time + 5, tmp_path / "other.json")
-    assert impostor.poll() == procs.LOST
+    lost = impostor.check()
+    assert lost is not None and lost.lost and lost.returncode is None
     gate.touch()
     adopted.wait(10)
-    assert adopted.poll() == 4
+    assert adopted.returncode == 4
     child.wait()  # the supervisor exits a moment after it has recorded the result
-    assert child.poll() == 4
+    assert child.check() is not None and child.returncode == 4
 
 
 def test_an_adopted_process_that_vanishes_without_a_result_is_lost(tmp_path: Path) -> None:
@@ -136,7 +137,7 @@ def test_an_adopted_process_that_vanishes_without_a_result_is_lost(tmp_path: Pat
     adopted = procs.Child(child.pid, child.start_time, child.result_file)
     os.killpg(child.pid, signal.SIGKILL)  # the supervisor too: no result can be written
     child.wait()
-    assert adopted.poll() == procs.LOST
+    assert adopted.check() is not None
     # No sentinel where a code belongs: a lost attempt has none, and says it was lost.
     assert adopted.returncode is None
     assert adopted.exit is not None and adopted.exit.lost
@@ -155,7 +156,7 @@ def test_a_death_by_signal_is_told_from_an_exit_with_code_128_plus_n(tmp_path: P
     killed = _spawn(tmp_path, ["bash", "-c", "kill -KILL $$"])
     killed.wait()
     # A shell supervisor saw 137 in both cases; waitpid's status tells them apart.
-    assert killed.poll() == -signal.SIGKILL
+    assert killed.returncode == -signal.SIGKILL
     recorded = procs.read_result(killed.result_file)
     assert recorded is not None and (recorded.code, recorded.signal) == (None, 9)
     assert recorded.describe() == "killed by SIGKILL"
@@ -165,7 +166,7 @@ def test_a_death_by_signal_is_told_from_an_exit_with_code_128_plus_n(tmp_path: P
         tmp_path / "b" / "result.json",
     )  # fmt: skip
     exited.wait()
-    assert exited.poll() == 137
+    assert exited.returncode == 137
     assert exited.exit is not None and exited.exit.describe() == "exited with code 137"
 
 
@@ -176,7 +177,7 @@ def test_an_adopted_agent_killed_by_a_signal_is_recorded_as_such(tmp_path: Path)
     gate.touch()
     adopted.wait(10)
     assert adopted.exit is not None and adopted.exit.signal == signal.SIGTERM
-    assert adopted.exit.code is None and adopted.poll() == -signal.SIGTERM
+    assert adopted.exit.code is None and adopted.returncode == -signal.SIGTERM
 
 
 def test_a_polite_stop_is_recorded_by_the_supervisor(tmp_path: Path) -> None:
@@ -232,7 +233,7 @@ def test_resource_limits_bind_the_agent_not_its_supervisor(tmp_path: Path) -> No
         tmp_path / "result.json", {resource.RLIMIT_NOFILE: 42},
     )  # fmt: skip
     child.wait()
-    assert child.poll() == 0
+    assert child.returncode == 0
     assert (tmp_path / "l").read_text().strip() == "42"
 
 
@@ -298,4 +299,4 @@ def test_orphaned_zombies_are_reaped_and_our_childrens_codes_are_not_stolen(
         _wait_until(zombies, "both exited, neither reaped")
         assert procs.reap_orphans() == [pid]
         assert not psutil.pid_exists(pid)
-        assert mine.poll() == 3  # our own child's status was left for us
+        assert mine.check() is not None and mine.returncode == 3  # its status was left for us

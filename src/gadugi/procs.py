@@ -96,7 +96,6 @@ if code < 0:
 sys.exit(code)
 """
 KILL_WAIT_S = 5.0
-LOST = -1000  # poll() of an adopted process that vanished without writing its result
 OUT_OF_RESOURCES = frozenset({errno.EAGAIN, errno.ENOMEM})
 PR_SET_CHILD_SUBREAPER, PR_GET_CHILD_SUBREAPER = 36, 37
 
@@ -192,14 +191,6 @@ class Child:
             # it may have finished between the two looks.
             self.exit = read_result(self.result_file) or Exit(None, None, time.time(), lost=True)
         return self.exit
-
-    def poll(self) -> int | None:
-        """The exit code (-N for signal N) once finished, ``LOST`` if it vanished."""
-        ended = self.check()
-        if ended is None:
-            return None
-        code = ended.returncode
-        return LOST if code is None else code
 
     def wait(self, timeout_s: float = 30.0) -> None:
         deadline = time.monotonic() + timeout_s
@@ -362,6 +353,7 @@ class ExitWatch:
 
 
 # -- strays: a subreaper's orphans, and the environment gadugi gives its agents ------------
+
 
 def _prctl(option: int, arg: Any) -> bool:
     """prctl(2) through libc; False where there is none or it refuses."""

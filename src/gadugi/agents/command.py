@@ -11,6 +11,7 @@ import shlex
 import string
 
 from ..errors import AgentError, ConfigError
+from ..procs import signal_name
 from ..tasks import Prompt
 from .base import AgentContext, Launch, Outcome
 
@@ -58,7 +59,7 @@ def judge_exit(ctx: AgentContext, exit_code: int) -> Outcome:
     if exit_code == EX_TEMPFAIL:
         return Outcome(False, transient=True, error=f"agent asked for a retry (exit 75){detail}")
     if exit_code < 0:
-        return Outcome(False, error=f"agent killed by signal {-exit_code}{detail}")
+        return Outcome(False, error=f"agent killed by {signal_name(-exit_code)}{detail}")
     return Outcome(False, error=f"agent exited with code {exit_code}{detail}")
 
 
