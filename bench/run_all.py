@@ -27,6 +27,7 @@ FULL: dict[str, list[str]] = {
     "vs_gnu_parallel": [],
     "scale": [],
     "repo_size": [],
+    "monitor_write": [],
 }
 QUICK: dict[str, list[str]] = {
     "parallel_efficiency": ["--tasks", "4", "--duration", "0.5", "--parallel", "1,4"],
@@ -34,6 +35,7 @@ QUICK: dict[str, list[str]] = {
     "vs_gnu_parallel": ["--tasks", "20", "--rounds", "2"],
     "scale": ["--tasks", "40", "--parallel", "8", "--duration", "0.5", "--status-every", "1"],
     "repo_size": ["--files", "250,2000", "--tasks", "4"],
+    "monitor_write": ["--repeat", "20"],
 }
 
 
@@ -102,6 +104,17 @@ def summary(out: Path) -> list[list[object]]:
                     "-",
                 ]
             )
+    if (mon := load("monitor_write")) and len(mon["rows"]) >= 2:
+        few, many = mon["rows"][0], mon["rows"][-1]
+        rows.append(
+            [
+                f"monitoring write, {many['past_orchestrations']} vs "
+                f"{few['past_orchestrations']} past orchestrations (CPU)",
+                "no growth",
+                f"{many['cpu_median_ms']:.1f} vs {few['cpu_median_ms']:.1f} ms",
+                "-",
+            ]
+        )
     return rows
 
 

@@ -28,12 +28,16 @@ from typing import Any
 
 import pytest
 
+import gadugi as gadugi_package
 from gadugi.agents.base import AgentContext, AgentProfile, Outcome
 from gadugi.agents.claude import ClaudeOptions, ClaudeProfile
 from gadugi.tasks import Prompt
 from modelserver import ModelServer
 
 ROOT = Path(__file__).resolve().parent.parent
+# The gadugi these tests import, so that `python -m gadugi` in the rig runs the same code
+# (the rig's environment is built from nothing, and an installed gadugi may be another tree).
+GADUGI_SRC = Path(gadugi_package.__file__).resolve().parent.parent
 INSTALLER = ROOT / "scripts" / "install-agent-clis.sh"
 # Deterministic cost: 1000 input and 100 output tokens per turn at Sonnet prices.
 TEST_MODEL = "claude-sonnet-4-5"
@@ -132,6 +136,7 @@ class ClaudeRig:
             "HOME": str(home),
             "CLAUDE_CONFIG_DIR": str(home / ".claude"),
             "TMPDIR": str(root / "tmp"),
+            "PYTHONPATH": str(GADUGI_SRC),
             "LANG": "C.UTF-8",
             "ANTHROPIC_BASE_URL": server.url,
             "ANTHROPIC_API_KEY": "sk-ant-test-not-a-real-key",

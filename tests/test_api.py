@@ -32,7 +32,10 @@ def test_orchestrate_returns_the_seed_result(repo: Repo) -> None:
     assert (result.total_tasks, result.successful_tasks, result.failed_tasks) == (3, 3, 0)
     busy = sum(t.duration_seconds or 0 for t in result.tasks)
     assert result.parallel_speedup == pytest.approx(busy / result.execution_time_seconds, rel=0.01)
-    assert result.parallel_speedup > 1.5
+    # They ran at once (a structural check; speed itself is measured in bench/).
+    starts = [t.started_at for t in result.tasks if t.started_at]
+    ends = [t.completed_at for t in result.tasks if t.completed_at]
+    assert len(starts) == len(ends) == 3 and max(starts) < min(ends)
     assert all(t.status == TaskStatus.COMPLETED and t.commits == 1 for t in result.tasks)
     assert result.exit_code == 0
 

@@ -14,6 +14,7 @@ from conftest import Repo, git, run_cli, start_cli
 from gadugi import OrchestrationConfig, OrchestratorCoordinator
 from gadugi.agents.base import AgentContext, Launch, Outcome
 from gadugi.agents.shell import ShellProfile
+from gadugi.config import machine_memory_mb
 from gadugi.health import Admission, Reading
 from gadugi.tasks import Prompt
 
@@ -36,7 +37,8 @@ def test_admission_says_why_a_task_must_wait() -> None:
 def test_tasks_wait_under_the_memory_floor_and_status_says_why(repo: Repo) -> None:
     repo.shell_prompt("a.md", "true")
     repo.commit()
-    _config(repo, "min_available_memory_mb = 100000000\n")
+    # The highest floor allowed: the kernel alone keeps more than 1 MB from being available.
+    _config(repo, f"min_available_memory_mb = {machine_memory_mb() - 1}\n")
     run = start_cli(["run", "--agent", "shell", "a"], repo.root)
     try:
         deadline = time.monotonic() + 30

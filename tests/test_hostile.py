@@ -60,6 +60,32 @@ def _state(content: bytes) -> Setup:
     return make
 
 
+def _toml(text: str) -> Setup:
+    return _file("gadugi.toml", text + "\n")
+
+
+def _template(text: str) -> Setup:
+    return _file(".gadugi/templates/workflow.md", text)
+
+
+def _link(rel: str, target: str) -> Setup:
+    """A symlink at ``rel``: dangling when ``target`` does not exist, a loop when it is itself."""
+
+    def make(repo: Repo) -> None:
+        os.symlink(target, repo.root / rel)
+
+    return make
+
+
+def _nul_prompt(agent: str) -> Setup:
+    def make(repo: Repo) -> None:
+        # The agent's program exists, so only the NUL byte can stop the run.
+        (repo.root / "gadugi.toml").write_text(f"{agent}_executable = 'true'\n")
+        (repo.root / "prompts/nul.md").write_text("# nul\n\nbefore\x00after\n")
+
+    return make
+
+
 def _foreign_db(repo: Repo) -> None:
     (repo.root / ".gadugi").mkdir(exist_ok=True)
     conn = sqlite3.connect(repo.root / ".gadugi/state.db")
@@ -76,10 +102,15 @@ class Case:
     setup: Setup = _nothing
     stdin: str | None = None
     code: int = 2
+    env: dict[str, str] | None = None
+    # Cases that used to wait or loop for ever get a bound, so they fail instead of hang.
+    timeout: float = 120
 
 
 SHELL = ["run", "--agent", "shell"]
 BILLION_LAUGHS = "a: &a [x, x]\nb: &b [*a, *a]\nc: &c [*b, *b]\ntouches: [*c, *c]"
+DEEP = "touches: " + "[" * 10_000 + "]" * 10_000
+HUGE = 2**40
 CASES = [
     Case("option-looking name after --", [*SHELL, "--", "-rf"], "not found"),
     Case("--help as a name after --", [*SHELL, "--", "--help"], "not found"),
@@ -157,6 +188,161 @@ CASES = [
         _nothing,
     ),
     Case("cancel with a path", ["cancel", "../../x"], "no orchestrations yet"),
+    # Numbers: NaN passes every < and > check, so each must be tested for finiteness.
+    Case("kill grace inf", [*SHELL, "a"], "kill_grace_seconds", _toml("kill_grace_seconds = inf")),
+    Case("kill grace nan", [*SHELL, "a"], "kill_grace_seconds", _toml("kill_grace_seconds = nan")),
+    Case(
+        "retry delay nan",
+        [*SHELL, "a"],
+        "retry_base_delay_seconds",
+        _toml("retry_base_delay_seconds = nan"),
+    ),
+    Case(
+        "stall timeout nan",
+        [*SHELL, "a"],
+        "stall_timeout_minutes",
+        _toml("stall_timeout_minutes = nan"),
+    ),
+    Case("load ceiling nan", [*SHELL, "a"], "max_load_per_cpu", _toml("max_load_per_cpu = nan")),
+    Case(
+        "monitoring interval nan",
+        [*SHELL, "a"],
+        "monitoring_interval_seconds",
+        _toml("monitoring_interval_seconds = nan"),
+    ),
+    Case(
+        "timeout nan in the environment",
+        [*SHELL, "a"],
+        "GADUGI_TIMEOUT_HOURS",
+        env={"GADUGI_TIMEOUT_HOURS": "nan"},
+    ),
+    Case("timeout nan flag", [*SHELL, "--timeout", "nan", "a"], "execution_timeout_hours"),
+    Case(
+        "memory floor beyond the machine",
+        [*SHELL, "a"],
+        "min_available_memory_mb",
+        _toml(f"min_available_memory_mb = {2**63 - 1}"),
+        timeout=30,
+    ),
+    Case(
+        "memory limit beyond the machine",
+        [*SHELL, "a"],
+        "memory_limit_mb",
+        _toml(f"memory_limit_mb = {HUGE}"),
+    ),
+    Case(
+        "open files beyond the hard limit",
+        [*SHELL, "a"],
+        "open_files_limit",
+        _toml(f"open_files_limit = {HUGE}"),
+    ),
+    Case(
+        "float setting too large",
+        [*SHELL, "a"],
+        "kill_grace_seconds",
+        _toml(f"kill_grace_seconds = {10**400}"),
+    ),
+    Case(
+        "nan estimate, plan",
+        ["plan", "t"],
+        "estimate_minutes",
+        _prompt("estimate_minutes: .nan"),
+        timeout=30,
+    ),
+    Case(
+        "nan estimate, run",
+        [*SHELL, "t"],
+        "estimate_minutes",
+        _prompt("estimate_minutes: .nan"),
+        timeout=30,
+    ),
+    Case(
+        "infinite estimate",
+        ["plan", "--json", "t"],
+        "estimate_minutes",
+        _prompt("estimate_minutes: .inf"),
+    ),
+    Case(
+        "huge estimate",
+        ["plan", "--json", "t"],
+        "estimate_minutes",
+        _prompt("estimate_minutes: 1.0e+308"),
+    ),
+    Case("nan timeout", [*SHELL, "t"], "timeout_minutes", _prompt("timeout_minutes: .nan")),
+    Case("infinite timeout", [*SHELL, "t"], "timeout_minutes", _prompt("timeout_minutes: .inf")),
+    Case("huge priority", [*SHELL, "t"], "priority", _prompt(f"priority: {2**70}")),
+    Case("huge negative priority", [*SHELL, "t"], "priority", _prompt(f"priority: {-(2**70)}")),
+    Case(
+        "front matter memory limit",
+        [*SHELL, "t"],
+        "memory_limit_mb",
+        _prompt(f"memory_limit_mb: {HUGE}"),
+    ),
+    Case(
+        "front matter open files",
+        [*SHELL, "t"],
+        "open_files_limit",
+        _prompt(f"open_files_limit: {HUGE}"),
+    ),
+    # YAML
+    Case("deeply nested front matter", [*SHELL, "t"], "nested", _prompt(DEEP)),
+    Case(
+        "duplicate front matter key",
+        [*SHELL, "t"],
+        "priority: duplicate",
+        _prompt("priority: 1\npriority: 2"),
+    ),
+    Case("unknown agent, plan", ["plan", "t"], "agent", _prompt("agent: robot")),
+    # Templates: every placeholder is rendered once before anything is made.
+    Case("agent-cmd format spec", ["run", "--agent-cmd", "true {task_id:d}", "a"], "{task_id:d}"),
+    Case("agent-cmd conversion", ["run", "--agent-cmd", "true {task_id!z}", "a"], "{task_id!z}"),
+    Case(
+        "agent-cmd nested spec", ["run", "--agent-cmd", "true {task_id:{x}}", "a"], "{task_id:{x}}"
+    ),
+    Case("agent-cmd spec, plan", ["plan", "--agent-cmd", "true {task_id:d}", "a"], "{task_id:d}"),
+    Case("agent-cmd unknown, plan", ["plan", "--agent-cmd", "true {nope}", "a"], "{nope}"),
+    Case(
+        "agent-cmd from the project file",
+        [*SHELL[:1], "a"],
+        "gadugi.toml",
+        _toml("agent_cmd = 'true {task_id:d}'"),
+    ),
+    Case("template format spec", [*SHELL, "a"], "{task_id:d}", _template("{task_id:d}")),
+    Case("template conversion", [*SHELL, "a"], "{title!z}", _template("{title!z}")),
+    Case("template spec, plan", ["plan", "a"], "workflow.md", _template("{task_id:d}")),
+    Case("template lone brace, plan", ["plan", "a"], "workflow.md", _template("x { y")),
+    Case("template NUL", [*SHELL, "a"], "NUL", _template("a\x00b {task_id}")),
+    Case("NUL in a setting", [*SHELL, "a"], "claude_model", _toml('claude_model = "a\\u0000b"')),
+    # Paths the run would create must be creatable directories.
+    Case(".gadugi is a file", [*SHELL, "a"], ".gadugi", _file(".gadugi", "x")),
+    Case(".gadugi dangles", [*SHELL, "a"], ".gadugi", _link(".gadugi", "missing")),
+    Case(".gadugi loops", [*SHELL, "a"], ".gadugi", _link(".gadugi", ".gadugi")),
+    Case(".gadugi is a file, plan", ["plan", "a"], ".gadugi", _file(".gadugi", "x")),
+    Case("logs is a file", [*SHELL, "a"], ".gadugi/logs", _file(".gadugi/logs", "x")),
+    Case(".worktrees is a file", [*SHELL, "a"], "worktrees_dir", _file(".worktrees", "x")),
+    Case(".worktrees dangles", [*SHELL, "a"], "worktrees_dir", _link(".worktrees", "gone")),
+    Case(".worktrees loops", [*SHELL, "a"], "worktrees_dir", _link(".worktrees", ".worktrees")),
+    Case(
+        "worktrees_dir is a file",
+        [*SHELL, "a"],
+        "worktrees_dir",
+        _toml("worktrees_dir = 'README.md'"),
+    ),
+    Case(
+        "monitoring_dir under a file",
+        [*SHELL, "a"],
+        "monitoring_dir",
+        _toml("monitoring_dir = 'README.md/monitoring'"),
+    ),
+    *(
+        Case(
+            f"NUL in a prompt for {agent}",
+            ["run", "--agent", agent, "nul"],
+            "NUL",
+            _nul_prompt(agent),
+        )
+        for agent in ("claude", "codex", "gemini")
+    ),
 ]
 
 
@@ -168,7 +354,7 @@ def test_hostile_input_is_refused_and_changes_nothing(repo: Repo, case: Case) ->
     before = repo.snapshot()
     db = repo.root / ".gadugi/state.db"
     db_before = db.read_bytes() if db.exists() else None
-    proc = run_cli(case.args, repo.root, input=case.stdin)
+    proc = run_cli(case.args, repo.root, input=case.stdin, env=case.env, timeout=case.timeout)
     assert proc.returncode == case.code, (proc.stdout, proc.stderr)
     assert case.expect in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr
@@ -188,3 +374,15 @@ def test_hostile_ids_are_neutralised_and_still_run(repo: Repo) -> None:
 
 def test_there_are_at_least_thirty_cases() -> None:
     assert len(CASES) >= 30
+
+
+@pytest.mark.parametrize("where", ["README.md/out.json", "missing/out.json"])
+def test_export_to_an_unusable_place_is_refused_and_writes_nothing(repo: Repo, where: str) -> None:
+    repo.shell_prompt("a.md", "true")
+    repo.commit()
+    assert run_cli([*SHELL, "a"], repo.root).returncode == 0
+    before = repo.snapshot()
+    proc = run_cli(["export", "--output", where], repo.root)
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    assert where in proc.stderr and "Traceback" not in proc.stderr
+    assert repo.snapshot() == before

@@ -237,7 +237,8 @@ def test_resume_waits_for_an_agent_whose_supervisor_alone_was_killed(
     db = repo.root / ".gadugi/state.db"
     run = start_cli(["run", "--agent", "shell", "--quiet", "a"], repo.root)
     try:
-        _wait(lambda: ledger.exists() and db.exists() and _task(db).get("pid"))
+        _wait(lambda: (ledger.exists() and db.exists() and _task(db).get("pid")) or run.poll())
+        assert run.poll() is None, run.communicate()
         os.kill(run.pid, signal.SIGKILL)
         run.wait(10)
         supervisor = _task(db)["pid"]

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from gadugi.agents import check_prompts
 from gadugi.errors import PromptError
-from gadugi.prompts import read_prompt, safe_id, unique_ids
+from gadugi.prompts import read_prompt, safe_id, split_front_matter, unique_ids
 
 
 def _write(root: Path, name: str, text: str) -> Path:
@@ -107,3 +108,81 @@ def test_duplicate_ids_get_suffixes(tmp_path: Path) -> None:
     b = read_prompt(_write(tmp_path, "b.md", "---\nid: same\n---\n"), tmp_path)
     c = read_prompt(_write(tmp_path, "same.md", ""), tmp_path)
     assert [p.task_id for p in unique_ids([a, b, c])] == ["same", "same-2", "same-3"]
+
+
+@pytest.mark.parametrize(
+    ("front", "key"),
+    [
+        ("timeout_minutes: .nan", "timeout_minutes"),
+        ("timeout_minutes: .inf", "timeout_minutes"),
+        ("timeout_minutes: 10081", "timeout_minutes"),
+        ("estimate_minutes: .nan", "estimate_minutes"),
+        ("estimate_minutes: .inf", "estimate_minutes"),
+        ("estimate_minutes: 1.0e+308", "estimate_minutes"),
+        ("priority: 1000001", "priority"),
+        ("priority: -1000001", "priority"),
+        (f"priority: {2**70}", "priority"),
+        (f"memory_limit_mb: {2**40}", "memory_limit_mb"),
+        (f"open_files_limit: {2**40}", "open_files_limit"),
+        ("agent: robot", "agent"),
+        ('title: "a\\0b"', "title"),
+        ('touches: ["src/\\0"]', "touches"),
+    ],
+)
+def test_out_of_range_front_matter_names_the_key(tmp_path: Path, front: str, key: str) -> None:
+    path = _write(tmp_path, "bad.md", f"---\n{front}\n---\n# t\n")
+    with pytest.raises(PromptError) as err:
+        read_prompt(path, tmp_path)
+    assert err.value.key == key
+
+
+def test_the_bounds_themselves_are_accepted(tmp_path: Path) -> None:
+    front = "priority: -1000000\ntimeout_minutes: 10080\nestimate_minutes: 10080"
+    prompt = read_prompt(_write(tmp_path, "ok.md", f"---\n{front}\n---\n"), tmp_path)
+    assert (prompt.priority, prompt.timeout_minutes, prompt.estimate_minutes) == (
+        -1_000_000,
+        10080.0,
+        10080.0,
+    )
+
+
+@pytest.mark.parametrize(
+    ("front", "key"),
+    [
+        ("priority: 1\ntitle: x\npriority: 2", "priority"),
+        ("touches: [a]\nid: x\ntouches: [b]", "touches"),
+        ("title: x\nextra: {a: 1, a: 2}", "a"),
+    ],
+)
+def test_duplicate_keys_are_refused_naming_the_key(tmp_path: Path, front: str, key: str) -> None:
+    path = _write(tmp_path, "dup.md", f"---\n{front}\n---\n")
+    with pytest.raises(PromptError) as err:
+        read_prompt(path, tmp_path)
+    assert err.value.key == key and "duplicate" in err.value.reason
+
+
+def test_a_merge_key_is_not_a_duplicate(tmp_path: Path) -> None:
+    front = "base: &b {x: 1}\nmerged: {<<: *b, x: 2}"
+    meta, _ = split_front_matter(f"---\n{front}\n---\n", "m.md")
+    assert meta["merged"] == {"x": 2}
+
+
+@pytest.mark.parametrize("deep", ["[" * 10_000 + "]" * 10_000, "{a: " * 5_000 + "1" + "}" * 5_000])
+def test_deeply_nested_front_matter_is_refused(tmp_path: Path, deep: str) -> None:
+    path = _write(tmp_path, "deep.md", f"---\ntouches: {deep}\n---\n")
+    with pytest.raises(PromptError, match="nested"):
+        read_prompt(path, tmp_path)
+
+
+def test_a_nul_byte_is_refused_only_for_agents_that_take_the_prompt_as_an_argument(
+    tmp_path: Path,
+) -> None:
+    plain = read_prompt(_write(tmp_path, "plain.md", "# p\n\nx\x00y\n"), tmp_path)
+    aider = read_prompt(_write(tmp_path, "aider.md", "---\nagent: aider\n---\nx\x00y\n"), tmp_path)
+    for agent in ("shell", "command", "aider"):
+        check_prompts([plain], agent)
+    check_prompts([aider], "claude")
+    for agent in ("claude", "codex", "gemini"):
+        with pytest.raises(PromptError, match=f"NUL byte, which the {agent} agent") as err:
+            check_prompts([plain], agent)
+        assert err.value.path == "prompts/plain.md"

@@ -64,7 +64,6 @@ def test_four_sleeping_tasks_overlap_at_max_parallel_four(repo: Repo) -> None:
     spans = [_times(t) for t in result["tasks"]]
     # All four were running at one instant: the latest start precedes the earliest end.
     assert max(s for s, _ in spans) < min(e for _, e in spans)
-    assert result["parallel_speedup"] > 2.0
     for task in result["tasks"]:
         assert task["commits"] == 1
         assert task["worktree"] is None  # all work committed, so the worktree is gone

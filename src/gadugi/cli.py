@@ -32,9 +32,9 @@ if TYPE_CHECKING:
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _json(data: Any) -> str:
+def _json(data: Any, allow_nan: bool = True) -> str:
     """Indented for a person at a terminal, compact (and several times faster) for a pipe."""
-    return json.dumps(data, indent=2 if sys.stdout.isatty() else None)
+    return json.dumps(data, indent=2 if sys.stdout.isatty() else None, allow_nan=allow_nan)
 
 
 def _err(message: str) -> None:
@@ -56,6 +56,7 @@ def selection_options(func: F) -> F:
             help="Read the request (prompt names in any accepted format) from stdin.",
         ),
         click.option("--interactive", is_flag=True, help="Ask for prompt names."),
+        click.option("--all", "all_prompts", is_flag=True, help="Every prompt in prompts/."),
         click.option(
             "--project-root",
             type=click.Path(file_okay=False),
@@ -87,7 +88,19 @@ def selection_options(func: F) -> F:
     return func
 
 
-def _names(prompts: tuple[str, ...], from_stdin: bool, interactive: bool) -> list[str]:
+def _names(
+    prompts: tuple[str, ...], from_stdin: bool, interactive: bool, every_in: Path | None = None
+) -> list[str]:
+    """The prompt names asked for; with ``every_in`` (``--all``), every prompt file there."""
+    if every_in is not None:
+        if prompts or from_stdin or interactive:
+            raise RequestError("give prompt names, --stdin or --interactive, or --all; not both")
+        found = sorted(
+            p.name for p in every_in.glob("*.md") if p.is_file() and not p.name.startswith(".")
+        )
+        if not found:
+            raise RequestError(f"no prompts in {every_in}: --all found no *.md file there")
+        return found
     names = list(prompts)
     if from_stdin:
         names += parse_request(sys.stdin.read())
@@ -126,8 +139,9 @@ def _prepare(kw: dict[str, Any], listener: Any = None) -> tuple[OrchestratorCoor
         format="%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    names = _names(kw["prompts"], kw["from_stdin"], kw["interactive"])
-    root = _root(kw["project_root"])
+    found = _root(kw["project_root"]) if kw["all_prompts"] else None
+    names = _names(kw["prompts"], kw["from_stdin"], kw["interactive"], found and found / "prompts")
+    root = found or _root(kw["project_root"])
     config = _config(root, **kw)
     warn = (lambda m: None) if kw["quiet"] else (lambda m: _err(f"skipped {m}"))
     from .coordinator import OrchestratorCoordinator
@@ -208,6 +222,7 @@ def _report(result: OrchestrationResult, as_json: bool, quiet: bool) -> None:
         )
     for task in result.tasks:
         where = f"worktree kept at {task.worktree}" if task.worktree else "worktree removed"
+        where = where if task.worktree or task.branch else "no worktree was made"
         click.echo(
             f"  {task.task_id:<24} {task.status:<10} branch {task.branch or '-'}, "
             f"{task.commits} commit(s), {where}"
@@ -215,7 +230,7 @@ def _report(result: OrchestrationResult, as_json: bool, quiet: bool) -> None:
         if task.error_message:
             click.echo(f"  {'':<24} {task.error_message}")
         if task.status != "completed" and task.log_file:
-            click.echo(f"  {'':<24} log: {task.log_file}")
+            click.echo(f"  {'':<24} log: gadugi logs {task.task_id}")
 
 
 @main.command()
@@ -276,7 +291,9 @@ def plan(**kw: Any) -> None:
     _, prepared = _prepare(kw)
     if kw["as_json"]:
         data = prepared.plan.to_json() | {"fallback_used": prepared.fallback_used}
-        click.echo(_json(data))
+        # Validated numbers are finite; should one ever not be, fail rather than print
+        # Infinity or NaN, which are not JSON.
+        click.echo(_json(data, allow_nan=False))
     elif not kw["quiet"]:
         from .plan import render_plan
 
@@ -345,9 +362,15 @@ def status(orch_id: str | None, project_root: str | None, as_json: bool) -> None
 @click.option("--project-root", type=click.Path(file_okay=False))
 def export(output: str, project_root: str | None) -> None:
     """Write the whole registry as one JSON file."""
+    folder = Path(output).parent
+    if not folder.is_dir():
+        why = "does not exist" if not folder.exists() else "is not a directory"
+        raise RequestError(f"cannot write {output}: {folder} {why}")
+    from .views import export_document
+
     registry = _registry(project_root)
     try:
-        data = registry.export()
+        data = export_document(registry.export())
     finally:
         registry.close()
     write_json_atomic(Path(output), data)
@@ -473,16 +496,15 @@ def _cancel_orphan(registry: Registry, orch_id: str, task: dict[str, Any], who: 
 @click.option("--project-root", type=click.Path(file_okay=False))
 def cleanup(hours: float, dry_run: bool, force: bool, project_root: str | None) -> None:
     """Remove finished orchestrations' worktrees, merged branches and old records."""
-    from .cleanup import apply, plan_cleanup
+    from .cleanup import apply, plan_cleanup, serialized
 
     root = _root(project_root)
-    registry = Registry.existing(root / ".gadugi" / "state.db")
+    state_dir = root / ".gadugi"
+    registry = Registry.existing(state_dir / "state.db")
     try:
-        plan = plan_cleanup(root, registry, hours, force)
-        if dry_run:
-            lines = [f"would {a.kind.replace('-', ' ')} {a.target}" for a in plan.actions]
-        else:
-            lines = apply(root, registry, plan, root / ".gadugi")
+        with serialized(state_dir):
+            plan = plan_cleanup(root, registry, hours, force)
+            lines = plan.preview() if dry_run else apply(root, registry, plan, state_dir)
     finally:
         registry.close()
     for line in lines:
@@ -570,3 +592,88 @@ def install_agent(project_root: str | None, force: bool, command: str) -> None:
         Action.REPLACED: "replaced (--force)",
     }
     click.echo(f"{messages[done.action]} {done.path}")
+
+
+@main.command()
+@click.argument("task_id")
+@click.option(
+    "--orchestration", "orch_id", help="Which orchestration (default: the newest with it)."
+)
+@click.option("--project-root", type=click.Path(file_okay=False))
+@click.option("--follow", "-f", is_flag=True, help="Keep printing until the task ends.")
+@click.option("--raw", is_flag=True, help="The agent's own event stream (or output) as it is.")
+@click.option("--attempt", type=click.IntRange(min=1), help="Only this attempt.")
+def logs(
+    task_id: str,
+    orch_id: str | None,
+    project_root: str | None,
+    follow: bool,
+    raw: bool,
+    attempt: int | None,
+) -> None:
+    """The agent's transcript for a person, attempt by attempt."""
+    from .procs import same_process
+    from .transcript import follow as follow_log
+    from .views import Transcript
+
+    def alive(orch: dict[str, Any]) -> bool:
+        return same_process(orch["pid"] or 0, orch["pid_start_time"])
+
+    registry = _registry(project_root)
+    try:
+        task = registry.find_task(task_id, orch_id)
+        view = Transcript(registry, task, alive, follow=follow, raw=raw, only=attempt)
+        known = task["attempts"]
+        if attempt is not None and attempt > known and (view.progress.ended or not follow):
+            raise RequestError(f"{task_id} has {known} attempt{'' if known == 1 else 's'}")
+        follow_log(view.step, lambda lines: click.echo("\n".join(lines)))
+    finally:
+        registry.close()
+    state = view.progress
+    if state.note and follow:
+        _err(f"{task_id} is still {state.status}: {state.note}")
+    elif not state.attempts:
+        _err(f"{task_id} is {state.status}: no attempt has started")
+
+
+@main.command()
+@click.argument("task_id")
+@click.option(
+    "--orchestration", "orch_id", help="Which orchestration (default: the newest with it)."
+)
+@click.option("--project-root", type=click.Path(file_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print it as JSON.")
+def show(task_id: str, orch_id: str | None, project_root: str | None, as_json: bool) -> None:
+    """One task: status and why, attempts, branch and diffstat, cost, how to review it."""
+    from .views import render_task, task_view
+
+    registry = _registry(project_root)
+    try:
+        view = task_view(registry, registry.find_task(task_id, orch_id), time.time())
+    finally:
+        registry.close()
+    click.echo(_json(view) if as_json else "\n".join(render_task(view)))
+
+
+@main.command("list")
+@click.option("--project-root", type=click.Path(file_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print them as JSON.")
+@click.option(
+    "--limit", type=click.IntRange(min=1), default=20, show_default=True, help="How many."
+)
+def list_orchestrations(project_root: str | None, as_json: bool, limit: int) -> None:
+    """Past orchestrations, newest first: state, start, duration, tasks by status, cost."""
+    from .procs import same_process
+    from .views import orchestration_list, render_list
+
+    registry = _registry(project_root)
+    try:
+        doc = orchestration_list(
+            registry,
+            limit,
+            time.time(),
+            lambda orch: same_process(orch["pid"] or 0, orch["pid_start_time"]),
+        )
+    finally:
+        registry.close()
+    click.echo(_json(doc) if as_json else "\n".join(render_list(doc)))

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import errno
+import math
 import os
+import resource
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from .errors import ConfigError, RepositoryError
 
 STALL_ACTIONS = ("warn", "restart")
 AGENTS = ("claude", "shell", "command", "codex", "gemini", "aider")
@@ -19,6 +23,12 @@ ENVIRONMENT = {
     "GADUGI_MAX_PARALLEL": "max_parallel_tasks",
     "GADUGI_TIMEOUT_HOURS": "execution_timeout_hours",
 }
+MAX_TIMEOUT_HOURS = 24 * 7  # no task runs longer, so no estimate or stall limit is longer either
+MAX_DELAY_SECONDS = 3600.0
+MAX_LOAD_PER_CPU = 1000.0
+MIN_RESOURCE_LIMIT = 16
+# Where the hard RLIMIT_NOFILE is unlimited (macOS), the kernel still refuses more than this.
+OPEN_FILES_CAP = 2**20
 
 
 @dataclass(frozen=True)
@@ -72,20 +82,38 @@ def validate(cfg: OrchestrationConfig, source: str = "") -> None:
     def bad(key: str, reason: str) -> ConfigError:
         return ConfigError(key, reason, source)
 
+    for f in fields(cfg):
+        value = getattr(cfg, f.name)
+        # A NUL byte cannot reach a child: argv and the environment are C strings.
+        if any(
+            isinstance(v, str) and "\0" in v
+            for v in (value if isinstance(value, tuple) else (value,))
+        ):
+            raise bad(f.name, "must not contain a NUL byte")
     if not 1 <= cfg.max_parallel_tasks <= 1024:
         raise bad("max_parallel_tasks", "must be between 1 and 1024")
-    if not 0 < cfg.execution_timeout_hours <= 24 * 7:
-        raise bad("execution_timeout_hours", "must be more than 0 and at most 168")
-    if not 0.05 <= cfg.monitoring_interval_seconds <= 3600:
+    if not (
+        cfg.execution_timeout_hours > 0
+        and within(cfg.execution_timeout_hours, 0, MAX_TIMEOUT_HOURS)
+    ):
+        raise bad("execution_timeout_hours", f"must be more than 0 and at most {MAX_TIMEOUT_HOURS}")
+    if not within(cfg.monitoring_interval_seconds, 0.05, 3600):
         raise bad("monitoring_interval_seconds", "must be between 0.05 and 3600")
     if cfg.agent not in AGENTS:
         raise bad("agent", f"unknown agent {cfg.agent!r} (known: {', '.join(AGENTS)})")
     if cfg.agent == "command" and not cfg.agent_cmd:
         raise bad("agent_cmd", "the command agent needs --agent-cmd TEMPLATE")
+    if cfg.agent_cmd is not None:
+        # Front matter may choose the command agent for one task, so a set template is
+        # always checked; the agents package imports this module, hence the late import.
+        from .agents.command import parse_template
+
+        parse_template(cfg.agent_cmd)
     if not 0 <= cfg.retries <= 100:
         raise bad("retries", "must be between 0 and 100")
-    if cfg.retry_base_delay_seconds < 0 or cfg.kill_grace_seconds < 0:
-        raise bad("retry_base_delay_seconds", "delays cannot be negative")
+    for key in ("retry_base_delay_seconds", "kill_grace_seconds"):
+        if not within(getattr(cfg, key), 0, MAX_DELAY_SECONDS):
+            raise bad(key, f"must be between 0 and {MAX_DELAY_SECONDS:g} seconds")
     for key in ("worktrees_dir", "monitoring_dir"):
         value = getattr(cfg, key)
         parts = Path(value).parts
@@ -93,16 +121,29 @@ def validate(cfg: OrchestrationConfig, source: str = "") -> None:
             raise bad(key, "must be a relative path inside the project without '..'")
     if cfg.base_ref.startswith("-"):
         raise bad("base_ref", "a git ref cannot start with '-'")
-    if cfg.stall_timeout_minutes is not None and cfg.stall_timeout_minutes <= 0:
-        raise bad("stall_timeout_minutes", "must be a positive number of minutes")
+    stall = cfg.stall_timeout_minutes
+    if stall is not None and not (stall > 0 and within(stall, 0, MAX_TIMEOUT_HOURS * 60)):
+        raise bad(
+            "stall_timeout_minutes",
+            f"must be more than 0 and at most {MAX_TIMEOUT_HOURS * 60} minutes",
+        )
     if cfg.stall_action not in STALL_ACTIONS:
         raise bad("stall_action", f"must be one of: {', '.join(STALL_ACTIONS)}")
-    if cfg.min_available_memory_mb < 0 or cfg.max_load_per_cpu < 0:
-        raise bad("min_available_memory_mb", "admission limits cannot be negative (0 disables)")
+    total_mb = machine_memory_mb()
+    # A floor at or above the machine's memory would hold every task back for ever.
+    if not 0 <= cfg.min_available_memory_mb < total_mb:
+        raise bad(
+            "min_available_memory_mb",
+            f"must be at least 0 (disabled) and below this machine's memory ({total_mb} MB)",
+        )
+    if not within(cfg.max_load_per_cpu, 0, MAX_LOAD_PER_CPU):
+        raise bad("max_load_per_cpu", f"must be between 0 (disabled) and {MAX_LOAD_PER_CPU:g}")
     for key in ("memory_limit_mb", "open_files_limit"):
         value = getattr(cfg, key)
-        if value is not None and value < 16:
-            raise bad(key, "must be at least 16 when set")
+        if value is not None:
+            ceiling, what = limit_ceiling(key)
+            if not MIN_RESOURCE_LIMIT <= value <= ceiling:
+                raise bad(key, f"must be between {MIN_RESOURCE_LIMIT} and {ceiling} ({what})")
     if cfg.claude_max_turns is not None and cfg.claude_max_turns < 1:
         raise bad("claude_max_turns", "must be at least 1")
     if cfg.codex_sandbox not in CODEX_SANDBOXES:
@@ -111,6 +152,74 @@ def validate(cfg: OrchestrationConfig, source: str = "") -> None:
         key = f"{name}_executable"
         if not getattr(cfg, key).strip():
             raise bad(key, "cannot be empty")
+
+
+def within(value: float, low: float, high: float) -> bool:
+    """``low <= value <= high`` for a finite value: NaN passes no comparison, so none fails."""
+    return (isinstance(value, int) or math.isfinite(value)) and low <= value <= high
+
+
+def machine_memory_mb() -> int:
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2**20
+
+
+def limit_ceiling(key: str) -> tuple[int, str]:
+    """The largest ``memory_limit_mb`` or ``open_files_limit`` an agent can be given, and why.
+
+    The limits are set in the child after its worktree exists; one above the hard limit
+    (or beyond what the machine has) would fail there, so it is refused up front.
+    """
+    if key == "memory_limit_mb":
+        total = machine_memory_mb()
+        hard = resource.getrlimit(resource.RLIMIT_AS)[1]
+        if hard != resource.RLIM_INFINITY and hard // 2**20 < total:
+            return hard // 2**20, "the hard RLIMIT_AS of gadugi, in MB"
+        return total, "this machine's memory in MB"
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard == resource.RLIM_INFINITY or hard > OPEN_FILES_CAP:
+        return OPEN_FILES_CAP, "the most open files gadugi sets"
+    return hard, "the hard RLIMIT_NOFILE of gadugi"
+
+
+def check_directories(root: Path, cfg: OrchestrationConfig, state_dir: str) -> None:
+    """Refuse, before anything is made, a directory a run needs that cannot be one."""
+    needed = {
+        state_dir: "",
+        f"{state_dir}/logs": "",
+        f"{state_dir}/prompts": "",
+        cfg.worktrees_dir: "worktrees_dir",
+        cfg.monitoring_dir: "monitoring_dir",
+    }
+    for rel, key in needed.items():
+        problem = _unusable_directory(root, rel)
+        if problem is None:
+            continue
+        if key:
+            raise ConfigError(key, problem)
+        raise RepositoryError(f"{problem}; gadugi keeps its state in the directory {state_dir}/")
+
+
+def _unusable_directory(root: Path, rel: str) -> str | None:
+    """Why ``root/rel`` cannot be (or become) a directory, or None when it can."""
+    path = root
+    for part in Path(rel).parts:
+        path = path / part
+        shown = path.relative_to(root).as_posix()
+        try:
+            mode = path.stat().st_mode  # a symlink to a directory is a directory
+        except FileNotFoundError:
+            if path.is_symlink():
+                return f"{shown} is a dangling symlink"
+            return None  # the run creates it, and everything below it
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                return f"{shown} is a symlink loop"
+            return f"{shown} cannot be used ({exc.strerror})"
+        if stat.S_ISREG(mode):
+            return f"{shown} is a file, not a directory"
+        if not stat.S_ISDIR(mode):
+            return f"{shown} is not a directory"
+    return None
 
 
 def _coerce(name: str, value: Any, source: str) -> Any:
@@ -149,8 +258,9 @@ def _coerce(name: str, value: Any, source: str) -> Any:
         if not isinstance(value, str):
             raise ValueError
         return value
-    except (TypeError, ValueError):
-        raise ConfigError(name, f"{value!r} is not a valid {kind}", source) from None
+    except (TypeError, ValueError, OverflowError):
+        shown = repr(value) if len(repr(value)) <= 40 else f"{repr(value)[:30]}..."
+        raise ConfigError(name, f"{shown} is not a valid {kind}", source) from None
 
 
 def _coerce_int(value: Any) -> int:

@@ -17,11 +17,11 @@ from typing import Any
 
 from . import lease, procs, recovery
 from . import plan as planning
-from .agents import AgentProfile, profile_for, require_program
-from .config import OrchestrationConfig
+from .agents import AgentProfile, check_prompts, profile_for, require_program
+from .config import OrchestrationConfig, check_directories
 from .errors import PlanError, RequestError
 from .lifecycle import Transition
-from .monitoring import Monitor, write_json_atomic
+from .monitoring import Monitor
 from .procs import process_start_time
 from .promptgen import Template, load_template
 from .prompts import read_prompt, unique_ids
@@ -201,6 +201,9 @@ class OrchestratorCoordinator:
                 raise PlanError(f"task analysis failed: {exc!r} (fallback disabled)") from exc
             self.warn(f"task analysis failed ({exc!r}); running the tasks one at a time")
             plan, fallback = planning.sequential_plan(prompts, parallel), True
+        check_directories(self.root, self.config, STATE_DIR)
+        load_template(self.root)  # checks it, so `plan` refuses what `run` would
+        check_prompts(prompts, self.config.agent)
         return Prepared(self.root, prompts, plan, fallback, resolution.problems)
 
     # -- running ------------------------------------------------------------------------
@@ -486,7 +489,7 @@ class OrchestratorCoordinator:
             result.error_summary.insert(0, f"orchestration stopped: {runner.fatal}")
         registry.finish_orchestration(orch_id, state, result.to_json(), owner=held.token)
         monitor.write(state)
-        write_json_atomic(monitor.directory / f"{orch_id}_final.json", result.to_json())
+        monitor.write_final(result.to_json())
         return result
 
 

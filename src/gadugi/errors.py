@@ -66,11 +66,13 @@ class RepositoryError(GadugiError):
 class WorktreeError(GadugiError):
     """A git worktree or branch operation failed; carries git's own message."""
 
-    def __init__(self, task_id: str, action: str, stderr: str, returncode: int) -> None:
+    def __init__(
+        self, task_id: str, action: str, stderr: str, returncode: int, cause: str = ""
+    ) -> None:
         lines = [line.strip() for line in stderr.strip().splitlines() if line.strip()]
         # git's own verdict ("fatal: ...", "error: ...") says most; hints follow it.
         verdict = [line for line in lines if line.startswith(("fatal:", "error:"))]
-        shown = " / ".join(verdict[:2] or lines[-3:])
+        shown = " / ".join(([cause] if cause else []) + (verdict[:2] or lines[-3:]))
         super().__init__(f"{task_id}: git {action} failed (exit {returncode}): {shown}")
         self.task_id = task_id
         self.action = action
@@ -109,6 +111,19 @@ class RegistryError(GadugiError):
     """The registry (``.gadugi/state.db``) cannot be read or written."""
 
     exit_code = 2
+
+
+class RegistryCorruptError(RegistryError):
+    """What is at the registry's place is not a usable registry (damaged, not SQLite, not a
+    regular file). The only registry error whose advice is to move the file aside."""
+
+
+class RegistryLockedError(RegistryError):
+    """Another process holds the registry's lock longer than the busy timeout."""
+
+
+class RegistryFullError(RegistryError):
+    """The disk holding the registry is full; the change was not recorded."""
 
 
 class NotFoundError(GadugiError):

@@ -4,15 +4,21 @@ They are views of the registry, never a second source of truth. Each file is wri
 to a temporary name and moved into place, so a reader sees the old file or the new
 one, never half of one. Writes are throttled: a burst of state changes (hundreds of
 tasks finishing at once) costs one rewrite per ``min_gap_s``.
+
+They show live and recent work only (this orchestration and a bounded number of others
+that are running or finished in the last day), so a write costs the same however long
+the history; the whole history is ``gadugi export``'s. Being views, a folder that cannot
+be written is logged once and the run goes on: the registry still records everything.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
-import tempfile
+import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +26,19 @@ from .registry import Registry
 from .tasks import TaskStatus, iso
 
 COST_FACTOR = 10.0
+# Besides its own orchestration, what the live files show: others running or finished
+# within RECENT_S, at most RECENT_ORCHESTRATIONS of them, the newest first.
+RECENT_S = 24 * 3600.0
+RECENT_ORCHESTRATIONS = 8
+
+log = logging.getLogger(__name__)
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    # Not mkstemp, whose files are 0600: these are for other tools, so the umask decides.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump(data, fh, separators=(",", ":"))
@@ -55,6 +69,7 @@ class Monitor:
         self.dirty = True
         self.last_write = 0.0
         self.last_cost_s = 0.0
+        self.failing = False  # the last write failed and was reported
 
     def mark_dirty(self) -> None:
         self.dirty = True
@@ -72,46 +87,59 @@ class Monitor:
         self._write(state, time.time() if now is None else now)
         self.last_cost_s = time.perf_counter() - started
 
+    def write_final(self, result: Mapping[str, Any]) -> None:
+        """The orchestration's result, ``<orchestration>_final.json``."""
+        self._put({f"{self.orchestration_id}_final.json": result})
+
     def _write(self, state: str, now: float) -> None:
         self.flush()
-        rows = self._rows()
+        since = now - RECENT_S
+        rows = self.registry.live_tasks(self.orchestration_id, since, RECENT_ORCHESTRATIONS)
         stamp = iso(now)
-        write_json_atomic(
-            self.directory / "process_registry.json",
-            {"timestamp": stamp, "processes": [_process(r) for r in rows]},
-        )
-        write_json_atomic(
-            self.directory / "heartbeats.json",
-            {
-                "timestamp": stamp,
-                "active_processes": [
-                    _heartbeat(r, now)
-                    for r in rows
-                    if r["status"] in (TaskStatus.QUEUED, TaskStatus.RUNNING)
-                ],
-            },
-        )
-        write_json_atomic(self.directory / "registry_stats.json", _stats(rows, stamp))
         own = [r for r in rows if r["orchestration_id"] == self.orchestration_id]
-        write_json_atomic(
-            self.directory / f"{self.orchestration_id}_status.json",
-            status_document(
-                self.orchestration_id,
-                own,
-                state,
-                now,
-                self.registry.orchestration(self.orchestration_id)["note"],
-            ),
+        note = self.registry.orchestration(self.orchestration_id)["note"]
+        self._put(
+            {
+                "process_registry.json": {
+                    "timestamp": stamp,
+                    "processes": [_process(r) for r in rows],
+                },
+                "heartbeats.json": {
+                    "timestamp": stamp,
+                    "active_processes": [
+                        _heartbeat(r, now)
+                        for r in rows
+                        if r["status"] in (TaskStatus.QUEUED, TaskStatus.RUNNING)
+                    ],
+                },
+                "registry_stats.json": _stats(rows, stamp),
+                f"{self.orchestration_id}_status.json": status_document(
+                    self.orchestration_id, own, state, now, note
+                ),
+            }
         )
+        # A failed write waits for the next one like any other, rather than being tried
+        # again at every step of the loop.
         self.dirty, self.last_write = False, now
 
-    def _rows(self) -> list[dict[str, Any]]:
-        """Tasks of this orchestration and of any other one still running in the project."""
-        rows = []
-        for orch in self.registry.orchestrations():
-            if orch["id"] == self.orchestration_id or orch["state"] == "running":
-                rows.extend(self.registry.tasks(orch["id"]))
-        return rows
+    def _put(self, files: Mapping[str, Any]) -> None:
+        """Write each file; a folder that cannot be written is reported, once, not raised."""
+        try:
+            for name, data in files.items():
+                write_json_atomic(self.directory / name, data)
+        except OSError as exc:
+            if not self.failing:
+                log.warning(
+                    "monitoring files not written to %s: %s; the run goes on "
+                    "(the registry records everything; gadugi status shows it)",
+                    self.directory,
+                    exc,
+                )
+            self.failing = True
+            return
+        if self.failing:
+            log.info("monitoring files written to %s again", self.directory)
+        self.failing = False
 
 
 def _resources(row: dict[str, Any]) -> dict[str, Any] | None:

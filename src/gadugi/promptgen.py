@@ -2,12 +2,14 @@
 
 A project may replace the template with ``.gadugi/templates/workflow.md``. Placeholders
 are written ``{name}``; literal braces are doubled (``{{`` and ``}}``). A template that
-names an unknown placeholder is refused before anything starts.
+names an unknown placeholder, or gives one a format spec or conversion (``{task_id:d}``,
+``{title!r}``), is refused before anything starts.
 """
 
 from __future__ import annotations
 
 import string
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -56,15 +58,41 @@ def load_template(project_root: Path) -> Template:
 
 
 def check_template(text: str, source: str) -> None:
+    """Refuse a template that could fail when a task's prompt is rendered."""
+    if "\0" in text:
+        raise ConfigError("template", "contains a NUL byte", source)
+    check_placeholders(text, PLACEHOLDERS, "template", source)
+    Template(text, source).render(**{p: p for p in PLACEHOLDERS})
+
+
+def check_placeholders(text: str, known: Sequence[str], key: str, source: str = "") -> None:
+    """Every placeholder in ``text`` is a bare ``{name}`` from ``known``; ConfigError names it.
+
+    The values are paths, ids and prose: a spec such as ``{task_id:d}`` or a conversion
+    such as ``{title!z}`` would fail only when a task's prompt is filled in, after its
+    worktree exists, so neither is allowed.
+    """
     try:
-        fields = [f for _, f, _, _ in string.Formatter().parse(text) if f is not None]
+        parsed = list(string.Formatter().parse(text))
     except ValueError as exc:
+        shown = text if len(text) <= 60 else f"{text[:57]}..."
         raise ConfigError(
-            "template", f"{exc} (write literal braces as {{{{ and }}}})", source
+            key, f"{shown!r}: {exc} (write literal braces as {{{{ and }}}})", source
         ) from exc
-    for name in fields:
-        if name not in PLACEHOLDERS:
-            known = ", ".join("{" + p + "}" for p in PLACEHOLDERS)
+    for _, name, spec, conversion in parsed:
+        if name is None:
+            continue
+        shown = (
+            "{"
+            + name
+            + (f"!{conversion}" if conversion else "")
+            + (f":{spec}" if spec else "")
+            + "}"
+        )
+        if name not in known:
+            names = ", ".join("{" + p + "}" for p in known)
+            raise ConfigError(key, f"unknown placeholder {shown} (known: {names})", source)
+        if spec or conversion:
             raise ConfigError(
-                "template", f"unknown placeholder {{{name}}} (known: {known})", source
+                key, f"placeholder {shown} takes no format spec or conversion", source
             )

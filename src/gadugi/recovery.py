@@ -24,6 +24,7 @@ from .registry import Registry
 from .runner import Layout, TaskRun
 from .schedule import Slot
 from .tasks import Prompt, TaskStatus
+from .worktrees import WorktreeState
 
 
 def stored_config(data: Any) -> OrchestrationConfig:
@@ -149,13 +150,22 @@ def _restore(
         profile = profile_for("shell", config)
     timeout_s = prompt.timeout_minutes * 60 if prompt.timeout_minutes else config.timeout_seconds
     retries = prompt.retries if prompt.retries is not None else config.retries
+    worktree = Path(row["worktree"]) if row["worktree"] and not row["worktree_removed"] else None
+    # A worktree recorded as intended may be missing, half-made or whole: the runner's
+    # next start of the task adopts it or makes it again under the same name.
+    intended = (
+        (worktree, str(row["branch"]))
+        if worktree and row["branch"] and row.get("worktree_state") == WorktreeState.INTENDED
+        else None
+    )
     run = TaskRun(
         prompt=prompt,
         slot=slot,
         profile=profile,
         status=status,
-        branch=row["branch"],
-        worktree=Path(row["worktree"]) if row["worktree"] and not row["worktree_removed"] else None,
+        branch=None if intended else row["branch"],
+        worktree=None if intended else worktree,
+        intended=intended,
         base_commit=row["base_commit"],
         attempt=row["attempts"],
         retries_left=max(0, retries - max(0, row["attempts"] - 1)),

@@ -4,16 +4,19 @@ The orchestrator is the only writer of task state; other processes only read, or
 for a cancellation by setting ``cancel_requested``, which the orchestrator acts on.
 Transactions are short and a busy timeout lets readers and the writer take turns, so
 ``gadugi status`` never sees "database is locked". A file that is not a valid
-database is reported and never silently replaced.
+database is reported and never silently replaced; a lock held past the busy timeout, a
+full disk and a damaged file are three different errors.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
 import secrets
 import sqlite3
+import stat
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
@@ -21,7 +24,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import NotFoundError, RegistryError, RequestError
+from .errors import (
+    NotFoundError,
+    RegistryCorruptError,
+    RegistryError,
+    RegistryFullError,
+    RegistryLockedError,
+    RequestError,
+)
 from .lifecycle import LostRace, Transition
 
 SCHEMA_VERSION = 1
@@ -95,7 +105,11 @@ CREATE INDEX IF NOT EXISTS tasks_by_status ON tasks(orchestration_id, status);
 # Columns that came after the first registries were written, and how to add them.
 ADDED_COLUMNS = {
     "orchestrations": {"note": "TEXT", "owner": "TEXT"},
-    "tasks": {"conflicts_with": "TEXT NOT NULL DEFAULT '[]'", "not_before": "REAL"},
+    "tasks": {
+        "conflicts_with": "TEXT NOT NULL DEFAULT '[]'",
+        "not_before": "REAL",
+        "worktree_state": "TEXT",  # WorktreeState: intended before git runs, then ready, removed
+    },
 }
 _IDENTIFIER = re.compile(r"[a-z_]+")
 _JSON_COLUMNS = frozenset({"depends_on", "conflicts_with", "command", "agent"})
@@ -106,40 +120,40 @@ class Registry:
 
     def __init__(self, path: Path, *, readonly: bool = False) -> None:
         self.path = path
-        if readonly and not path.exists():
-            raise NotFoundError(f"no orchestrations yet: {path} does not exist")
-        try:
+        if not _inspect(path):
             if readonly:
-                uri = f"file:{path}?mode=ro"
-                self.conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
-            else:
-                if not path.exists():
-                    _create(path)
-                self.conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000)
-            self.conn.isolation_level = None
-            self.conn.row_factory = sqlite3.Row
-            self.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+                raise NotFoundError(f"no orchestrations yet: {path} does not exist")
+            _create(path)
+        try:
+            self.conn = _connect(path, readonly)
+        except sqlite3.DatabaseError as exc:
+            raise self._corrupt(exc) from exc
+        try:
             self._check_version()
             if not readonly:
                 self._add_missing_columns()
+                self.conn.executescript(_INDEXES)
                 # WAL (set when the file was made) with NORMAL sync: durable at each
                 # checkpoint, and a commit costs no fsync on the hot path.
                 self.conn.execute("PRAGMA synchronous = NORMAL")
-        except sqlite3.DatabaseError as exc:
-            raise self._corrupt(exc) from exc
+        except BaseException as exc:
+            # Closed at once, so SQLite removes the -wal and -shm this connection made.
+            with suppress(sqlite3.Error):
+                self.conn.close()
+            if isinstance(exc, sqlite3.DatabaseError):
+                raise self._corrupt(exc) from exc
+            raise
 
     @classmethod
     def existing(cls, path: Path) -> Registry:
         """Open a registry for writing only if one exists (commands that act on past runs)."""
-        if not path.exists():
+        if not _inspect(path):
             raise NotFoundError(f"no orchestrations yet: {path} does not exist")
         return cls(path)
 
-    def _corrupt(self, exc: sqlite3.Error) -> RegistryError:
-        return RegistryError(
-            f"{self.path} cannot be used ({exc}); it was left as it is. "
-            "Move it aside to start a fresh registry, or restore it from a backup."
-        )
+    def _corrupt(self, exc: sqlite3.Error | OSError) -> RegistryError:
+        """The error to raise for ``exc``: damaged, locked, full or other (see registry_error)."""
+        return registry_error(self.path, exc)
 
     def _add_missing_columns(self) -> None:
         """Bring a registry from an earlier build up to date; columns are only ever added."""
@@ -164,14 +178,20 @@ class Registry:
     def transaction(self) -> Iterator[sqlite3.Connection]:
         try:
             self.conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self.conn
-            except BaseException:
-                self.conn.execute("ROLLBACK")
-                raise
-            self.conn.execute("COMMIT")
         except sqlite3.DatabaseError as exc:
             raise self._corrupt(exc) from exc
+        try:
+            yield self.conn
+            self.conn.execute("COMMIT")
+        except BaseException as exc:
+            # SQLite ends some transactions itself (SQLITE_FULL may), and a failed COMMIT
+            # leaves one open: undo what is still open, and report the first error.
+            if self.conn.in_transaction:
+                with suppress(sqlite3.Error):
+                    self.conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.DatabaseError):
+                raise self._corrupt(exc) from exc
+            raise
 
     def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
         try:
@@ -491,6 +511,175 @@ class Registry:
             )
         return {"schema_version": SCHEMA_VERSION, "orchestrations": out}
 
+    def live_tasks(self, orch_id: str, since: float, others: int) -> list[dict[str, Any]]:
+        """The tasks of ``orch_id`` and of at most ``others`` other orchestrations, the
+        newest of those unfinished or finished after ``since``: what the monitoring files
+        show. Indexed, so its cost does not grow with the history (which ``export`` has).
+        """
+        return self._query(
+            "SELECT t.* FROM tasks t JOIN orchestrations o ON o.id = t.orchestration_id"
+            " WHERE t.orchestration_id IN (SELECT ? UNION ALL SELECT id FROM"
+            " (SELECT id FROM orchestrations WHERE id != ?"
+            " AND (finished_at IS NULL OR finished_at >= ?) ORDER BY started_at DESC LIMIT ?))"
+            " ORDER BY o.started_at, t.seq",
+            (orch_id, orch_id, since, others),
+        )
+
+    def history(self, limit: int) -> tuple[int, list[dict[str, Any]]]:
+        """How many orchestrations there are, and the newest ``limit`` of them, each with its
+        tasks counted by status (``tasks_by_status``) and its agents' summed ``cost_usd``
+        (None when no agent reported one). Results and configurations stay unread."""
+        total = self._query("SELECT COUNT(*) AS n FROM orchestrations")[0]["n"]
+        rows = self._query(
+            "SELECT id, state, started_at, finished_at, pid, pid_start_time, note,"
+            " CASE WHEN json_valid(result)"
+            " THEN json_extract(result, '$.execution_time_seconds') END AS execution_time_seconds"
+            " FROM orchestrations ORDER BY started_at DESC LIMIT ?",
+            (limit,),
+        )
+        by_id = {r["id"]: r | {"tasks_by_status": {}, "cost_usd": None} for r in rows}
+        if by_id:
+            marks = ", ".join("?" for _ in by_id)
+            cost = "SUM(CASE WHEN json_valid(agent) THEN json_extract(agent, '$.cost_usd') END)"
+            sql = (
+                f"SELECT orchestration_id, status, COUNT(*) AS n, {cost} AS cost FROM tasks"  # noqa: S608
+                f" WHERE orchestration_id IN ({marks}) GROUP BY orchestration_id, status"
+            )
+            counts = self._query(sql, tuple(by_id))
+            for count in counts:
+                orch = by_id[count["orchestration_id"]]
+                orch["tasks_by_status"][count["status"]] = count["n"]
+                if count["cost"] is not None:
+                    orch["cost_usd"] = (orch["cost_usd"] or 0.0) + count["cost"]
+        return total, list(by_id.values())
+
+
+# Indexes for the live views, made by the first writer that opens a registry without them
+# (IF NOT EXISTS takes no lock when they are there).
+_INDEXES = """
+CREATE INDEX IF NOT EXISTS orchestrations_by_finish ON orchestrations(finished_at);
+"""
+_HEADER = b"SQLite format 3\x00"
+_KINDS = {
+    stat.S_IFDIR: "a directory",
+    stat.S_IFIFO: "a named pipe (FIFO)",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+}
+_MOVE_ASIDE = "Move it aside to start a fresh registry, or restore it from a backup."
+# SQLite reports ENOSPC on its shared-memory file as a plain I/O error; with less than
+# this free beside the registry, that I/O error is taken for a full disk.
+_NEARLY_FULL_BYTES = 1 << 20
+
+
+def _inspect(path: Path) -> bool:
+    """Whether a registry file is at ``path``; raises if something else is there.
+
+    Only a regular file that starts as an SQLite database is handed to SQLite: SQLite
+    blocks for ever reading a FIFO, and makes a -wal and -shm beside any file it opens.
+    """
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        if os.path.lexists(path):
+            raise _not_a_registry(path, "a symbolic link to nothing") from None
+        return False
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise _not_a_registry(path, "a loop of symbolic links") from exc
+        raise registry_error(path, exc) from exc
+    if not stat.S_ISREG(info.st_mode):
+        raise _not_a_registry(path, _KINDS.get(stat.S_IFMT(info.st_mode), "a special file"))
+    try:
+        # Non-blocking: a FIFO put there since the stat must not hang the open.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+        try:
+            regular = stat.S_ISREG(os.fstat(fd).st_mode)
+            header = os.read(fd, len(_HEADER)) if regular else b""
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise registry_error(path, exc) from exc
+    if not regular:
+        raise _not_a_registry(path, "a special file")
+    if not header:
+        raise _not_a_registry(path, "an empty file")
+    if header != _HEADER:
+        raise _not_a_registry(path, "a file that is not an SQLite database")
+    return True
+
+
+def _connect(path: Path, readonly: bool) -> sqlite3.Connection:
+    """A connection to the existing registry file; a reader's refuses every write.
+
+    Readers connect read-write all the same (``query_only`` keeps them from writing):
+    SQLite removes the -wal and -shm files when the last connection closes, and only a
+    connection that may write can, so ``gadugi status`` leaves nothing behind.
+    """
+    uri = f"{Path(os.path.abspath(path)).as_uri()}?mode=rw"  # rw: never creates the file
+    conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+    try:
+        conn.row_factory = sqlite3.Row
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        if readonly:
+            conn.execute("PRAGMA query_only = 1")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _not_a_registry(path: Path, what: str) -> RegistryCorruptError:
+    return RegistryCorruptError(
+        f"{path} is {what}, not a gadugi registry; it was left as it is. {_MOVE_ASIDE}"
+    )
+
+
+def registry_error(path: Path, exc: sqlite3.Error | OSError) -> RegistryError:
+    """The error to report for ``exc`` at ``path``, told apart by SQLite's error code.
+
+    Only a damaged file is advice to move it aside; a lock held elsewhere passes, and a
+    full disk needs space, and moving a live registry aside would lose its runs.
+    """
+    if isinstance(exc, OSError):
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return _full(path, errno.errorcode[exc.errno])
+        return RegistryError(f"{path} cannot be used: {exc.strerror or exc}")
+    code = getattr(exc, "sqlite_errorcode", None)
+    name = getattr(exc, "sqlite_errorname", None) or type(exc).__name__
+    primary = None if code is None else code & 0xFF
+    if primary in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+        return RegistryCorruptError(
+            f"{path} is damaged ({name}: {exc}); it was left as it is. {_MOVE_ASIDE}"
+        )
+    if primary in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+        return RegistryLockedError(
+            f"{path} is locked by another process, which held it for more than "
+            f"{BUSY_TIMEOUT_MS / 1000:g} s ({name}); the registry was not changed. "
+            "Wait for that process (a gadugi run, or any program with the file open, "
+            "which `fuser` names) to finish, then try again."
+        )
+    if primary == sqlite3.SQLITE_FULL or (primary == sqlite3.SQLITE_IOERR and _nearly_full(path)):
+        return _full(path, name)
+    return RegistryError(f"{path} cannot be used ({name}: {exc}); it was left as it is")
+
+
+def _full(path: Path, name: str) -> RegistryFullError:
+    return RegistryFullError(
+        f"the disk holding {path} is full ({name}); the registry was not changed. "
+        "Free some space, then try again."
+    )
+
+
+def _nearly_full(path: Path) -> bool:
+    try:
+        fs = os.statvfs(path.parent)
+    except OSError:
+        return False
+    free = fs.f_bfree if os.geteuid() == 0 else fs.f_bavail  # root may use reserved blocks
+    return free * fs.f_frsize < _NEARLY_FULL_BYTES
+
 
 @dataclass(frozen=True)
 class AttemptRecord:
@@ -523,24 +712,33 @@ def _create(path: Path) -> None:
 
     It is built under a temporary name and hard-linked into place, so no reader ever
     sees a half-made database, two first runs cannot overwrite each other, and an
-    existing ``state.db`` (however damaged) is never replaced.
+    existing ``state.db`` (however damaged) is never replaced. A failure (a full disk)
+    leaves nothing behind, not even the folder it made.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
+    made_folder = not path.parent.exists()
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
-        conn = sqlite3.connect(tmp)
         try:
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.executescript(
-                f"BEGIN IMMEDIATE;{_SCHEMA}PRAGMA user_version = {SCHEMA_VERSION};COMMIT;"
-            )
+            path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(tmp)
+            try:
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.executescript(
+                    f"BEGIN IMMEDIATE;{_SCHEMA}PRAGMA user_version = {SCHEMA_VERSION};COMMIT;"
+                )
+            finally:
+                conn.close()
+            with suppress(FileExistsError):  # another gadugi made it first: use theirs
+                os.link(tmp, path)
         finally:
-            conn.close()
-        with suppress(FileExistsError):  # another gadugi made it first: use theirs
-            os.link(tmp, path)
-    finally:
-        for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
-            leftover.unlink(missing_ok=True)
+            for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
+                with suppress(OSError):
+                    leftover.unlink(missing_ok=True)
+    except (OSError, sqlite3.Error) as exc:
+        if made_folder:
+            with suppress(OSError):
+                path.parent.rmdir()
+        raise registry_error(path, exc) from exc
 
 
 def _encode(key: str, value: Any) -> Any:

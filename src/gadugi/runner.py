@@ -31,7 +31,7 @@ from .promptgen import Template
 from .registry import AttemptRecord, Registry
 from .schedule import Slot, doomed, next_to_start
 from .tasks import Prompt, TaskStatus
-from .worktrees import Worktrees, resolve_commit
+from .worktrees import HeadOutcome, NameTaken, Worktrees, WorktreeState
 
 log = logging.getLogger(__name__)
 TICK_S = 0.05
@@ -42,6 +42,7 @@ START_RETRY_BASE_S = 0.5
 MAX_START_DELAY_S = 10.0
 OBSERVE_EVERY_S = 1.0
 MAX_BACKOFF_S = 300.0
+_REMOVED = {"worktree_removed": 1, "worktree_state": WorktreeState.REMOVED.value}
 
 
 class Listener(Protocol):
@@ -92,7 +93,8 @@ class TaskRun:
     profile: AgentProfile
     status: TaskStatus = TaskStatus.QUEUED
     branch: str | None = None
-    worktree: Path | None = None
+    worktree: Path | None = None  # set once the worktree is ready
+    intended: tuple[Path, str] | None = None  # path and branch recorded before git made them
     base_commit: str | None = None
     ctx: AgentContext | None = None
     child: procs.Child | None = None
@@ -297,7 +299,11 @@ class Runner:
         for task_id in ready:
             if self.interrupted:
                 return  # Ctrl-C while an earlier start ran git: start nothing more
-            self._start(self.by_id[task_id], self.clock())
+            if running >= self.parallel:
+                return  # lowered by a start that found the system out of processes
+            run = self.by_id[task_id]
+            self._start(run, self.clock())
+            running += run.status is TaskStatus.RUNNING
 
     def _set_waiting(self, reason: str | None) -> None:
         if reason != self.waiting:
@@ -405,31 +411,79 @@ class Runner:
         return limits
 
     def _make_worktree(self, run: TaskRun) -> None:
+        if run.branch and run.intended is None and self.worktrees.branch_exists(run.branch):
+            self._reopen_worktree(run, run.branch)
+            return
         deps = [self.by_id[d] for d in run.slot.depends_on if d in self.by_id]
         base = deps[0].branch if deps and deps[0].branch else self.base_commit
+        path, branch = self._place_worktree(run, base)
+        run.branch, run.worktree, run.intended = branch, path, None
+        others = [d.branch for d in deps[1:] if d.branch]
+        if others:
+            # Merged again after a crash adopted the worktree: git says "up to date".
+            self.worktrees.merge(run.task_id, path, others)
+        # Without a merge the new HEAD is the base itself: no need to ask git again.
+        run.base_commit = (
+            base if base == self.base_commit and not others else self.worktrees.head(path)
+        )
+        # Ready only now, after the merge: recovery remakes anything short of this.
+        self._record(
+            run,
+            branch=branch,
+            worktree=str(path),
+            base_commit=run.base_commit,
+            worktree_state=WorktreeState.READY.value,
+        )
+
+    def _reopen_worktree(self, run: TaskRun, branch: str) -> None:
+        """A task run again after its worktree was removed goes on from its own branch:
+        the work it did is the new attempt's start, and its base stays the same."""
+        name = branch.removeprefix("gadugi/")
+        for n in range(1, MAX_NAME_TRIES + 1):
+            path = self.layout.worktrees_dir / (name if n == 1 else f"{name}-{n}")
+            if not path.exists():
+                break
+        self.worktrees.check_out(run.task_id, path, branch)
+        run.worktree = path
+        self._record(
+            run, worktree=str(path), worktree_removed=0, worktree_state=WorktreeState.READY.value
+        )
+
+    def _place_worktree(self, run: TaskRun, base: str) -> tuple[Path, str]:
+        """Record a worktree's path and branch as intended, then have git make them.
+
+        A name recorded before a crash is taken up again (adopted, or made anew). Taken
+        names are seen before git runs; a failed create has been undone, and its record
+        goes with it unless something of it could not be removed.
+        """
+        if run.intended is not None:
+            path, branch = run.intended
+            try:
+                self.worktrees.reclaim(run.task_id, path, branch, base)
+                return path, branch
+            except NameTaken as exc:
+                log.info("%s: %s; choosing another name", run.task_id, exc)
         name = f"{run.task_id}-{self.layout.suffix()}"
         for n in range(1, MAX_NAME_TRIES + 1):
             unique = name if n == 1 else f"{name}-{n}"
             branch, path = f"gadugi/{unique}", self.layout.worktrees_dir / unique
-            if path.exists():
+            if not self.worktrees.is_free(path, branch):
                 continue
+            run.intended = (path, branch)
+            self._record(
+                run, branch=branch, worktree=str(path), worktree_state=WorktreeState.INTENDED.value
+            )
             try:
-                # git refuses an existing branch (-b, never -B): only then is it looked up.
                 self.worktrees.create(run.task_id, path, branch, base)
-                break
+            except NameTaken:
+                continue  # taken between the look and the lock
             except WorktreeError:
-                if n == MAX_NAME_TRIES or not self.worktrees.branch_exists(branch):
-                    raise
-        run.branch, run.worktree = branch, path
-        others = [d.branch for d in deps[1:] if d.branch]
-        if others:
-            self._record(run, branch=branch, worktree=str(path))
-            self.worktrees.merge(run.task_id, path, others)
-        # Without a merge the new HEAD is the base itself: no need to ask git again.
-        run.base_commit = (
-            base if base == self.base_commit and not others else (resolve_commit(path, "HEAD"))
-        )
-        self._record(run, branch=branch, worktree=str(path), base_commit=run.base_commit)
+                if self.worktrees.is_free(path, branch):
+                    run.intended = None
+                    self._record(run, branch=None, worktree=None, worktree_state=None)
+                raise
+            return path, branch
+        raise NameTaken(run.task_id, f"{name} and {MAX_NAME_TRIES - 1} more names are all taken")
 
     def _prepare_attempt(self, run: TaskRun) -> tuple[AgentContext, Any]:
         run.attempt += 1
@@ -495,19 +549,20 @@ class Runner:
 
     def _not_started(self, run: TaskRun, ended: procs.Exit, now: float) -> None:
         """The supervisor could not fork the agent: out of processes. Back off and retry."""
-        self._out_of_processes(SpawnError(run.task_id, ended.start_errno or errno.EAGAIN))
         message = f"agent {ended.describe()}"
         if run.start_failures >= MAX_START_RETRIES:
             message = f"gave up after {run.start_failures + 1} tries to start: {message}"
             self._end_attempt(run, TaskStatus.FAILED, now, message, None)
-            return
-        run.start_failures += 1
-        delay = min(MAX_START_DELAY_S, START_RETRY_BASE_S * 2 ** (run.start_failures - 1))
-        run.hold_until = now + delay
-        log.info("%s: %s; trying again in %.1fs", run.task_id, message, delay)
-        self._requeue(
-            run, now, "not started", message, f"{message}; trying again in {delay:.1f}s", None
-        )
+        else:
+            run.start_failures += 1
+            delay = min(MAX_START_DELAY_S, START_RETRY_BASE_S * 2 ** (run.start_failures - 1))
+            run.hold_until = now + delay
+            log.info("%s: %s; trying again in %.1fs", run.task_id, message, delay)
+            self._requeue(
+                run, now, "not started", message, f"{message}; trying again in {delay:.1f}s", None
+            )
+        # Counted once it no longer runs: as many at once as still run.
+        self._out_of_processes(SpawnError(run.task_id, ended.start_errno or errno.EAGAIN))
 
     def _restart(self, run: TaskRun, why: str, now: float) -> None:
         """A stalled agent was stopped: run it again if the budget allows, else fail."""
@@ -626,14 +681,26 @@ class Runner:
             "not_before": None,
         }
         try:
+            head = None
+            if run.worktree is not None and run.branch and run.attempt > 0:
+                # Before counting commits: an agent may have committed off its branch.
+                head = self.worktrees.secure_head(run.task_id, run.worktree, run.branch)
             if run.branch and run.base_commit:
                 fields["commits"] = self.worktrees.commits_ahead(run.branch, run.base_commit)
             # A completed task's worktree goes if all its work is committed; so does one
-            # made ahead for a task that never started (nothing ran in it).
-            if run.worktree is not None and (status is TaskStatus.COMPLETED or run.attempt == 0):
+            # made ahead for a task that never started (nothing ran in it). One whose HEAD
+            # holds commits the branch does not stays with them.
+            kept = head is not None and head.outcome is HeadOutcome.KEPT
+            if (
+                run.worktree is not None
+                and not kept
+                and (status is TaskStatus.COMPLETED or run.attempt == 0)
+            ):
                 tidied = self._tidy_worktree(run)
                 error = tidied.pop("error_message", error)
                 fields.update(tidied)
+            if head is not None and head.note:
+                error = f"{error}; {head.note}" if error else head.note
         except SpawnError as exc:
             if not (self.interrupted or self.fatal):
                 raise  # the loop backs off and finishes the task later, commits counted
@@ -645,7 +712,7 @@ class Runner:
         """Remove a completed task's worktree when all its work is committed."""
         assert run.worktree is not None
         if not run.worktree.exists():
-            return {"worktree_removed": 1}  # removed before a crash could record it
+            return {**_REMOVED}  # removed before a crash could record it
         try:
             # Without --force, git itself refuses a worktree with modified or untracked
             # files, so the check and the removal are one step.
@@ -655,7 +722,7 @@ class Runner:
                 log.info("%s: keeping %s: it has uncommitted changes", run.task_id, run.worktree)
                 return {"error_message": "worktree kept: it has uncommitted changes"}
             return {"error_message": f"worktree kept: {exc}"}
-        return {"worktree_removed": 1}
+        return {**_REMOVED}
 
     # -- cancelling ---------------------------------------------------------------------
 

@@ -4,22 +4,36 @@ git's own worktree bookkeeping is not safe when two ``git worktree add``/``remov
 run at once in one repository (seen here: intermittent "failed to read
 .git/worktrees/.../commondir"), so every worktree change holds a lock: a thread lock
 inside this process and an flock on a file in the common git dir across processes.
+
+A create never reads a name clash out of git's words: whether a name is free is decided
+before git runs, and whatever a failed ``git worktree add`` made (the branch first, then
+the folder, the checkout, the post-checkout hook) is undone. The caller records the
+intended path and branch before creating them, so that after a crash ``reclaim`` adopts
+a finished worktree, or removes a half-made one and makes it again under the same name.
 """
 
 from __future__ import annotations
 
 import errno
 import fcntl
+import logging
 import os
+import shutil
 import subprocess
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
 from . import procs
-from .errors import RepositoryError, SpawnError, WorktreeError
+from .errors import GadugiError, RepositoryError, SpawnError, WorktreeError
+
+log = logging.getLogger(__name__)
+
+# Where a HEAD that cannot go onto its task branch is kept reachable.
+KEPT_REFS = "refs/gadugi/kept"
 
 _GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
 _IDENTITY = ("-c", "user.name=gadugi", "-c", "user.email=gadugi@localhost")
@@ -129,6 +143,37 @@ def exclude_paths(root: Path, entries: Sequence[str]) -> None:
             fh.write("# added by gadugi\n" + "".join(f"{e}\n" for e in missing))
 
 
+class WorktreeState(StrEnum):
+    """A task worktree's life as the registry records it (recovery reads it)."""
+
+    INTENDED = "intended"  # path and branch recorded; git may have made none, part or all
+    READY = "ready"  # made in full (and merged); only now may an agent run in it
+    REMOVED = "removed"
+
+
+class HeadOutcome(StrEnum):
+    """What became of a worktree's HEAD when its agent left it off the task branch."""
+
+    ON_BRANCH = "on-branch"  # every commit HEAD holds is on the task branch already
+    FAST_FORWARDED = "fast-forwarded"  # the task branch was moved up to HEAD
+    KEPT = "kept"  # HEAD went elsewhere: kept under a ref, and its worktree must stay
+
+
+@dataclass(frozen=True)
+class HeadCheck:
+    outcome: HeadOutcome
+    note: str | None = None  # what the task's report should say; None when nothing happened
+    ref: str | None = None  # the ref holding a kept HEAD
+
+
+class NameTaken(WorktreeError):
+    """A new worktree's branch or path is in use already; git was not asked to make it."""
+
+    def __init__(self, task_id: str, reason: str) -> None:
+        GadugiError.__init__(self, f"{task_id}: {reason}")
+        self.task_id, self.action, self.stderr, self.returncode = task_id, "worktree add", "", 0
+
+
 class Worktrees:
     """Creates, inspects and removes task worktrees of one repository."""
 
@@ -151,17 +196,173 @@ class Worktrees:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
     def branch_exists(self, branch: str) -> bool:
-        res = run_git(["show-ref", "--verify", "--quiet", f"refs/heads/{branch}"], self.root)
-        return res.returncode == 0
+        return self._oid(self.root, f"refs/heads/{branch}") is not None
 
     def create(self, task_id: str, path: Path, branch: str, base: str) -> None:
-        """A new branch ``branch`` at ``base`` checked out at ``path``; never overwrites."""
+        """A new branch ``branch`` at ``base`` checked out at ``path``; never overwrites.
+
+        Raises ``NameTaken`` when the branch or the path exists (git is not run), and
+        ``WorktreeError`` with git's message when git fails; then nothing it made is left.
+        """
         with self.locked() as fd:
-            res = run_git(
-                ["worktree", "add", "--quiet", "-b", branch, str(path), base], self.root, fd
+            self._create(task_id, path, branch, self._commit(task_id, base, fd), fd)
+
+    def check_out(self, task_id: str, path: Path, branch: str) -> None:
+        """Check out an existing task branch at a free ``path`` (a retry of a task whose
+        worktree was removed); a failed checkout leaves no worktree and the branch as it was."""
+        with self.locked() as fd:
+            if os.path.lexists(path) or _real(path) in self._checkouts(fd):
+                raise NameTaken(task_id, f"{path} exists already")
+            res = run_git(["worktree", "add", "--quiet", str(path), branch], self.root, fd)
+            if res.returncode != 0:
+                if _real(path) in self._checkouts(fd):
+                    run_git(["worktree", "remove", "--force", "--force", str(path)], self.root, fd)
+                shutil.rmtree(path, ignore_errors=True)
+                raise WorktreeError(task_id, "worktree add", res.stderr, res.returncode)
+
+    def reclaim(self, task_id: str, path: Path, branch: str, base: str) -> bool:
+        """Finish a create that a crash interrupted; True when the worktree there is adopted.
+
+        Only for a name the registry recorded as intended: no agent has run there, so a
+        worktree on that branch that is not complete and clean is removed and made again.
+        What may be someone else's (a folder git did not make, a worktree on another
+        branch, a branch with commits beyond ``base``) is left alone: ``NameTaken``.
+        """
+        with self.locked() as fd:
+            oid = self._commit(task_id, base, fd)
+            listed = self._checkouts(fd)
+            on_branch = listed.get(_real(path)) == f"refs/heads/{branch}"
+            if on_branch and _complete(path) and self.is_clean(path):
+                return True
+            self._discard(task_id, path, branch, oid, listed, fd)
+            self._create(task_id, path, branch, oid, fd)
+            return False
+
+    def is_free(self, path: Path, branch: str) -> bool:
+        """Whether a worktree could be made at ``path`` on a new ``branch`` (a first look;
+        ``create`` looks again under the lock)."""
+        return self._clash(path, branch) is None
+
+    def _clash(self, path: Path, branch: str, fd: int | None = None) -> str | None:
+        if self.branch_exists(branch):
+            return f"branch {branch} already exists"
+        if os.path.lexists(path):
+            return f"{path} already exists"
+        if _real(path) in self._checkouts(fd):
+            return (
+                f"{path} is registered as a worktree though it is gone "
+                "('git worktree prune' forgets it)"
             )
+        return None
+
+    def _create(self, task_id: str, path: Path, branch: str, oid: str, fd: int) -> None:
+        clash = self._clash(path, branch, fd)
+        if clash is not None:
+            raise NameTaken(task_id, clash)
+        try:
+            res = run_git(
+                ["worktree", "add", "--quiet", "-b", branch, str(path), oid], self.root, fd
+            )
+        except BaseException:
+            self._undo(task_id, path, branch, oid, fd)
+            raise
         if res.returncode != 0:
-            raise WorktreeError(task_id, "worktree add", res.stderr, res.returncode)
+            error = self._add_failure(task_id, path, branch, res, fd)
+            self._undo(task_id, path, branch, oid, fd)
+            raise error
+
+    def _add_failure(
+        self, task_id: str, path: Path, branch: str, res: GitResult, fd: int
+    ) -> WorktreeError:
+        hook = self._hook("post-checkout")
+        finished = self._checkouts(fd).get(_real(path)) == f"refs/heads/{branch}"
+        if hook is not None and finished and _complete(path):
+            # git runs nothing after a finished checkout but this hook, and says that it
+            # failed only through its exit code (the hook's own).
+            cause = f"its post-checkout hook {hook} failed"
+            return WorktreeError(task_id, "worktree add", res.stderr, res.returncode, cause)
+        return WorktreeError(task_id, "worktree add", res.stderr, res.returncode)
+
+    def _undo(self, task_id: str, path: Path, branch: str, oid: str, fd: int) -> None:
+        """Remove what a failed add made: the path and the branch were free before it."""
+        left: list[str] = []
+        if _real(path) in self._checkouts(fd):
+            run_git(["worktree", "remove", "--force", "--force", str(path)], self.root, fd)
+        if os.path.lexists(path):
+            shutil.rmtree(path, ignore_errors=True)
+        if _real(path) in self._checkouts(fd):
+            run_git(["worktree", "prune"], self.root, fd)
+        if os.path.lexists(path) or _real(path) in self._checkouts(fd):
+            left.append(f"worktree {path}")
+        if self.branch_exists(branch) and not self._delete_branch(branch, oid, fd):
+            left.append(f"branch {branch}")
+        if left:
+            log.warning("%s: could not undo the failed create; left: %s", task_id, ", ".join(left))
+
+    def _discard(
+        self,
+        task_id: str,
+        path: Path,
+        branch: str,
+        oid: str,
+        listed: dict[Path, str | None],
+        fd: int,
+    ) -> None:
+        """Remove what an interrupted create of this name left, or refuse what is not its."""
+        ref = f"refs/heads/{branch}"
+        on = listed.get(_real(path), ref)
+        # Before git points a new worktree's HEAD at its branch, HEAD is a placeholder.
+        if on != ref and not (on is None and not _complete(path)):
+            raise NameTaken(task_id, f"{path} is a worktree on {on or 'a detached HEAD'}")
+        if _real(path) not in listed and os.path.lexists(path) and not _made_by_git(path):
+            raise NameTaken(task_id, f"{path} exists and is not a worktree git made")
+        tip = self._oid(self.root, ref)
+        if tip is not None and tip != oid:
+            raise NameTaken(task_id, f"branch {branch} has moved on from {oid[:12]}")
+        self._undo(task_id, path, branch, oid, fd)
+
+    def _delete_branch(self, branch: str, oid: str, fd: int) -> bool:
+        # A compare-and-delete: a branch that moved since it was made holds someone's work.
+        res = run_git(["update-ref", "-d", f"refs/heads/{branch}", oid], self.root, fd)
+        return res.returncode == 0
+
+    def _commit(self, task_id: str, base: str, fd: int) -> str:
+        res = run_git(
+            ["rev-parse", "--verify", "--end-of-options", f"{base}^{{commit}}"], self.root, fd
+        )
+        if res.returncode != 0:
+            raise WorktreeError(task_id, f"rev-parse of base {base}", res.stderr, res.returncode)
+        return res.stdout.strip()
+
+    def _checkouts(self, fd: int | None = None) -> dict[Path, str | None]:
+        """Every worktree git knows, by real path, with the branch it has checked out."""
+        res = run_git(["worktree", "list", "--porcelain"], self.root, fd)
+        if res.returncode != 0:
+            raise WorktreeError("", "worktree list", res.stderr, res.returncode)
+        found: dict[Path, str | None] = {}
+        current: Path | None = None
+        for line in res.stdout.splitlines():
+            key, _, value = line.partition(" ")
+            if key == "worktree":
+                current = Path(value)
+                found[current] = None
+            elif key == "branch" and current is not None:
+                found[current] = value
+        return found
+
+    def _hook(self, name: str) -> Path | None:
+        """The hook git would run (``core.hooksPath`` included), if there is one."""
+        res = run_git(["rev-parse", "--git-path", f"hooks/{name}"], self.root)
+        path = self.root / res.stdout.strip()
+        return path if res.returncode == 0 and path.is_file() and os.access(path, os.X_OK) else None
+
+    def _oid(self, cwd: Path, ref: str) -> str | None:
+        res = run_git(["rev-parse", "--verify", "--quiet", "--end-of-options", ref], cwd)
+        return res.stdout.strip() if res.returncode == 0 else None
+
+    def _is_ancestor(self, older: str, newer: str) -> bool:
+        res = run_git(["merge-base", "--is-ancestor", older, newer], self.root)
+        return res.returncode == 0
 
     def merge(self, task_id: str, path: Path, branches: Sequence[str]) -> None:
         """Merge further dependency branches into a new worktree; a conflict names files."""
@@ -174,6 +375,10 @@ class Worktrees:
         detail = f"conflicting files: {', '.join(files)}" if files else res.stderr.strip()
         raise WorktreeError(task_id, f"merge of {names}", detail, res.returncode)
 
+    def head(self, path: Path) -> str:
+        """The commit checked out in the worktree at ``path``."""
+        return resolve_commit(path, "HEAD")
+
     def is_clean(self, path: Path) -> bool:
         """True when nothing in the worktree is modified or untracked (ignored files aside)."""
         res = run_git(["status", "--porcelain", "--untracked-files=all"], path)
@@ -183,9 +388,93 @@ class Worktrees:
         res = run_git(["rev-list", "--count", f"{base}..refs/heads/{branch}"], self.root)
         return int(res.stdout.strip()) if res.returncode == 0 else 0
 
+    def secure_head(self, task_id: str, path: Path, branch: str) -> HeadCheck:
+        """Put the commits an agent left on its worktree's HEAD onto ``branch``, or keep them.
+
+        Called once the agent is gone. A HEAD ahead of the branch (detached, or on a branch
+        of the agent's own) fast-forwards it with a compare-and-swap, never a force; any
+        other HEAD is kept under ``refs/gadugi/kept/<task-dir>`` and its worktree must stay.
+        """
+        head = self._oid(path, "HEAD") if (path / ".git").exists() else None
+        ref = f"refs/heads/{branch}"
+        at = run_git(["symbolic-ref", "--quiet", "HEAD"], path) if head else None
+        where = at.stdout.strip() if at is not None and at.returncode == 0 else None
+        if head is None or where == ref:
+            return HeadCheck(HeadOutcome.ON_BRANCH)
+        tip = self._oid(self.root, ref)
+        if tip is not None and self._is_ancestor(head, tip):
+            return HeadCheck(HeadOutcome.ON_BRANCH)
+        left = f"on {where.removeprefix('refs/heads/')}" if where else "detached"
+        if tip is None or self._is_ancestor(tip, head):
+            reason = f"gadugi: {task_id} left HEAD {left}"
+            res = run_git(["update-ref", "-m", reason, ref, head, tip or ""], self.root)
+            if res.returncode == 0:
+                self._attach(task_id, path, ref)
+                moved = "made again" if tip is None else "fast-forwarded"
+                note = f"the agent left HEAD {left} at {head[:12]}; {branch} {moved} to it"
+                log.info("%s: %s", task_id, note)
+                return HeadCheck(HeadOutcome.FAST_FORWARDED, note)
+        kept, why = self._keep(path.name, head)
+        where_kept = f"kept as {kept}" if kept else f"only in the worktree ({why})"
+        note = (
+            f"worktree kept: the agent left HEAD {left} at {head[:12]}, "
+            f"not on {branch}; its commits are {where_kept}"
+        )
+        return HeadCheck(HeadOutcome.KEPT, note, kept)
+
+    def _attach(self, task_id: str, path: Path, ref: str) -> None:
+        # HEAD and the branch now name the same commit, so the files stay as they are.
+        res = run_git(["symbolic-ref", "HEAD", ref], path)
+        if res.returncode != 0:
+            log.info("%s: HEAD stays detached: %s", task_id, res.stderr.strip())
+
+    def _keep(self, task_dir: str, head: str) -> tuple[str | None, str]:
+        """A ref holding ``head``; an earlier kept HEAD of the same task is never replaced."""
+        why = ""
+        for ref in (f"{KEPT_REFS}/{task_dir}", f"{KEPT_REFS}/{task_dir}.{head[:12]}"):
+            held = self._oid(self.root, ref)
+            if held == head:
+                return ref, ""
+            if held is None:
+                # An empty old value: update-ref only creates, it never moves an existing ref.
+                res = run_git(["update-ref", ref, head, ""], self.root)
+                if res.returncode == 0:
+                    return ref, ""
+                why = res.stderr.strip()
+        return None, why or "its refs are taken"
+
     def remove(self, task_id: str, path: Path) -> None:
         """Remove a clean worktree (git refuses a dirty one); the branch stays."""
         with self.locked() as fd:
             res = run_git(["worktree", "remove", str(path)], self.root, fd)
         if res.returncode != 0:
             raise WorktreeError(task_id, "worktree remove", res.stderr, res.returncode)
+
+
+def _real(path: Path) -> Path:
+    """``path`` as git records a worktree: absolute, with symbolic links resolved."""
+    return Path(os.path.realpath(path))
+
+
+def _complete(path: Path) -> bool:
+    """Whether git finished making the worktree at ``path`` (its checkout included).
+
+    git locks a new worktree's admin folder (``locked``) until its checkout is done; the
+    worktree's ``.git`` file names that folder (both are in gitrepository-layout(5)).
+    """
+    try:
+        gitfile = (path / ".git").read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return False
+    if not gitfile.startswith("gitdir: "):
+        return False
+    admin = path / gitfile.removeprefix("gitdir: ").strip()
+    return admin.is_dir() and not (admin / "locked").exists()
+
+
+def _made_by_git(path: Path) -> bool:
+    """A folder as git leaves it when killed before it registered the worktree there."""
+    try:
+        return {p.name for p in path.iterdir()} <= {".git"}
+    except OSError:
+        return False

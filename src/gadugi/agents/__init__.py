@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ..config import OrchestrationConfig
-from ..errors import ConfigError
+from ..errors import ConfigError, PromptError
+from ..tasks import Prompt
 from . import aider, codex, gemini
 from .aider import AiderOptions, AiderProfile
 from .base import AgentContext, AgentProfile, Launch, Outcome
@@ -23,6 +25,7 @@ __all__ = [
     "AgentProfile",
     "Launch",
     "Outcome",
+    "check_prompts",
     "executable_for",
     "profile_for",
 ]
@@ -35,13 +38,14 @@ class AgentCli:
     name: str
     what: str
     install: str
+    prompt_in_argv: bool  # the prompt's text is an argument, not a file the agent reads
 
 
 CLIS = {
-    "claude": AgentCli("claude", "Claude Code", "npm install -g @anthropic-ai/claude-code"),
-    "codex": AgentCli("codex", codex.WHAT, codex.INSTALL),
-    "gemini": AgentCli("gemini", gemini.WHAT, gemini.INSTALL),
-    "aider": AgentCli("aider", aider.WHAT, aider.INSTALL),
+    "claude": AgentCli("claude", "Claude Code", "npm install -g @anthropic-ai/claude-code", True),
+    "codex": AgentCli("codex", codex.WHAT, codex.INSTALL, True),
+    "gemini": AgentCli("gemini", gemini.WHAT, gemini.INSTALL, True),
+    "aider": AgentCli("aider", aider.WHAT, aider.INSTALL, False),
 }
 
 
@@ -68,6 +72,22 @@ def require_program(name: str, config: OrchestrationConfig) -> None:
             f"the {name} agent needs {program!r}, which is not on PATH: {hint}, "
             "or choose another agent (--agent shell runs the prompts' sh blocks)",
         )
+
+
+def check_prompts(prompts: Iterable[Prompt], default_agent: str) -> None:
+    """Refuse, before anything is created, a prompt its agent cannot be handed.
+
+    An argument cannot carry a NUL byte (argv is C strings), so an agent that takes the
+    prompt's text as an argument would fail to start, after its worktree was made.
+    """
+    for prompt in prompts:
+        name = prompt.agent or default_agent
+        cli = CLIS.get(name)
+        if cli is not None and cli.prompt_in_argv and "\0" in prompt.text:
+            raise PromptError(
+                prompt.rel_path,
+                f"contains a NUL byte, which the {name} agent cannot take on its command line",
+            )
 
 
 def profile_for(name: str, config: OrchestrationConfig) -> AgentProfile:

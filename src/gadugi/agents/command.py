@@ -8,10 +8,10 @@ shell ever sees it.
 from __future__ import annotations
 
 import shlex
-import string
 
 from ..errors import AgentError, ConfigError
 from ..procs import signal_name
+from ..promptgen import check_placeholders
 from ..tasks import Prompt
 from .base import AgentContext, Launch, Outcome
 
@@ -21,6 +21,7 @@ _TAIL_BYTES = 2000
 
 
 def parse_template(template: str) -> list[str]:
+    """Split the template and check every placeholder by filling each argument in once."""
     try:
         argv = shlex.split(template)
     except ValueError as exc:
@@ -28,15 +29,13 @@ def parse_template(template: str) -> list[str]:
     if not argv:
         raise ConfigError("agent_cmd", "is empty")
     for arg in argv:
-        try:
-            names = [f for _, f, _, _ in string.Formatter().parse(arg) if f is not None]
-        except ValueError as exc:
-            raise ConfigError("agent_cmd", f"{arg!r}: {exc}") from exc
-        for name in names:
-            if name not in PLACEHOLDERS:
-                known = " ".join("{" + p + "}" for p in PLACEHOLDERS)
-                raise ConfigError("agent_cmd", f"unknown placeholder {{{name}}} (known: {known})")
+        check_placeholders(arg, PLACEHOLDERS, "agent_cmd")
+    fill(argv, {p: p for p in PLACEHOLDERS})
     return argv
+
+
+def fill(argv: list[str], values: dict[str, str]) -> list[str]:
+    return [arg.format_map(values) for arg in argv]
 
 
 def log_tail(ctx: AgentContext) -> str:
@@ -78,7 +77,7 @@ class CommandProfile:
             "branch": ctx.branch,
             "orchestration_id": ctx.orchestration_id,
         }
-        argv = [arg.format_map(values) for arg in self.argv]
+        argv = fill(self.argv, values)
         if not argv[0]:
             raise AgentError(ctx.task_id, "the agent command is empty after filling placeholders")
         return Launch(argv)
