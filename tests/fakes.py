@@ -21,19 +21,27 @@ FIRST_PID = 2**22 + 1
 
 @dataclass
 class FakeChild(procs.Child):
-    """An agent whose exit the test decides (``returncode``); it may ignore SIGTERM."""
+    """An agent whose end the test decides (``end``); it may ignore SIGTERM."""
 
     task_id: str = ""
     ignores_term: bool = False
 
-    def poll(self) -> int | None:
-        # The real poll would look for a result file and a live pid: neither exists here.
-        return self.returncode
+    def end(self, code: int, at: float) -> None:
+        """It ends with ``code`` (-N: killed by signal N), as its supervisor records at ``at``."""
+        self.exit = procs.exit_of_returncode(code, at)
+
+    def check(self) -> procs.Exit | None:
+        # The real one would look for a result file and a live pid: neither exists here.
+        return self.exit
 
 
 @dataclass
 class FakeProcesses(Processes):
-    """Spawns nothing; records every spawn, signal and blocking stop the loop asks for."""
+    """Spawns nothing; records every spawn, signal and blocking stop the loop asks for.
+
+    Stops behave as the real ones do: SIGTERM at ``begin_stop`` (a polite agent ends at
+    once), SIGKILL from ``finish_stop`` once the deadline has passed, and a child counts as
+    stopped from the next look on."""
 
     stubborn: set[str] = field(default_factory=set)  # task ids whose agents ignore SIGTERM
     children: list[FakeChild] = field(default_factory=list)
@@ -57,24 +65,35 @@ class FakeProcesses(Processes):
         self.children.append(child)
         return child
 
-    def signal(self, child: procs.Child, sig: signal.Signals) -> None:
+    def begin_stop(self, child: procs.Child, now: float, grace_s: float) -> None:
         assert isinstance(child, FakeChild)
-        self.signals.append((child.task_id, sig))
-        if sig is signal.SIGKILL or not child.ignores_term:
-            child.returncode = -sig.value
+        if child.kill_at is None:
+            child.kill_at = now + grace_s
+        self.signals.append((child.task_id, signal.SIGTERM))
+        if child.exit is None and not child.ignores_term:
+            child.end(-signal.SIGTERM, now)
 
-    def stopped(self, child: procs.Child) -> bool:
-        return child.returncode is not None
+    def finish_stop(self, child: procs.Child, now: float) -> bool:
+        assert isinstance(child, FakeChild)
+        if child.exit is not None:
+            return True
+        if child.kill_at is not None and now >= child.kill_at:
+            self.signals.append((child.task_id, signal.SIGKILL))
+            child.end(-signal.SIGKILL, now)
+        return False
 
     def terminate(self, children: list[procs.Child], grace_s: float) -> None:
         self.terminated.append([c.task_id for c in children if isinstance(c, FakeChild)])
         for child in children:
             assert isinstance(child, FakeChild)
             sig = signal.SIGKILL if child.ignores_term else signal.SIGTERM
-            child.returncode = -sig.value
+            child.end(-sig.value, 0.0)
 
     def sample(self, pids: Sequence[int]) -> dict[int, tuple[float, float]]:
         return {}
+
+    def reap(self) -> list[int]:
+        return []
 
     def spawned(self) -> list[str]:
         """Task ids in the order their agents were started."""

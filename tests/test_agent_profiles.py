@@ -339,7 +339,7 @@ def test_codex_without_a_rollout_reads_the_status_in_the_message(
 def test_codex_exit_without_a_turn_end(ctx: AgentContext, tmp_path: Path) -> None:
     error = {"type": "error", "message": "Reconnecting... waiting for network"}
     outcome = codex_judge(ctx, tmp_path, -15, thread_started(), error)
-    assert outcome.error == "codex was killed by signal 15"
+    assert outcome.error == "codex was killed by SIGTERM"
 
     ctx.events_file.unlink()
     outcome = codex_judge(ctx, tmp_path, 1, thread_started(), error)

@@ -87,7 +87,7 @@ def test_exit_codes_become_outcomes(tmp_path: Path) -> None:
     failed = judge_exit(ctx, 2)
     assert not failed.transient and "code 2" in (failed.error or "")
     assert "disk on fire" in (failed.error or "")
-    assert "signal 9" in (judge_exit(ctx, -9).error or "")
+    assert "killed by SIGKILL" in (judge_exit(ctx, -9).error or "")
 
 
 def test_project_template_replaces_the_built_in_one(tmp_path: Path) -> None:

@@ -465,7 +465,7 @@ def test_judge_nonzero_exit_with_a_good_result_fails(ctx: AgentContext) -> None:
 
 def test_judge_signal(ctx: AgentContext) -> None:
     outcome = judge(ctx, -9, init())
-    assert outcome.error == "claude was killed by signal 9"
+    assert outcome.error == "claude was killed by SIGKILL"
 
 
 @pytest.mark.parametrize(

@@ -7,18 +7,21 @@ sleeping, no agent processes, no git.
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
-from collections.abc import Callable, Iterator
-from dataclasses import asdict
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from fakes import Clock, FakeProcesses, FakeWorktrees, Machine
+from gadugi import procs
 from gadugi.agents import AgentContext, AgentProfile, Launch, Outcome, profile_for
 from gadugi.config import OrchestrationConfig
+from gadugi.errors import SpawnError
 from gadugi.health import Admission
 from gadugi.lifecycle import LostRace
 from gadugi.promptgen import load_template
@@ -166,7 +169,7 @@ class Rig:
         if said is not None:
             with (self.layout.logs_dir / f"{task_id}.log").open("a") as fh:
                 fh.write(f"{said}\n")
-        self.procs.child(task_id).returncode = code
+        self.procs.child(task_id).end(code, self.clock.now)
 
     def row(self, task_id: str) -> dict[str, Any]:
         return self.other.find_task(task_id, ORCH)
@@ -228,7 +231,8 @@ def test_starts_best_first_up_to_the_limit_and_fills_a_freed_slot_in_the_same_ti
     assert r.step(T0 + 2)
     assert r.procs.spawned() == ["b", "d", "a"]  # b's slot went to a in the tick b ended
     assert [r.status(t) for t in "abcd"] == [R, C, Q, R]
-    assert r.row("b")["completed_at"] == T0 + 2
+    # b ended at T0 + 1 (its supervisor's record), not when the T0 + 2 tick noticed.
+    assert r.row("b")["completed_at"] == T0 + 1
     assert r.worktrees.removed == ["b"]  # completed, all committed: its worktree goes
 
     r.exit("a", 0)
@@ -286,9 +290,10 @@ def test_timeout_terms_at_the_deadline_and_kills_after_the_grace_without_blockin
     assert r.procs.signals[2:] == [("stubborn", signal.SIGKILL)]
     assert not r.step(T0 + 65.1)
     assert r.status("stubborn") is T
-    assert r.row("stubborn")["exit_code"] == -signal.SIGKILL
-    assert r.attempts("stubborn") == [(1, "timeout", -signal.SIGKILL)]
-    assert r.attempts("polite") == [(1, "timeout", -signal.SIGTERM)]
+    # Ended by a signal: no exit code (the error says what happened).
+    assert r.row("stubborn")["exit_code"] is None
+    assert r.attempts("stubborn") == [(1, "timeout", None)]
+    assert r.attempts("polite") == [(1, "timeout", None)]
     assert r.procs.terminated == []  # never the blocking stop
 
 
@@ -351,7 +356,7 @@ def test_a_stall_with_stall_action_restart_requeues_and_costs_a_retry(rig: MakeR
     assert r.procs.signals == [("quiet", signal.SIGTERM)]
     r.step(T0 + 62)  # stopped: re-queued and started again in one tick
     assert r.procs.spawned() == ["quiet", "quiet"]
-    assert r.attempts("quiet") == [(1, "stalled", -signal.SIGTERM), (2, "running", None)]
+    assert r.attempts("quiet") == [(1, "stalled", None), (2, "running", None)]
     assert r.row("quiet")["attempts"] == 2
 
     r.step(T0 + 62 + 61)
@@ -407,7 +412,7 @@ def test_a_cancel_request_stops_a_running_task_and_cancels_a_queued_one(rig: Mak
     assert not r.step(T0 + 6.1)
     row = r.row("running")
     assert (row["status"], row["error_message"]) == ("cancelled", "cancelled by alice")
-    assert r.attempts("running") == [(1, "cancelled", -signal.SIGKILL)]
+    assert r.attempts("running") == [(1, "cancelled", None)]
     assert r.procs.spawned() == ["running"]
     assert r.attempts("waiting") == []
 
@@ -453,13 +458,14 @@ def test_an_interrupt_stops_every_running_task_and_cancels_the_queued(rig: MakeR
     r.runner.interrupt(signal.SIGINT)
     assert r.procs.terminated == []  # the handler only notes the request
 
-    assert not r.step(T0 + 1)
-    assert r.procs.terminated == [["a", "b"]]
+    assert not r.step(T0 + 1)  # both polite: gone within the tick that stopped them
+    assert r.procs.signals == [("a", signal.SIGTERM), ("b", signal.SIGTERM)]
+    assert r.procs.terminated == []  # never the blocking stop
     why = "cancelled: orchestrator interrupted (SIGINT)"
     for t in "abc":
         row = r.row(t)
         assert (row["status"], row["error_message"]) == ("cancelled", why)
-    assert r.attempts("a") == [(1, "cancelled", -signal.SIGTERM)]
+    assert r.attempts("a") == [(1, "cancelled", None)]
     assert r.procs.spawned() == ["a", "b"]
 
 
@@ -501,3 +507,121 @@ def test_after_a_take_over_the_old_owner_starts_nothing(rig: MakeRig) -> None:
         r.step(T0)
     assert _everything(r) == before
     assert r.procs.spawned() == []
+
+
+# -- processes: out of them, interrupted while git runs ------------------------------------
+
+
+@dataclass
+class FullTable(FakeProcesses):
+    """Each spawn takes the next of ``fails``: True means fork found no process left."""
+
+    fails: list[bool] = field(default_factory=list)
+
+    def spawn(
+        self,
+        argv: Sequence[str],
+        cwd: Path,
+        env: dict[str, str],
+        stdout: Path,
+        stderr: Path,
+        result_file: Path,
+        limits: dict[int, int],
+    ) -> procs.Child:
+        if self.fails and self.fails.pop(0):
+            raise SpawnError(argv[0], errno.EAGAIN)
+        return super().spawn(argv, cwd, env, stdout, stderr, result_file, limits)
+
+
+def _use(r: Rig, processes: FakeProcesses) -> None:
+    r.procs = r.runner.procs = processes
+
+
+def test_a_spawn_out_of_processes_lowers_parallelism_and_backs_off(rig: MakeRig) -> None:
+    r = rig([task("a"), task("b"), task("c")], max_parallel_tasks=3)
+    _use(r, FullTable(fails=[False, True]))
+    assert r.step(T0)
+    # b found the table full: it waits, and so does c (at most as many as run now).
+    assert r.procs.spawned() == ["a"]
+    assert [r.status(t) for t in "abc"] == [R, Q, Q]
+    assert r.runner.parallel == 1
+    assert r.hold_until("b") == T0 + 0.5
+    assert "Resource temporarily unavailable; trying again in 0.5s" in r.row("b")["error_message"]
+    r.step(T0 + 1)
+    assert r.procs.spawned() == ["a"]
+    r.exit("a", 0)
+    r.step(T0 + 2)
+    assert r.procs.spawned() == ["a", "b"]
+    assert r.runner.parallel == 2  # each good start gives one back
+    r.step(T0 + 3)
+    assert r.procs.spawned() == ["a", "b", "c"]
+    assert r.runner.parallel == 3
+    for t in "bc":
+        r.exit(t, 0)
+    assert not r.step(T0 + 4)
+    assert [r.status(t) for t in "abc"] == [C, C, C]
+
+
+class GitOutOfProcesses(FakeWorktrees):
+    """``commits_ahead`` finds no process left for git, ``failures`` times."""
+
+    failures = 1
+
+    def commits_ahead(self, branch: str, base: str) -> int:
+        if self.failures:
+            self.failures -= 1
+            raise SpawnError("git", errno.EAGAIN)
+        return super().commits_ahead(branch, base)
+
+
+def test_a_loop_step_out_of_processes_pauses_and_is_taken_again(rig: MakeRig) -> None:
+    r = rig([task("a")])
+    r.worktrees = r.runner.worktrees = GitOutOfProcesses(r.layout.root)
+    r.step(T0)
+    r.exit("a", 0)  # at T0
+    assert r.step(T0 + 1)  # no traceback, no healthy task killed, nothing half-written
+    assert r.status("a") is R and r.attempts("a") == [(1, "running", None)]
+    assert r.step(T0 + 1.2)  # still backing off
+    assert r.status("a") is R
+    assert not r.step(T0 + 2)
+    row = r.row("a")
+    assert (row["status"], row["commits"], row["completed_at"]) == ("completed", 0, T0)
+    assert r.worktrees.removed == ["a"]
+
+
+def test_a_supervisor_that_could_not_fork_the_agent_requeues_it(rig: MakeRig) -> None:
+    r = rig([task("a"), task("b")], max_parallel_tasks=2)
+    r.step(T0)
+    r.procs.child("a").exit = procs.Exit(None, None, T0 + 0.5, start_errno=errno.EAGAIN)
+    r.step(T0 + 1)
+    assert r.status("a") is Q and r.runner.parallel == 1
+    assert r.attempts("a") == [(1, "not started", None)]
+    assert "could not start: Resource temporarily unavailable" in r.row("a")["error_message"]
+    r.exit("b", 0)
+    r.step(T0 + 2)
+    assert r.procs.spawned() == ["a", "b", "a"]
+    assert r.attempts("a")[-1] == (2, "running", None)
+
+
+class InterruptedWhileGitRuns(FakeWorktrees):
+    """Ctrl-C arrives while git makes the worktree (the handler only sets a flag)."""
+
+    runner: Runner | None = None
+
+    def create(self, task_id: str, path: Path, branch: str, base: str) -> None:
+        super().create(task_id, path, branch, base)
+        assert self.runner is not None
+        self.runner.interrupt(signal.SIGINT)
+
+
+def test_no_agent_starts_after_an_interrupt_that_came_while_git_ran(rig: MakeRig) -> None:
+    r = rig([task("a"), task("b")])
+    worktrees = InterruptedWhileGitRuns(r.layout.root)
+    worktrees.runner = r.runner
+    r.worktrees = r.runner.worktrees = worktrees
+    r.step(T0)
+    assert r.procs.spawned() == []
+    assert len(worktrees.created) == 1  # b's worktree was not even begun
+    assert not r.step(T0 + 1)
+    assert [r.status(t) for t in "ab"] == [X, X]
+    assert r.attempts("a") == [] and r.row("a")["attempts"] == 0

@@ -468,7 +468,8 @@ class OrchestratorCoordinator:
             on_dirty=monitor.mark_dirty,
             owner=held.token,
         )
-        with _signals_to(runner):
+        # A subreaper: what agents orphan is reparented to us, whatever its environment.
+        with procs.subreaper(), _signals_to(runner):
             try:
                 runner.run(between=monitor.maybe_write)
             except BaseException:
@@ -476,7 +477,8 @@ class OrchestratorCoordinator:
                 raise
             finally:
                 # Nothing an agent started may outlive the orchestration, daemons included.
-                procs.sweep(orch_id, self.config.kill_grace_seconds)
+                alive = [r.child.pid for r in runner.runs if r.child and r.child.check() is None]
+                procs.sweep(orch_id, self.config.kill_grace_seconds, keep=alive)
         state = "interrupted" if runner.interrupted else "finished"
         result = build_result(
             registry.orchestration(orch_id) | {"finished_at": time.time()},

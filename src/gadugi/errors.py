@@ -6,6 +6,8 @@ into exit codes and messages.
 
 from __future__ import annotations
 
+import os
+
 
 class GadugiError(Exception):
     """Base of every error gadugi raises on purpose."""
@@ -76,6 +78,24 @@ class WorktreeError(GadugiError):
         self.action = action
         self.stderr = stderr
         self.returncode = returncode
+
+
+class SpawnError(GadugiError, OSError):
+    """A process could not be started: the system is out of processes or memory.
+
+    Transient by nature (fork's EAGAIN, ENOMEM): the runner lowers its parallelism,
+    backs off and tries again instead of failing a task for it. Also an OSError with
+    that errno, for code that only knows the system's errors.
+    """
+
+    def __init__(self, program: str, errno: int, detail: str = "") -> None:
+        super().__init__(errno, os.strerror(errno))
+        self.program = program
+        self.detail = detail
+
+    def __str__(self) -> str:
+        said = f" ({self.detail})" if self.detail else ""
+        return f"cannot start {self.program}: {self.strerror}{said}"
 
 
 class AgentError(GadugiError):

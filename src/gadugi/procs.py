@@ -2,39 +2,145 @@
 
 An agent's stdout and stderr go straight into files the child holds open, so output
 reaches the log as it is written and keeps flowing even if the orchestrator is busy.
+Stopping never blocks the caller's loop: ``begin_stop`` sends SIGTERM and sets a
+deadline, ``finish_stop`` (called on later ticks) sends SIGKILL once it has passed.
 """
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import json
 import logging
 import os
-import resource
 import selectors
 import shutil
 import signal
 import subprocess
+import sys
+import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
-from contextlib import suppress
-from dataclasses import dataclass
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psutil
+
+from .errors import SpawnError
 
 log = logging.getLogger(__name__)
 
 
-# The supervisor: a tiny sh that leads the agent's process group, waits for the agent
-# and writes its exit status and end time to a file. It outlives a crashed orchestrator,
-# so a result that arrives while nobody is watching is still recorded (`gadugi resume`).
-SUPERVISOR = (
-    'result=$1; shift; "$@"; code=$?; '
-    'printf \'{"exit_code": %d, "ended_at": %s}\\n\' "$code" "$(date +%s.%N)" > "$result.tmp" '
-    '&& mv -f "$result.tmp" "$result"; exit "$code"'
-)
+# The supervisor: a tiny Python that leads the agent's process group, waits for the
+# agent and records how it ended (exit code, or the signal that killed it) and when. It
+# outlives a crashed orchestrator, so a result that arrives while nobody is watching is
+# still recorded (`gadugi resume`). A shell cannot tell a death by signal N from an exit
+# with code 128+N; waitpid's status can. It ignores SIGTERM, SIGINT and SIGHUP so that a
+# polite stop ends the agent and is still recorded; SIGKILL of the group ends both. It
+# then ends the way the agent did (the same code, or the same signal), so its parent's
+# waitpid is exact even when the result file cannot be written. Resource limits are set
+# in the agent's process only, so a tight memory limit cannot stop the supervisor
+# itself. Only built-in modules are imported: each import costs startup time per task.
+SUPERVISOR = r"""
+import os, resource, signal, sys, time
+result, limits, argv = sys.argv[1], sys.argv[2], sys.argv[3:]
+polite = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+for s in polite:
+    signal.signal(s, signal.SIG_IGN)
+def record(code, sig, err):
+    null = lambda v: "null" if v is None else str(v)
+    text = '{"exit_code": %s, "signal": %s, "errno": %s, "ended_at": %r}\n' % (
+        null(code), null(sig), null(err), time.time())
+    try:
+        with open(result + ".tmp", "w") as fh:
+            fh.write(text)
+        os.replace(result + ".tmp", result)
+    except OSError as exc:
+        print("gadugi supervisor: cannot record the result:", exc, file=sys.stderr)
+r, w = os.pipe()
+try:
+    pid = os.fork()
+except OSError as exc:
+    print("gadugi supervisor: cannot start", argv[0] + ":", exc.strerror, file=sys.stderr)
+    record(None, None, exc.errno)
+    sys.exit(126)
+if pid == 0:
+    os.close(r)
+    for s in (*polite, signal.SIGPIPE, signal.SIGXFSZ):
+        signal.signal(s, signal.SIG_DFL)
+    try:
+        for item in filter(None, limits.split(",")):
+            which, value = map(int, item.split("="))
+            resource.setrlimit(which, (value, value))
+        os.execvp(argv[0], argv)
+    except OSError as exc:
+        os.write(w, str(exc.errno).encode())
+        print("gadugi supervisor: cannot run", argv[0] + ":", exc.strerror, file=sys.stderr)
+    os._exit(127)
+os.close(w)
+failed = os.read(r, 32)
+os.close(r)
+status = os.waitpid(pid, 0)[1]
+code = os.waitstatus_to_exitcode(status)
+record(code if code >= 0 else None, -code if code < 0 else None, int(failed) if failed else None)
+if code < 0:
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    try:
+        signal.signal(-code, signal.SIG_DFL)
+    except (OSError, ValueError):
+        pass
+    os.kill(os.getpid(), -code)
+    code = 128 - code
+sys.exit(code)
+"""
 KILL_WAIT_S = 5.0
-LOST = -1000  # poll() of an adopted process that vanished without writing its result
+OUT_OF_RESOURCES = frozenset({errno.EAGAIN, errno.ENOMEM})
+PR_SET_CHILD_SUBREAPER, PR_GET_CHILD_SUBREAPER = 36, 37
+
+
+@dataclass(frozen=True)
+class Exit:
+    """How one attempt ended, exactly: an exit code, a signal, a failed start, or lost."""
+
+    code: int | None  # the agent's exit status, when it exited by itself
+    signal: int | None  # the signal that ended it
+    ended_at: float
+    start_errno: int | None = None  # the agent could not be started (fork or exec failed)
+    lost: bool = False  # an adopted process that vanished without recording anything
+
+    @property
+    def returncode(self) -> int | None:
+        """subprocess's convention: the code, or -N for signal N; None if it never ran."""
+        return -self.signal if self.signal is not None else self.code
+
+    @property
+    def out_of_resources(self) -> bool:
+        """The agent was never started because the system had no process or memory left."""
+        return self.code is None and self.signal is None and self.start_errno in OUT_OF_RESOURCES
+
+    def describe(self) -> str:
+        if self.lost:
+            return "lost: the process vanished without recording how it ended"
+        if self.signal is not None:
+            return f"killed by {signal_name(self.signal)}"
+        if self.code is None:
+            return f"could not start: {os.strerror(self.start_errno or errno.EIO)}"
+        return f"exited with code {self.code}"
+
+
+def signal_name(number: int) -> str:
+    """``SIGKILL`` for 9; a number no name is known for stays a number."""
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def exit_of_returncode(code: int, ended_at: float) -> Exit:
+    """An Exit from a waitpid-style code (negative: killed by that signal)."""
+    return Exit(None, -code, ended_at) if code < 0 else Exit(code, None, ended_at)
 
 
 @dataclass
@@ -50,46 +156,106 @@ class Child:
     result_file: Path
     popen: subprocess.Popen[bytes] | None = None
     strays: list[psutil.Process] | None = None  # descendants seen at the first signal
-    returncode: int | None = None
-    ended_at: float | None = None
+    exit: Exit | None = None
+    kill_at: float | None = None  # when a stop begun with SIGTERM turns to SIGKILL
+    killed: bool = False  # SIGKILL has been sent
 
-    def poll(self) -> int | None:
-        """The exit code once the agent has finished, ``LOST`` if it vanished without one."""
-        if self.returncode is not None:
-            return self.returncode
+    @property
+    def returncode(self) -> int | None:
+        return self.exit.returncode if self.exit is not None else None
+
+    @property
+    def ended_at(self) -> float | None:
+        return self.exit.ended_at if self.exit is not None else None
+
+    def check(self) -> Exit | None:
+        """How the attempt ended, or None while it runs. Never blocks."""
+        if self.exit is not None:
+            return self.exit
         if self.popen is not None:
             code = self.popen.poll()
             if code is None:
                 return None
-            recorded = read_result(self.result_file)
-            self.ended_at = recorded[1] if recorded else time.time()
-            self.returncode = code
-            return code
-        recorded = read_result(self.result_file)
-        if recorded is not None:
-            self.returncode, self.ended_at = recorded
-        elif not same_process(self.pid, self.start_time) and not orphaned_group(self.pid):
-            # Gone, and nothing of its group lives on (a killed supervisor's agent would).
-            recorded = read_result(self.result_file)  # it may have finished just now
-            self.returncode, self.ended_at = recorded or (LOST, time.time())
-        return self.returncode
+            forget(self.popen.pid)
+            # The file is exact; without it (SIGKILL reached the supervisor too, or the
+            # disk was full) the supervisor's own status mirrors the agent's.
+            self.exit = read_result(self.result_file) or exit_of_returncode(code, time.time())
+            return self.exit
+        self.exit = read_result(self.result_file)
+        if (
+            self.exit is None
+            and not same_process(self.pid, self.start_time)
+            and not orphaned_group(self.pid)
+        ):
+            # Gone, and nothing of its group lives on (a killed supervisor's agent would);
+            # it may have finished between the two looks.
+            self.exit = read_result(self.result_file) or Exit(None, None, time.time(), lost=True)
+        return self.exit
 
     def wait(self, timeout_s: float = 30.0) -> None:
-        if self.popen is not None:
-            self.popen.wait(timeout_s)
-            return
         deadline = time.monotonic() + timeout_s
-        while self.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
+        if self.popen is not None:
+            with suppress(subprocess.TimeoutExpired):
+                self.popen.wait(timeout_s)
+        while self.check() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
 
 
-def read_result(path: Path) -> tuple[int, float] | None:
-    """The supervisor's record of an attempt: (exit code, end time), or None if not there."""
+def read_result(path: Path) -> Exit | None:
+    """The supervisor's record of an attempt, or None if it is not there (yet)."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        return int(data["exit_code"]), float(data["ended_at"])
-    except (OSError, ValueError, KeyError, TypeError):
+        code, sig, err = (data.get(k) for k in ("exit_code", "signal", "errno"))
+        return Exit(
+            None if code is None else int(code),
+            None if sig is None else int(sig),
+            float(data["ended_at"]),
+            None if err is None else int(err),
+        )
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
+
+
+@dataclass
+class _Known:
+    """What this process knows of its own children, for telling orphans from them."""
+
+    # Pids it started and has not reaped yet (supervisors, git runs): ``reap_orphans``
+    # must never take their exit status from the code that waits for them.
+    ours: set[int] = field(default_factory=set)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    # Its children when it became a subreaper (None while it is not one): the
+    # embedding program's, never taken for strays.
+    before: frozenset[tuple[int, float]] | None = None
+
+
+_known = _Known()
+
+
+def start(
+    argv: Sequence[str], *, program: str | None = None, **popen_args: Any
+) -> subprocess.Popen[Any]:
+    """``subprocess.Popen``, known to ``reap_orphans`` as ours until ``forget``-ten.
+
+    The lock spans the start itself, so no orphan scan can see the new child without
+    knowing it is ours. A fork that fails for want of processes or memory raises
+    SpawnError (transient: try again later), not a bare OSError.
+    """
+    with _known.lock:
+        try:
+            proc = subprocess.Popen(list(argv), **popen_args)
+        except OSError as exc:
+            if exc.errno in OUT_OF_RESOURCES:
+                raise SpawnError(program or argv[0], exc.errno) from exc
+            raise
+        _known.ours.add(proc.pid)
+    return proc
+
+
+def forget(pid: int) -> None:
+    """``pid``, started by ``start``, has been reaped by its owner."""
+    with _known.lock:
+        _known.ours.discard(pid)
 
 
 def spawn(
@@ -103,7 +269,9 @@ def spawn(
 ) -> Child:
     """Start ``argv`` under the supervisor in a new session, output appended to files.
 
-    A missing program raises FileNotFoundError here rather than surfacing as exit 127.
+    A missing program raises FileNotFoundError here rather than surfacing as exit 127; a
+    system out of processes raises SpawnError, here or (when the supervisor itself cannot
+    fork the agent) as an Exit whose ``out_of_resources`` is true.
     """
     program = shutil.which(argv[0], path=env.get("PATH"))
     if program is None:
@@ -113,9 +281,12 @@ def spawn(
     flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
     out_fd = os.open(stdout_path, flags, 0o644)
     err_fd = out_fd if stderr_path == stdout_path else os.open(stderr_path, flags, 0o644)
+    spec = ",".join(f"{int(k)}={int(v)}" for k, v in (limits or {}).items())
+    python = sys.executable or "python3"
     try:
-        popen = subprocess.Popen(
-            ["/bin/sh", "-c", SUPERVISOR, "gadugi-supervisor", str(result_file), *argv],
+        popen = start(
+            [python, "-I", "-S", "-c", SUPERVISOR, str(result_file), spec, *argv],
+            program=argv[0],
             cwd=cwd,
             env=dict(env),
             stdin=subprocess.DEVNULL,
@@ -123,7 +294,6 @@ def spawn(
             stderr=err_fd,
             start_new_session=True,
             close_fds=True,
-            preexec_fn=_limiter(limits) if limits else None,  # noqa: PLW1509
         )
     finally:
         os.close(out_fd)
@@ -149,20 +319,6 @@ def find_agent(orchestration_id: str, task_id: str) -> tuple[int, float] | None:
         except (psutil.Error, ProcessLookupError, PermissionError):
             continue
     return None
-
-
-def _limiter(limits: Mapping[int, int]) -> Callable[[], None]:
-    """Resource limits applied in the child before exec (inherited by its descendants).
-
-    The loop is single-threaded when it spawns, which is what makes preexec_fn safe here.
-    """
-    chosen = dict(limits)
-
-    def apply() -> None:
-        for which, value in chosen.items():
-            resource.setrlimit(which, (value, value))
-
-    return apply
 
 
 class ExitWatch:
@@ -196,12 +352,105 @@ class ExitWatch:
         self.selector.close()
 
 
-def agents_of(orchestration_ids: set[str]) -> list[tuple[int, str, str]]:
-    """Live processes gadugi started for these orchestrations: (pid, orchestration, task)."""
+# -- strays: a subreaper's orphans, and the environment gadugi gives its agents ------------
+
+
+def _prctl(option: int, arg: Any) -> bool:
+    """prctl(2) through libc; False where there is none or it refuses."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return int(libc.prctl(option, arg, 0, 0, 0)) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+@contextmanager
+def subreaper() -> Iterator[bool]:
+    """Be the reaper of this process's orphaned descendants while the block runs.
+
+    A daemon an agent leaves (double fork, setsid, a cleared environment) is then
+    reparented to us instead of to init, where ``orphans`` finds it whatever it did to
+    its environment. Linux only; elsewhere nothing changes and it yields False.
+    """
+    was = ctypes.c_int(0)
+    if _known.before is not None or not _prctl(PR_GET_CHILD_SUBREAPER, ctypes.byref(was)):
+        yield _known.before is not None  # already one (a nested run), or not possible here
+        return
+    if not _prctl(PR_SET_CHILD_SUBREAPER, 1):
+        yield False
+        return
+    _known.before = frozenset(_identities(psutil.Process().children()))
+    try:
+        yield True
+    finally:
+        _known.before = None
+        if not was.value:
+            _prctl(PR_SET_CHILD_SUBREAPER, 0)
+
+
+def _identities(procs: list[psutil.Process]) -> Iterator[tuple[int, float]]:
+    for proc in procs:
+        with suppress(psutil.Error):
+            yield proc.pid, proc.create_time()
+
+
+def _orphans_locked() -> list[psutil.Process]:
+    """Children reparented to us: not started by us, not there before, not of our session.
+
+    An agent's descendants are never in our session (each agent starts a new one, and a
+    process can only leave a session for a new one), so a child the embedding program
+    started itself in our session is never taken for a stray. Call with ``_known.lock``
+    held: a child started during the scan would otherwise look like an orphan.
+    """
+    if _known.before is None:
+        return []
+    our_session = os.getsid(0)
     found = []
+    for proc in psutil.Process().children():
+        try:
+            if proc.pid in _known.ours or (proc.pid, proc.create_time()) in _known.before:
+                continue
+            if os.getsid(proc.pid) != our_session:
+                found.append(proc)
+        except (psutil.Error, OSError):
+            continue
+    return found
+
+
+def orphans() -> list[psutil.Process]:
+    """Live processes reparented to this subreaper: what agents left running."""
+    with _known.lock:
+        return [p for p in _orphans_locked() if _running(p)]
+
+
+def reap_orphans() -> list[int]:
+    """Collect the exit status of zombies reparented to us, so none piles up.
+
+    Only orphans: the exit status of a child we started belongs to whoever waits for it
+    (``subprocess`` reads it, and a stolen one would read as success).
+    """
+    reaped = []
+    with _known.lock:
+        for proc in _orphans_locked():
+            with suppress(ChildProcessError, psutil.Error):
+                if proc.status() == psutil.STATUS_ZOMBIE and os.waitpid(proc.pid, os.WNOHANG)[0]:
+                    reaped.append(proc.pid)
+    return reaped
+
+
+def agents_of(orchestration_ids: set[str]) -> list[tuple[int, str, str]]:
+    """Live processes gadugi started for these orchestrations: (pid, orchestration, task).
+
+    The calling process is never among them, even when it runs inside an agent's
+    environment (a gadugi started by an agent inherits that agent's variables).
+    """
+    found = []
+    me = os.getpid()
     for proc in psutil.process_iter(["pid"]):
         try:
-            if proc.status() == psutil.STATUS_ZOMBIE:
+            if proc.pid == me or proc.status() == psutil.STATUS_ZOMBIE:
                 continue
             env = proc.environ()
         except psutil.Error:
@@ -212,28 +461,45 @@ def agents_of(orchestration_ids: set[str]) -> list[tuple[int, str, str]]:
     return found
 
 
-def sweep(orchestration_id: str, grace_s: float) -> list[int]:
-    """Stop whatever an orchestration's agents left running once all its tasks are over.
+MAX_SWEEPS = 3
 
-    A daemon an agent started with setsid (and its parent gone) is in no process group
-    or tree of ours any more; the environment gadugi gave it still names it.
+
+def sweep(orchestration_id: str, grace_s: float, keep: Collection[int] = ()) -> list[int]:
+    """Stop whatever an orchestration's agents left running; blocks up to about ``grace_s``.
+
+    Two searches, as each misses what the other finds: the environment gadugi gave its
+    agents names a daemon that left every process tree (setsid, its parent gone) unless
+    it cleared that environment; while we are a subreaper, every orphan reparented to us
+    is a stray whatever its environment. The trees of ``keep`` (the supervisors of tasks
+    still running) are spared. Stopping a daemon can orphan what it started in the
+    meantime, so the search repeats, a bounded number of times.
     """
-    found = []
-    for pid, _, task_id in agents_of({orchestration_id}):
-        try:
-            found.append(psutil.Process(pid))
-            log.warning("stopping pid %d left behind by task %s", pid, task_id)
-        except psutil.Error:
-            continue
-    for proc in found:
-        with suppress(psutil.Error):
-            proc.terminate()
-    alive = _wait_gone(found, grace_s)
-    for proc in alive:
-        with suppress(psutil.Error):
-            proc.kill()
-    _wait_gone(alive, KILL_WAIT_S)
-    return [p.pid for p in found]
+    spared = {os.getpid(), *(p.pid for pid in keep for p in _tree(pid))}
+    stopped_pids: list[int] = []
+    for _ in range(MAX_SWEEPS):
+        found: dict[int, tuple[psutil.Process, str]] = {}
+        for pid, _, task_id in agents_of({orchestration_id}):
+            with suppress(psutil.Error):
+                found[pid] = (psutil.Process(pid), f"task {task_id}")
+        for orphan in orphans():
+            for proc in _tree(orphan.pid):
+                found.setdefault(proc.pid, (proc, "an agent (its environment cleared)"))
+        strays = [(p, who) for pid, (p, who) in found.items() if pid not in spared]
+        if not strays:
+            break
+        for proc, who in strays:
+            log.warning("stopping pid %d left behind by %s", proc.pid, who)
+            with suppress(psutil.Error):
+                proc.terminate()
+        procs = [p for p, _ in strays]
+        alive = _wait_gone(procs, grace_s)
+        for proc in alive:
+            with suppress(psutil.Error):
+                proc.kill()
+        _wait_gone(alive, KILL_WAIT_S)
+        reap_orphans()
+        stopped_pids.extend(p.pid for p in procs)
+    return stopped_pids
 
 
 def _wait_gone(procs: list[psutil.Process], timeout_s: float) -> list[psutil.Process]:
@@ -241,6 +507,7 @@ def _wait_gone(procs: list[psutil.Process], timeout_s: float) -> list[psutil.Pro
     deadline = time.monotonic() + timeout_s
     alive = procs
     while alive and time.monotonic() < deadline:
+        reap_orphans()
         alive = [p for p in alive if _running(p)]
         if alive:
             time.sleep(0.02)
@@ -315,6 +582,9 @@ def _tree(pid: int) -> list[psutil.Process]:
         return []
 
 
+# -- stopping -----------------------------------------------------------------------------
+
+
 def signal_tree(child: Child, sig: signal.Signals) -> None:
     """Send ``sig`` to the child's process group and to descendants that left it.
 
@@ -334,7 +604,7 @@ def signal_tree(child: Child, sig: signal.Signals) -> None:
 
 def stopped(child: Child) -> bool:
     """True when the child has exited (and is reaped) and nothing of its tree lives on."""
-    if child.poll() is None or group_alive(child.pid):
+    if child.check() is None or group_alive(child.pid):
         return False
     for proc in child.strays or ():
         try:
@@ -345,24 +615,49 @@ def stopped(child: Child) -> bool:
     return True
 
 
-def terminate(children: list[Child], grace_s: float) -> None:
-    """Stop every child's tree at once: SIGTERM, up to ``grace_s`` to exit, then SIGKILL."""
-    for child in children:
-        signal_tree(child, signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    pending = [c for c in children if not stopped(c)]
-    while pending and time.monotonic() < deadline:
-        time.sleep(0.05)
-        pending = [c for c in pending if not stopped(c)]
-    for child in pending:
-        log.info("pid %d did not exit within %.1fs of SIGTERM; sending SIGKILL", child.pid, grace_s)
+def begin_stop(child: Child, now: float, grace_s: float) -> None:
+    """SIGTERM to the child's tree; ``finish_stop`` sends SIGKILL from ``now + grace_s``.
+
+    A stop already begun keeps its first deadline.
+    """
+    if child.kill_at is None:
+        child.kill_at = now + grace_s
+    signal_tree(child, signal.SIGTERM)
+
+
+def finish_stop(child: Child, now: float) -> bool:
+    """True once the child's whole tree is gone; never waits.
+
+    From the deadline on, each call sends SIGKILL again: it cannot be refused, but a
+    process forked since the last signal is only reached by the next one.
+    """
+    if stopped(child):
+        return True
+    if child.kill_at is not None and now >= child.kill_at:
+        if not child.killed:
+            log.info("pid %d did not exit after SIGTERM; sending SIGKILL", child.pid)
+            child.killed = True
         signal_tree(child, signal.SIGKILL)
+    return False
+
+
+def terminate(children: list[Child], grace_s: float) -> None:
+    """Stop every child's tree at once and wait for it: SIGTERM, then SIGKILL after
+    ``grace_s``. For callers with nothing else to do; a loop uses ``begin_stop`` and
+    ``finish_stop`` instead, and never waits."""
+    for child in children:
+        begin_stop(child, time.time(), grace_s)
     # SIGKILL cannot be refused, but delivery takes a moment: wait for it, boundedly.
-    deadline = time.monotonic() + KILL_WAIT_S
-    for child in pending:
-        child.wait(max(0.0, deadline - time.monotonic()))
-        while not stopped(child) and time.monotonic() < deadline:
-            time.sleep(0.02)
+    deadline = time.monotonic() + grace_s + KILL_WAIT_S
+    pending = children
+    while pending:
+        pending = [c for c in pending if not finish_stop(c, time.time())]
+        if not pending or time.monotonic() >= deadline:
+            break
+        time.sleep(0.02)
+
+
+# -- resources ----------------------------------------------------------------------------
 
 
 def sample_trees(pids: Sequence[int]) -> dict[int, tuple[float, float]]:

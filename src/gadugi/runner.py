@@ -25,7 +25,7 @@ from . import procs
 from .agents import AgentContext, AgentProfile, Outcome
 from .agents.base import ATTEMPT_MARK, last_line
 from .config import OrchestrationConfig
-from .errors import GadugiError, WorktreeError
+from .errors import GadugiError, SpawnError, WorktreeError
 from .health import Admission
 from .lifecycle import Transition
 from .promptgen import Template
@@ -69,17 +69,20 @@ class Processes:
     ) -> procs.Child:
         return procs.spawn(argv, cwd, env, stdout, stderr, result_file, limits)
 
-    def signal(self, child: procs.Child, sig: signal.Signals) -> None:
-        procs.signal_tree(child, sig)
+    def begin_stop(self, child: procs.Child, now: float, grace_s: float) -> None:
+        procs.begin_stop(child, now, grace_s)
 
-    def stopped(self, child: procs.Child) -> bool:
-        return procs.stopped(child)
+    def finish_stop(self, child: procs.Child, now: float) -> bool:
+        return procs.finish_stop(child, now)
 
     def terminate(self, children: list[procs.Child], grace_s: float) -> None:
         procs.terminate(children, grace_s)
 
     def sample(self, pids: Sequence[int]) -> dict[int, tuple[float, float]]:
         return procs.sample_trees(pids)
+
+    def reap(self) -> list[int]:
+        return procs.reap_orphans()
 
 
 @dataclass
@@ -199,6 +202,10 @@ class Runner:
             config.min_available_memory_mb, config.max_load_per_cpu
         )
         self._last_observe = 0.0
+        # Lowered when the system runs out of processes, raised again by each good start.
+        self.parallel = config.max_parallel_tasks
+        self._paused_until = 0.0  # backing off after a fork failure in the loop itself
+        self._pauses = 0
 
     # -- the loop ---------------------------------------------------------------------
 
@@ -235,8 +242,26 @@ class Runner:
         """One step; returns False once every task has finished."""
         self.changed = False
         if self.interrupted or self.fatal:
-            self._stop_everything(now)
-            return False
+            return self._stop_everything(now)
+        if now < self._paused_until:
+            return True
+        try:
+            self._step(now)
+        except SpawnError as exc:
+            # The process table is full: no step has written its state yet (the write is
+            # always its last act), so the same steps are simply taken again later.
+            self._out_of_processes(exc)
+            self._pauses += 1
+            delay = min(MAX_START_DELAY_S, START_RETRY_BASE_S * 2 ** (self._pauses - 1))
+            self._paused_until = now + delay
+            log.warning("%s; the loop waits %.1fs", exc, delay)
+            return True
+        self._pauses = 0
+        if self.listener:
+            self.listener.ticked(self.runs, now, self.waiting)
+        return any(not r.status.finished for r in self.runs)
+
+    def _step(self, now: float) -> None:
         self._apply_cancel_requests(now)
         for run in self.runs:
             if run.status is TaskStatus.RUNNING:
@@ -245,19 +270,25 @@ class Runner:
         self._start_ready(now)
         if now - self._last_observe >= OBSERVE_EVERY_S:
             self._last_observe = now
+            self.procs.reap()  # orphans reparented to us, so no zombie piles up
             running = [r for r in self.runs if r.status is TaskStatus.RUNNING]
             readings = self.procs.sample([r.child.pid for r in running if r.child])
             for run in running:
                 self.observe(run, now, readings.get(run.child.pid if run.child else 0))
-        if self.listener:
-            self.listener.ticked(self.runs, now, self.waiting)
-        return any(not r.status.finished for r in self.runs)
+
+    def _out_of_processes(self, exc: SpawnError) -> None:
+        """Run fewer tasks at once: as many as run now (at least one), until starts succeed."""
+        running = sum(1 for r in self.runs if r.status is TaskStatus.RUNNING)
+        lowered = max(1, min(self.parallel, running))
+        if lowered < self.parallel:
+            log.warning("%s: running at most %d task(s) at once for now", exc, lowered)
+            self.parallel = lowered
 
     # -- starting -----------------------------------------------------------------------
 
     def _start_ready(self, now: float) -> None:
         running = sum(1 for r in self.runs if r.status is TaskStatus.RUNNING)
-        free = self.config.max_parallel_tasks - running
+        free = self.parallel - running
         if free <= 0:
             return
         statuses = {r.task_id: r.status for r in self.runs}
@@ -267,7 +298,13 @@ class Runner:
         if self.waiting:
             return  # running tasks go on; new ones wait until the machine has room
         for task_id in ready:
-            self._start(self.by_id[task_id], self.clock())
+            if self.interrupted:
+                return  # Ctrl-C while an earlier start ran git: start nothing more
+            if running >= self.parallel:
+                return  # lowered by a start that found the system out of processes
+            run = self.by_id[task_id]
+            self._start(run, self.clock())
+            running += run.status is TaskStatus.RUNNING
 
     def _set_waiting(self, reason: str | None) -> None:
         if reason != self.waiting:
@@ -280,6 +317,8 @@ class Runner:
         try:
             if run.worktree is None:
                 self._make_worktree(run)
+            if self.interrupted or self.fatal:
+                return  # it came while git ran: no agent may start after it
             ctx, launch = self._prepare_attempt(run)
             stdout = ctx.events_file if launch.structured_stdout else ctx.log_file
             env = {**os.environ, **ctx.environment(), **launch.env}
@@ -296,6 +335,8 @@ class Runner:
             return
         run.child, run.ctx = child, ctx
         self.exits.watch(child)
+        if self.parallel < self.config.max_parallel_tasks:
+            self.parallel += 1
         run.started_at = run.started_at or now
         run.deadline = now + run.timeout_s
         run.last_heartbeat = now
@@ -317,6 +358,8 @@ class Runner:
     def _start_failed(self, run: TaskRun, exc: GadugiError | OSError, now: float) -> None:
         """Try again later if that can help (bounded, growing delays), else fail the task."""
         message = str(exc) if isinstance(exc, GadugiError) else f"cannot start agent: {exc}"
+        if isinstance(exc, SpawnError):
+            self._out_of_processes(exc)
         if _transient_start_failure(exc) and run.start_failures < MAX_START_RETRIES:
             run.start_failures += 1
             delay = min(MAX_START_DELAY_S, START_RETRY_BASE_S * 2 ** (run.start_failures - 1))
@@ -340,7 +383,8 @@ class Runner:
         At most ``max_parallel_tasks`` worktrees wait ready. Returns whether it made one.
         """
         waiting = [r for r in self.runs if r.status is TaskStatus.QUEUED and r.worktree]
-        if len(waiting) >= self.config.max_parallel_tasks or self.waiting:
+        stopping = self.interrupted or self.fatal
+        if len(waiting) >= self.config.max_parallel_tasks or self.waiting or stopping:
             return False
         done = {r.task_id for r in self.runs if r.status is TaskStatus.COMPLETED}
         for run in sorted(self.runs, key=lambda r: (-r.slot.priority, r.slot.order)):
@@ -475,29 +519,51 @@ class Runner:
     # -- running ------------------------------------------------------------------------
 
     def _check_running(self, run: TaskRun, now: float) -> None:
+        """Never waits: a stop under way is looked at again on the next tick."""
         child = run.child
         assert child is not None
         if run.stopping is not None:
-            status, why, kill_at = run.stopping
-            if self.procs.stopped(child) and status is TaskStatus.QUEUED:
-                self._restart(run, why, now)
-            elif self.procs.stopped(child):
-                self._end_attempt(run, status, now, why, child.returncode)
-            elif now >= kill_at:
-                self.procs.signal(child, signal.SIGKILL)
-                run.stopping = (status, why, float("inf"))
+            status, why, _ = run.stopping
+            if not self.procs.finish_stop(child, now):
+                return
+            if status is TaskStatus.QUEUED:
+                self._restart(run, why, _ended_at(child, now))
+            else:
+                self._end_attempt(run, status, _ended_at(child, now), why, _code(child))
             return
-        code = child.poll()
-        if code == procs.LOST:
+        ended = child.check()
+        if ended is None:
+            if now >= run.deadline:
+                minutes = run.timeout_s / 60
+                self._stop(run, TaskStatus.TIMEOUT, f"timed out after {minutes:g} minutes", now)
+        elif ended.lost:
             self._requeue_lost(run, now)
-        elif code is not None:
-            if not self.procs.stopped(child):
-                # The agent left processes behind in its group: they must not outlive it.
-                self.procs.terminate([child], self.config.kill_grace_seconds)
-            self._exited(run, code, now)
-        elif now >= run.deadline:
-            minutes = run.timeout_s / 60
-            self._stop(run, TaskStatus.TIMEOUT, f"timed out after {minutes:g} minutes", now)
+        elif not self.procs.finish_stop(child, now):
+            # The agent left processes behind in its group: they must not outlive it.
+            if child.kill_at is None:
+                self.procs.begin_stop(child, now, self.config.kill_grace_seconds)
+        elif ended.out_of_resources:
+            self._not_started(run, ended, now)
+        else:
+            # The attempt ended when the supervisor saw it end, not when a tick noticed.
+            self._exited(run, ended, ended.ended_at)
+
+    def _not_started(self, run: TaskRun, ended: procs.Exit, now: float) -> None:
+        """The supervisor could not fork the agent: out of processes. Back off and retry."""
+        message = f"agent {ended.describe()}"
+        if run.start_failures >= MAX_START_RETRIES:
+            message = f"gave up after {run.start_failures + 1} tries to start: {message}"
+            self._end_attempt(run, TaskStatus.FAILED, now, message, None)
+        else:
+            run.start_failures += 1
+            delay = min(MAX_START_DELAY_S, START_RETRY_BASE_S * 2 ** (run.start_failures - 1))
+            run.hold_until = now + delay
+            log.info("%s: %s; trying again in %.1fs", run.task_id, message, delay)
+            self._requeue(
+                run, now, "not started", message, f"{message}; trying again in {delay:.1f}s", None
+            )
+        # Counted once it no longer runs: as many at once as still run.
+        self._out_of_processes(SpawnError(run.task_id, ended.start_errno or errno.EAGAIN))
 
     def _restart(self, run: TaskRun, why: str, now: float) -> None:
         """A stalled agent was stopped: run it again if the budget allows, else fail."""
@@ -506,7 +572,7 @@ class Runner:
             self._end_attempt(run, TaskStatus.FAILED, now, f"{why}; no retries left", None)
             return
         run.retries_left -= 1
-        self._requeue(run, now, "stalled", why, f"{why}; restarting", run.child.returncode)
+        self._requeue(run, now, "stalled", why, f"{why}; restarting", _code(run.child))
         run.stalled = False
 
     def _requeue_lost(self, run: TaskRun, now: float) -> None:
@@ -543,20 +609,24 @@ class Runner:
     def _stop(self, run: TaskRun, status: TaskStatus, why: str, now: float) -> None:
         """Begin stopping a running task: SIGTERM now, SIGKILL after the grace period."""
         assert run.child is not None
-        self.procs.signal(run.child, signal.SIGTERM)
+        self.procs.begin_stop(run.child, now, self.config.kill_grace_seconds)
         run.stopping = (status, why, now + self.config.kill_grace_seconds)
         log.info("%s: stopping (%s)", run.task_id, why)
 
-    def _exited(self, run: TaskRun, code: int, now: float) -> None:
+    def _exited(self, run: TaskRun, ended: procs.Exit, now: float) -> None:
         assert run.ctx is not None
+        # The profile judges by subprocess's convention (-N: killed by signal N); the
+        # record has a code only when the agent exited by itself.
+        code, recorded = ended.returncode, ended.code
+        assert code is not None
         self.observe(run, now)
         outcome: Outcome = run.profile.judge(run.ctx, code)
         run.agent_info.update(outcome.agent)
         if outcome.success:
-            self._end_attempt(run, TaskStatus.COMPLETED, now, None, code)
+            self._end_attempt(run, TaskStatus.COMPLETED, now, None, recorded)
         elif outcome.fatal:
             self.fatal, self.fatal_task = f"{run.task_id}: {outcome.error}", run.task_id
-            self._end_attempt(run, TaskStatus.FAILED, now, outcome.error, code)
+            self._end_attempt(run, TaskStatus.FAILED, now, outcome.error, recorded)
         elif isinstance(outcome.agent.get("retry_after"), int | float):
             # A usage limit with a reset time: park the task until then; this is not
             # the task's fault, so it costs none of its retry budget.
@@ -565,7 +635,7 @@ class Runner:
                 f"{outcome.error}; parked until {time.strftime('%H:%M:%S', time.localtime(until))}"
             )
             run.hold_until = until
-            self._requeue(run, now, "parked", why, why, code, exit_code=code)
+            self._requeue(run, now, "parked", why, why, recorded, exit_code=recorded)
         elif outcome.transient and run.retries_left > 0:
             run.retries_left -= 1
             delay = min(
@@ -575,9 +645,9 @@ class Runner:
             log.info("%s: %s; retrying in %.1fs", run.task_id, outcome.error, delay)
             run.hold_until = now + delay
             why = f"{outcome.error}; retrying in {delay:.1f}s"
-            self._requeue(run, now, "retrying", outcome.error, why, code, exit_code=code)
+            self._requeue(run, now, "retrying", outcome.error, why, recorded, exit_code=recorded)
         else:
-            self._end_attempt(run, TaskStatus.FAILED, now, outcome.error, code)
+            self._end_attempt(run, TaskStatus.FAILED, now, outcome.error, recorded)
 
     def _end_attempt(
         self, run: TaskRun, status: TaskStatus, now: float, error: str | None, code: int | None
@@ -585,8 +655,10 @@ class Runner:
         ended = AttemptRecord(
             run.attempt, ended_at=now, exit_code=code, status=status.value, error=error
         )
-        run.child, run.stopping = None, None
         self._finish(run, status, now, error=error, exit_code=code, attempt=ended)
+        # Only now: should finishing fail for want of processes, the next tick takes the
+        # same exit up again.
+        run.child, run.stopping = None, None
 
     def _finish(
         self,
@@ -609,26 +681,32 @@ class Runner:
             "memory_mb": run.memory_mb,
             "not_before": None,
         }
-        head = None
-        if run.worktree is not None and run.branch and run.attempt > 0:
-            # Before counting commits: an agent may have committed off its branch.
-            head = self.worktrees.secure_head(run.task_id, run.worktree, run.branch)
-        if run.branch and run.base_commit:
-            fields["commits"] = self.worktrees.commits_ahead(run.branch, run.base_commit)
-        # A completed task's worktree goes if all its work is committed; so does one
-        # made ahead for a task that never started (nothing ran in it). One whose HEAD
-        # holds commits the branch does not stays with them.
-        kept = head is not None and head.outcome is HeadOutcome.KEPT
-        if (
-            run.worktree is not None
-            and not kept
-            and (status is TaskStatus.COMPLETED or run.attempt == 0)
-        ):
-            tidied = self._tidy_worktree(run)
-            error = tidied.pop("error_message", error)
-            fields.update(tidied)
-        if head is not None and head.note:
-            error = f"{error}; {head.note}" if error else head.note
+        try:
+            head = None
+            if run.worktree is not None and run.branch and run.attempt > 0:
+                # Before counting commits: an agent may have committed off its branch.
+                head = self.worktrees.secure_head(run.task_id, run.worktree, run.branch)
+            if run.branch and run.base_commit:
+                fields["commits"] = self.worktrees.commits_ahead(run.branch, run.base_commit)
+            # A completed task's worktree goes if all its work is committed; so does one
+            # made ahead for a task that never started (nothing ran in it). One whose HEAD
+            # holds commits the branch does not stays with them.
+            kept = head is not None and head.outcome is HeadOutcome.KEPT
+            if (
+                run.worktree is not None
+                and not kept
+                and (status is TaskStatus.COMPLETED or run.attempt == 0)
+            ):
+                tidied = self._tidy_worktree(run)
+                error = tidied.pop("error_message", error)
+                fields.update(tidied)
+            if head is not None and head.note:
+                error = f"{error}; {head.note}" if error else head.note
+        except SpawnError as exc:
+            if not (self.interrupted or self.fatal):
+                raise  # the loop backs off and finishes the task later, commits counted
+            # Stopping everything must end; nothing is removed unseen, and it says so.
+            error = "; ".join(filter(None, [error, f"worktree kept, commits not counted: {exc}"]))
         self._move(run, status, now, error, attempt, **fields)
 
     def _tidy_worktree(self, run: TaskRun) -> dict[str, Any]:
@@ -672,21 +750,36 @@ class Runner:
                 error=f"cancelled: dependency {cause} {what}",
             )
 
-    def _stop_everything(self, now: float) -> None:
-        """Ctrl-C, SIGTERM or a fatal agent error: stop every running task, cancel the rest."""
+    def _stop_everything(self, now: float) -> bool:
+        """Ctrl-C, SIGTERM or a fatal agent error: stop every running task, cancel the rest.
+
+        Never waits: SIGTERM goes out at once, SIGKILL at the grace period's end, and each
+        tick ends the tasks whose processes are gone. True while some are still stopping.
+        """
         why = (
             f"cancelled: orchestrator interrupted ({self.interrupted})"
             if self.interrupted
             else f"cancelled: orchestration stopped: {self.fatal_task} failed past retrying"
         )
-        running = [r for r in self.runs if r.status is TaskStatus.RUNNING and r.child]
-        self.procs.terminate([r.child for r in running if r.child], self.config.kill_grace_seconds)
-        for run in running:
-            assert run.child is not None
-            self._end_attempt(run, TaskStatus.CANCELLED, now, why, run.child.returncode)
+        pending = False
+        for run in self.runs:
+            child = run.child
+            if run.status is not TaskStatus.RUNNING or child is None:
+                continue
+            if child.kill_at is None:
+                self.procs.begin_stop(child, now, self.config.kill_grace_seconds)
+            if self.procs.finish_stop(child, now):
+                self._end_attempt(
+                    run, TaskStatus.CANCELLED, _ended_at(child, now), why, _code(child)
+                )
+            else:
+                pending = True
+        if pending:
+            return True
         for run in self.runs:
             if run.status is TaskStatus.QUEUED:
                 self._finish(run, TaskStatus.CANCELLED, now, error=why)
+        return False
 
     # -- watching -----------------------------------------------------------------------
 
@@ -774,6 +867,17 @@ class Runner:
         self.on_dirty()
         if self.listener:
             self.listener.changed(run)
+
+
+def _code(child: procs.Child) -> int | None:
+    """The exit code to record: None when a signal ended the attempt, or it was lost."""
+    return child.exit.code if child.exit is not None else None
+
+
+def _ended_at(child: procs.Child, now: float) -> float:
+    """When the attempt ended, as its supervisor recorded it (``now`` if nobody did)."""
+    ended = child.exit
+    return ended.ended_at if ended is not None and not ended.lost else now
 
 
 def _transient_start_failure(exc: BaseException) -> bool:

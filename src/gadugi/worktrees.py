@@ -14,6 +14,7 @@ a finished worktree, or removes a half-made one and makes it again under the sam
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import logging
 import os
@@ -26,7 +27,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from .errors import GadugiError, RepositoryError, WorktreeError
+from . import procs
+from .errors import GadugiError, RepositoryError, SpawnError, WorktreeError
 
 log = logging.getLogger(__name__)
 
@@ -45,24 +47,53 @@ class GitResult:
 
 
 def run_git(args: Sequence[str], cwd: Path, lock_fd: int | None = None) -> GitResult:
-    """Run git without a shell or a terminal.
+    """Run git without a shell or a terminal, in a session of its own.
 
-    ``lock_fd`` (from ``Worktrees.locked``) is handed down to git: an flock lasts while any
-    process holds its file open, so if gadugi dies mid-command the lock stays held until
-    git itself has finished, and a resumed run cannot race the orphaned git.
+    Its own session, so that a Ctrl-C at the terminal reaches gadugi only: git killed
+    half-way through ``worktree add`` leaves a half-made worktree. ``lock_fd`` (from
+    ``Worktrees.locked``) is handed down to git: an flock lasts while any process holds
+    its file open, so if gadugi dies mid-command the lock stays held until git itself has
+    finished, and a resumed run cannot race the orphaned git. A git that cannot be
+    started, or cannot start its own processes, for want of processes or memory raises
+    SpawnError: that is no verdict of git's, and trying again later may succeed.
     """
     env = {**os.environ, **_GIT_ENV}
-    proc = subprocess.run(
+    proc = procs.start(
         ["git", *args],
         cwd=cwd,
         env=env,
-        capture_output=True,
-        text=True,
         stdin=subprocess.DEVNULL,
-        check=False,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
         pass_fds=() if lock_fd is None else (lock_fd,),
     )
-    return GitResult(proc.returncode, proc.stdout, proc.stderr)
+    try:
+        stdout, stderr = proc.communicate()
+    except BaseException:
+        # Interrupted here: let git finish its step rather than stop it half-way.
+        proc.communicate()
+        raise
+    finally:
+        if proc.returncode is not None:
+            procs.forget(proc.pid)
+    if proc.returncode != 0:
+        _raise_if_out_of_resources(stderr)
+    return GitResult(proc.returncode, stdout, stderr)
+
+
+# git says it could not fork or start a thread only in words (run-command.c's "cannot
+# fork() for ...", "unable to create thread: ..."), with strerror's text under LC_ALL=C.
+_OUT_OF = {os.strerror(errno.EAGAIN): errno.EAGAIN, os.strerror(errno.ENOMEM): errno.ENOMEM}
+
+
+def _raise_if_out_of_resources(stderr: str) -> None:
+    for line in stderr.splitlines():
+        if "fork" in line or "thread" in line:
+            for text, number in _OUT_OF.items():
+                if text in line:
+                    raise SpawnError("git", number, line.strip())
 
 
 def repository_root(path: Path) -> Path:

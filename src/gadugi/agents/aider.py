@@ -38,6 +38,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from ..procs import signal_name
 from ..tasks import Prompt
 from ..worktrees import exclude_paths, run_git
 from .base import AgentContext, Launch, Outcome
@@ -123,7 +124,7 @@ class AiderProfile:
         detail = f": {last}" if last else ""
         if exit_code < 0:
             return Outcome(
-                False, agent=agent, error=f"aider was killed by signal {-exit_code}{detail}"
+                False, agent=agent, error=f"aider was killed by {signal_name(-exit_code)}{detail}"
             )
         if exit_code != 0:
             return Outcome(False, agent=agent, error=f"aider exited with code {exit_code}{detail}")

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import AgentError
+from ..procs import signal_name
 from ..tasks import Prompt
 from .base import AgentContext, Launch, Outcome, log_tail
 
@@ -276,7 +277,7 @@ def verdict(
         detail = f": {log_line}" if log_line else ""
         if exit_code < 0:
             return Outcome(
-                False, error=f"claude was killed by signal {-exit_code}{detail}", agent=agent
+                False, error=f"claude was killed by {signal_name(-exit_code)}{detail}", agent=agent
             )
         return Outcome(
             False,

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..procs import signal_name
 from ..tasks import Prompt
 from .base import AgentContext, Launch, Outcome
 from .stream import Follower, clip, log_tail, number, prompt_text, read_events, require
@@ -280,7 +281,7 @@ def verdict(
     if not tally.finished:
         if exit_code < 0:
             return Outcome(
-                False, agent=agent, error=f"codex was killed by signal {-exit_code}{detail}"
+                False, agent=agent, error=f"codex was killed by {signal_name(-exit_code)}{detail}"
             )
         what = tally.errors[-1] if tally.errors else log_line
         return Outcome(

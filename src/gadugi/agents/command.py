@@ -10,6 +10,7 @@ from __future__ import annotations
 import shlex
 
 from ..errors import AgentError, ConfigError
+from ..procs import signal_name
 from ..promptgen import check_placeholders
 from ..tasks import Prompt
 from .base import AgentContext, Launch, Outcome, log_tail
@@ -45,7 +46,7 @@ def judge_exit(ctx: AgentContext, exit_code: int) -> Outcome:
     if exit_code == EX_TEMPFAIL:
         return Outcome(False, transient=True, error=f"agent asked for a retry (exit 75){detail}")
     if exit_code < 0:
-        return Outcome(False, error=f"agent killed by signal {-exit_code}{detail}")
+        return Outcome(False, error=f"agent killed by {signal_name(-exit_code)}{detail}")
     return Outcome(False, error=f"agent exited with code {exit_code}{detail}")
 
 

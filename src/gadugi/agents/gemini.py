@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..procs import signal_name
 from ..tasks import Prompt
 from .base import AgentContext, Launch, Outcome
 from .stream import Follower, clip, log_tail, number, prompt_text, require
@@ -164,7 +165,7 @@ def verdict(tally: GeminiTally, exit_code: int, *, resumed: str | None, log_line
     if result is None:
         if exit_code < 0:
             return Outcome(
-                False, agent=agent, error=f"gemini was killed by signal {-exit_code}{detail}"
+                False, agent=agent, error=f"gemini was killed by {signal_name(-exit_code)}{detail}"
             )
         return Outcome(
             False,
