@@ -410,3 +410,43 @@ def _attempt_row(number: int, status: str, started_at: float | None = None) -> d
         "status": status,
         "started_at": started_at or time.time(),
     }
+
+
+def _open_and_report(path: Path, barrier: Any, out: Any) -> None:
+    try:
+        barrier.wait(10)
+        Registry(path).close()
+        out.put(("opened", ""))
+    except BaseException as exc:  # reported, so the test says what broke
+        out.put(("error", repr(exc)))
+    finally:
+        _exit(out)
+
+
+def test_two_processes_bring_an_old_registry_up_to_date_together(tmp_path: Path) -> None:
+    """Columns added since a registry was made are added once, however many open it."""
+    for n in range(20):
+        path = tmp_path / f"state-{n}.db"
+        Registry(path).close()
+        conn = sqlite3.connect(path)
+        for table, columns in (
+            ("tasks", ("not_before", "worktree_state")),
+            ("orchestrations", ("owner",)),
+        ):
+            for column in columns:
+                conn.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
+        conn.commit()
+        conn.close()
+        barrier, out = FORK.Barrier(2), FORK.Queue()
+        children = [
+            FORK.Process(target=_open_and_report, args=(path, barrier, out)) for _ in range(2)
+        ]
+        for child in children:
+            child.start()
+        results = [out.get(timeout=30) for _ in children]
+        for child in children:
+            child.join(30)
+        assert results == [("opened", "")] * 2, (n, results)
+        reg = Registry(path)
+        assert "worktree_state" in {r[1] for r in reg.conn.execute("PRAGMA table_info(tasks)")}
+        reg.close()

@@ -85,6 +85,7 @@ CREATE TABLE IF NOT EXISTS tasks (
     memory_mb REAL,
     last_line TEXT,
     not_before REAL,
+    worktree_state TEXT,
     PRIMARY KEY (orchestration_id, task_id)
 );
 CREATE TABLE IF NOT EXISTS attempts (
@@ -157,11 +158,21 @@ class Registry:
 
     def _add_missing_columns(self) -> None:
         """Bring a registry from an earlier build up to date; columns are only ever added."""
+        if not self._missing_columns():
+            return  # the common case: no write lock taken
+        # Two gadugi processes opening an old registry at once: the check is repeated
+        # under the write lock, so only one of them adds each column.
+        with self.transaction() as c:
+            for table, name in self._missing_columns():
+                decl = ADDED_COLUMNS[table][name]
+                c.execute(f"ALTER TABLE {table} ADD COLUMN {name} {decl}")
+
+    def _missing_columns(self) -> list[tuple[str, str]]:
+        missing = []
         for table, columns in ADDED_COLUMNS.items():
             have = {r[1] for r in self.conn.execute(f"PRAGMA table_info({table})")}
-            for name, decl in columns.items():
-                if name not in have:
-                    self.conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {decl}")
+            missing += [(table, name) for name in columns if name not in have]
+        return missing
 
     def _check_version(self) -> None:
         version = self.conn.execute("PRAGMA user_version").fetchone()[0]
