@@ -63,7 +63,7 @@ def test_tasks_wait_under_the_memory_floor_and_status_says_why(repo: Repo) -> No
 
 @pytest.mark.slow
 def test_a_stalled_agent_is_marked_and_warned_about(repo: Repo) -> None:
-    repo.shell_prompt("quiet.md", "echo starting\nsleep 4\necho done")
+    repo.shell_prompt("quiet.md", "echo starting\nsleep 8\necho done")
     repo.commit()
     _config(repo, "stall_timeout_minutes = 0.02\n")  # 1.2 seconds of silence
     run = start_cli(["run", "--agent", "shell", "--json", "quiet"], repo.root)
