@@ -175,21 +175,26 @@ def _run_and_report(root: Path, barrier: Any, out: Any) -> None:
 def test_identical_runs_started_together_run_the_task_once_every_time(
     repo: Repo, tmp_path: Path
 ) -> None:
-    ledger = tmp_path / "ledger"
-    repo.shell_prompt("a.md", f"echo ran >> {ledger}\nsleep 0.2")
+    ledger, gate = tmp_path / "ledger", tmp_path / "gate"
+    # The task holds until the test has seen the other run refused, so "at the same
+    # instant" never depends on how fast this machine happens to be.
+    repo.shell_prompt("a.md", f"echo ran >> {ledger}\nwhile [ ! -e {gate} ]; do sleep 0.02; done")
     repo.commit()
     for n in range(TRIES):
+        gate.unlink(missing_ok=True)
         barrier, out = FORK.Barrier(2), FORK.Queue()
         children = [
             FORK.Process(target=_run_and_report, args=(repo.root, barrier, out)) for _ in range(2)
         ]
         for child in children:
             child.start()
-        results = sorted(out.get(timeout=60) for _ in children)
+        first = out.get(timeout=60)
+        gate.touch()
+        second = out.get(timeout=60)
         for child in children:
             child.join(30)
-        assert [kind for kind, _ in results] == ["ran", "refused"], (n, results)
-        assert "already running" in str(results[1][1])
+        assert [first[0], second[0]] == ["refused", "ran"], (n, first, second)
+        assert "already running" in str(first[1])
         assert ledger.read_text().split() == ["ran"] * (n + 1), n
     # Each refused run left nothing: one orchestration per try, one lock file per one.
     reg = Registry(repo.root / ".gadugi/state.db", readonly=True)
