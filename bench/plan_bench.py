@@ -1,4 +1,4 @@
-"""Time ``gadugi.plan.analyze``: 1,000 prompts against a 20,000-file repository.
+"""Time ``gadugi.planning.plan.analyze``: 1,000 prompts against a 20,000-file repository.
 
 Run: ``.venv/bin/python bench/plan_bench.py`` (``--help`` for sizes, ``--profile``).
 
@@ -28,8 +28,8 @@ import time
 import tracemalloc
 from pathlib import Path
 
-from gadugi.plan import Plan, analyze
-from gadugi.prompts import read_prompt
+from gadugi.planning.plan import Plan, analyze
+from gadugi.planning.prompts import read_prompt
 from gadugi.tasks import Prompt
 
 PACKAGES, SUBPACKAGES = 40, 10

@@ -15,8 +15,8 @@ from gadugi.agents.base import AgentContext
 from gadugi.agents.command import CommandProfile, judge_exit
 from gadugi.agents.shell import ShellProfile, script_of
 from gadugi.errors import AgentError, ConfigError
+from gadugi.planning.prompts import read_prompt
 from gadugi.promptgen import check_template, load_template
-from gadugi.prompts import read_prompt
 
 
 def _ctx(tmp_path: Path) -> AgentContext:

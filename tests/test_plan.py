@@ -1,4 +1,4 @@
-"""gadugi.plan, gadugi.footprint and gadugi.intent on real prompt files in a temporary folder."""
+"""Planning (plan, footprint, intent) on real prompt files in a temporary folder."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from gadugi import footprint as footprint_module
 from gadugi.errors import PlanError
-from gadugi.plan import Plan, analyze, render_plan, sequential_plan
-from gadugi.prompts import read_prompt
+from gadugi.planning import footprint as footprint_module
+from gadugi.planning.plan import Plan, analyze, render_plan, sequential_plan
+from gadugi.planning.prompts import read_prompt
 from gadugi.tasks import Prompt
 
 SOURCES = {

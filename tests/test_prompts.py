@@ -8,7 +8,7 @@ import pytest
 
 from gadugi.agents import check_prompts
 from gadugi.errors import PromptError
-from gadugi.prompts import read_prompt, safe_id, split_front_matter, unique_ids
+from gadugi.planning.prompts import read_prompt, safe_id, split_front_matter, unique_ids
 
 
 def _write(root: Path, name: str, text: str) -> Path:

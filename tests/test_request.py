@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gadugi.request import parse_request, resolve_names
+from gadugi.planning.request import parse_request, resolve_names
 
 
 @pytest.mark.parametrize(

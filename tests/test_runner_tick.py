@@ -24,10 +24,10 @@ from gadugi.config import OrchestrationConfig
 from gadugi.errors import SpawnError
 from gadugi.health import Admission
 from gadugi.lifecycle import LostRace
+from gadugi.planning.schedule import Slot
 from gadugi.promptgen import load_template
 from gadugi.registry import OwnerChanged, Registry
 from gadugi.runner import Layout, Runner, TaskRun
-from gadugi.schedule import Slot
 from gadugi.tasks import Prompt, TaskStatus
 
 T0 = 1_700_000_000.0

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gadugi.schedule import Slot, doomed, next_to_start
+from gadugi.planning.schedule import Slot, doomed, next_to_start
 from gadugi.tasks import TaskStatus
 
 Q, R, C, F = TaskStatus.QUEUED, TaskStatus.RUNNING, TaskStatus.COMPLETED, TaskStatus.FAILED

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-import gadugi.plan
+import gadugi.planning.plan
 from conftest import Repo, git, run_cli, start_cli
 from gadugi import OrchestrationConfig, OrchestratorCoordinator
 from gadugi.errors import PlanError
@@ -189,10 +189,10 @@ def test_plan_prints_waves_and_json_runs_nothing(repo: Repo) -> None:
 def test_analysis_failure_falls_back_to_one_at_a_time(
     repo: Repo, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def broken(*_: object, **__: object) -> gadugi.plan.Plan:
+    def broken(*_: object, **__: object) -> gadugi.planning.plan.Plan:
         raise UnicodeDecodeError("utf-8", b"\xff", 0, 1, "a prompt the analyser chokes on")
 
-    monkeypatch.setattr(gadugi.plan, "analyze", broken)
+    monkeypatch.setattr(gadugi.planning.plan, "analyze", broken)
     for name in ("x", "y", "z"):
         repo.shell_prompt(f"{name}.md", "sleep 0.2")
     repo.commit()

@@ -18,8 +18,8 @@ from . import __version__
 from .config import AGENTS, OrchestrationConfig, load_config
 from .errors import GadugiError, NotFoundError, RequestError
 from .monitoring import STATUS_COLUMNS, status_document, write_json_atomic
+from .planning.request import parse_request
 from .registry import Registry
-from .request import parse_request
 from .worktrees import repository_root
 
 # Commands that only read the registry (status, cancel, export) should answer fast, so
@@ -296,7 +296,7 @@ def plan(**kw: Any) -> None:
         # Infinity or NaN, which are not JSON.
         click.echo(_json(data, allow_nan=False))
     elif not kw["quiet"]:
-        from .plan import render_plan
+        from .planning.plan import render_plan
 
         click.echo(render_plan(prepared.plan))
 

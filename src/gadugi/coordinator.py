@@ -16,17 +16,17 @@ from pathlib import Path
 from typing import Any
 
 from . import lease, procs, recovery
-from . import plan as planning
 from .agents import AgentProfile, check_prompts, profile_for, require_program
 from .config import OrchestrationConfig, check_directories
 from .errors import PlanError, RequestError
 from .lifecycle import Transition
 from .monitoring import Monitor
+from .planning import plan as planning
+from .planning.prompts import read_prompt, unique_ids
+from .planning.request import Resolution, resolve_names
 from .procs import process_start_time
 from .promptgen import Template, load_template
-from .prompts import read_prompt, unique_ids
 from .registry import Registry
-from .request import Resolution, resolve_names
 from .runner import Layout, Listener, Runner, TaskRun
 from .tasks import Prompt, TaskStatus, iso
 from .worktrees import Worktrees, exclude_paths, repository_root, resolve_commit, tracked_files

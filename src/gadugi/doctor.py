@@ -25,8 +25,8 @@ from .agents import CLIS, executable_for
 from .agents.command import parse_template
 from .config import OrchestrationConfig, load_config, read_project_file
 from .errors import GadugiError
+from .planning.prompts import read_prompt
 from .promptgen import load_template
-from .prompts import read_prompt
 from .registry import Registry
 from .worktrees import repository_root, resolve_commit, run_git
 

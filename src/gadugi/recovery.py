@@ -19,10 +19,10 @@ from .agents import AgentProfile, profile_for
 from .config import OrchestrationConfig
 from .errors import GadugiError, RegistryError, RequestError
 from .lifecycle import parse_status
-from .prompts import read_prompt
+from .planning.prompts import read_prompt
+from .planning.schedule import Slot
 from .registry import Registry
 from .runner import Layout, TaskRun
-from .schedule import Slot
 from .tasks import Prompt, TaskStatus
 from .worktrees import WorktreeState
 

@@ -28,9 +28,9 @@ from .config import OrchestrationConfig
 from .errors import GadugiError, SpawnError, WorktreeError
 from .health import Admission
 from .lifecycle import Transition
+from .planning.schedule import Slot, doomed, next_to_start
 from .promptgen import Template
 from .registry import AttemptRecord, Registry
-from .schedule import Slot, doomed, next_to_start
 from .tasks import Prompt, TaskStatus
 from .worktrees import HeadOutcome, NameTaken, Worktrees, WorktreeState
 

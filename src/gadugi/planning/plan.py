@@ -24,11 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import PlanError
+from ..errors import PlanError
+from ..tasks import Prompt, TaskStatus
 from .footprint import RepoIndex, footprint, overlaps
 from .intent import classify, dependencies, estimate
 from .schedule import Slot, next_to_start
-from .tasks import Prompt, TaskStatus
 
 
 @dataclass(frozen=True)

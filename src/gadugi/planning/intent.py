@@ -21,9 +21,9 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator, Sequence
 
-from .errors import PlanError
+from ..errors import PlanError
+from ..tasks import Prompt
 from .prompts import safe_id
-from .tasks import Prompt
 
 BASE_MINUTES = {"feature": 30, "bug fix": 20, "tests": 20, "docs": 10, "refactor": 25, "config": 10}
 WORDS_PER_BASE = 300

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from graphlib import TopologicalSorter
 
-from .tasks import TaskStatus
+from ..tasks import TaskStatus
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .config import AGENTS, MAX_TIMEOUT_HOURS, MIN_RESOURCE_LIMIT, limit_ceiling, within
-from .errors import PromptError
-from .tasks import Prompt
+from ..config import AGENTS, MAX_TIMEOUT_HOURS, MIN_RESOURCE_LIMIT, limit_ceiling, within
+from ..errors import PromptError
+from ..tasks import Prompt
 
 if TYPE_CHECKING:
     import yaml
