@@ -365,3 +365,23 @@ def test_an_orphaned_record_whose_head_holds_commits_is_pruned_only_with_force(
     forced = run_cli(["cleanup", "--force"], repo.root)
     assert f"pruned orphaned worktree record {other}" in forced.stdout
     assert repo.worktrees() == [str(repo.root)]
+
+
+def test_an_orchestration_another_process_owns_is_skipped(repo: Repo) -> None:
+    """A finished orchestration that a retry (or resume) is just taking over is left alone:
+    cleanup claims each orchestration's lease before it removes anything of it."""
+    from gadugi import lease
+
+    repo.shell_prompt("a.md", "echo a > a.txt\ngit add a.txt\ngit commit -qm a")
+    repo.commit()
+    task = _tasks(_run(repo, "a"))["a"]
+    reg = Registry(repo.root / ".gadugi/state.db", readonly=True)
+    orch_id = reg.orchestration()["id"]
+    reg.close()
+    with lease.claim(repo.root / ".gadugi", orch_id):
+        proc = run_cli(["cleanup", "--force"], repo.root)
+    assert proc.returncode == 0, proc.stderr
+    assert f"skipped {orch_id}: another gadugi process owns it" in proc.stdout
+    assert repo.branches() == [task["branch"]]
+    done = run_cli(["cleanup", "--force"], repo.root)
+    assert f"deleted branch {task['branch']}" in done.stdout and repo.branches() == []

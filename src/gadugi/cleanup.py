@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import lease
 from .errors import GadugiError, NotFoundError, RepositoryError, WorktreeError
 from .lease import lock_path
 from .procs import agents_of
@@ -330,10 +331,39 @@ def apply(root: Path, registry: Registry, plan: CleanupPlan, state_dir: Path) ->
     failed: set[str] = set()
     skipped: set[str] = set()
     worktrees = Worktrees(root)
+    held: dict[str, lease.Lease] = {}
+    try:
+        _apply(root, registry, plan, state_dir, worktrees, done, failed, skipped, held)
+    finally:
+        for claim in held.values():
+            claim.release()
+    return done
+
+
+def _apply(
+    root: Path,
+    registry: Registry,
+    plan: CleanupPlan,
+    state_dir: Path,
+    worktrees: Worktrees,
+    done: list[str],
+    failed: set[str],
+    skipped: set[str],
+    held: dict[str, lease.Lease],
+) -> None:
     for action in plan.actions:
         orch_id = action.orchestration_id
         if orch_id in skipped:
             continue
+        if orch_id and orch_id not in held:
+            # Owning the orchestration while its work is removed: a resume or retry
+            # starting now is refused instead of running in a worktree being removed.
+            try:
+                held[orch_id] = lease.claim(state_dir, orch_id)
+            except lease.Owned:
+                skipped.add(orch_id)
+                done.append(f"skipped {orch_id}: another gadugi process owns it")
+                continue
         if orch_id and (why := _untouchable(registry, orch_id)):
             skipped.add(orch_id)
             done.append(f"skipped {orch_id}: {why}")
@@ -348,7 +378,6 @@ def apply(root: Path, registry: Registry, plan: CleanupPlan, state_dir: Path) ->
             done.append(f"could not {action.describe()}: {exc}")
         else:
             done.append(action.describe(done=True) + (" (it was already gone)" if gone else ""))
-    return done
 
 
 def _carry_out(
