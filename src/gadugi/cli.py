@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from .liveview import PlainLines, Silent
 
 F = TypeVar("F", bound=Callable[..., Any])
+DETACHED_LOG = "orchestrator.log"  # a detached orchestrator's output, beside its tasks' logs
 
 
 def _json(data: Any) -> str:
@@ -173,8 +174,17 @@ def _listener(as_json: bool, quiet: bool) -> LiveTable | PlainLines | Silent:
 
 @main.command()
 @selection_options
-def run(**kw: Any) -> None:
+@click.option(
+    "--detach",
+    is_flag=True,
+    help="Run the orchestrator in the background, immune to this terminal and its caller; "
+    "print its id at once (see `gadugi wait`).",
+)
+def run(detach: bool, **kw: Any) -> None:
     """Run the named prompts from prompts/ in parallel worktrees."""
+    if detach:
+        _run_detached(kw)
+        return
     listener = _listener(kw["as_json"], kw["quiet"])
     coordinator, prepared = _prepare(kw, listener)
     try:
@@ -183,6 +193,49 @@ def run(**kw: Any) -> None:
         listener.close()
     _report(result, kw["as_json"], kw["quiet"])
     sys.exit(result.exit_code)
+
+
+def _run_detached(kw: dict[str, Any]) -> None:
+    """Check the request here (so bad input still exits 2 at once), then detach."""
+    from .detach import Ready, start
+    from .liveview import PlainLines, Silent
+
+    coordinator, prepared = _prepare(kw)
+
+    def body(ready: Ready) -> int:
+        listener = Silent() if kw["quiet"] else PlainLines(sys.stdout)
+        coordinator.listener = listener
+        try:
+            result = coordinator.run(
+                prepared,
+                on_recorded=lambda layout: ready(
+                    layout.orchestration_id, layout.logs_dir / DETACHED_LOG
+                ),
+            )
+        finally:
+            listener.close()
+        # Into the log, for a person reading it; the result object is in the registry.
+        _report(result, False, kw["quiet"])
+        return result.exit_code
+
+    started = start(body)
+    if kw["as_json"]:
+        click.echo(
+            _json(
+                {
+                    "orchestration_id": started.orchestration_id,
+                    "pid": started.pid,
+                    "log_file": str(started.log_file),
+                }
+            )
+        )
+    else:
+        click.echo(started.orchestration_id)
+    if not kw["quiet"]:
+        _err(
+            f"detached (pid {started.pid}, log {started.log_file}); "
+            f"gadugi wait {started.orchestration_id} returns its result"
+        )
 
 
 def _report(result: OrchestrationResult, as_json: bool, quiet: bool) -> None:
@@ -355,7 +408,13 @@ def export(output: str, project_root: str | None) -> None:
 
 
 @main.command()
-@click.argument("task_id")
+@click.argument("task_id", required=False)
+@click.option(
+    "--task-id",
+    "task_option",
+    metavar="TASK_ID",
+    help="The same as the TASK_ID argument (the seed's process_registry.py spelling).",
+)
 @click.option(
     "--orchestration", "orch_id", help="Which orchestration (default: the newest with it)."
 )
@@ -368,8 +427,19 @@ def export(output: str, project_root: str | None) -> None:
     show_default=True,
     help="Seconds to wait for the task to stop.",
 )
-def cancel(task_id: str, orch_id: str | None, project_root: str | None, wait_s: float) -> None:
+def cancel(
+    task_id: str | None,
+    task_option: str | None,
+    orch_id: str | None,
+    project_root: str | None,
+    wait_s: float,
+) -> None:
     """Stop one task (its whole process group) from any terminal."""
+    if task_id and task_option and task_id != task_option:
+        raise click.UsageError(f"two different tasks named: {task_id} and --task-id {task_option}")
+    task_id = task_id or task_option
+    if not task_id:
+        raise click.UsageError("name the task: gadugi cancel TASK_ID (or --task-id TASK_ID)")
     registry = Registry.existing(_root(project_root) / ".gadugi" / "state.db")
     try:
         task = registry.find_task(task_id, orch_id)
@@ -570,3 +640,47 @@ def install_agent(project_root: str | None, force: bool, command: str) -> None:
         Action.REPLACED: "replaced (--force)",
     }
     click.echo(f"{messages[done.action]} {done.path}")
+
+
+@main.command("wait")
+@click.argument("orchestration_id", required=False)
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=click.FloatRange(min=0),
+    help="Give up after this many seconds and exit 124 (the orchestration goes on).",
+)
+@click.option("--project-root", type=click.Path(file_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
+def wait_command(
+    orchestration_id: str | None,
+    timeout_s: float | None,
+    project_root: str | None,
+    as_json: bool,
+    quiet: bool,
+) -> None:
+    """Block until an orchestration (default: the newest) ends; exit as `run` would."""
+    from .waiting import Ending, result_from_json, wait_for
+
+    outcome = wait_for(_state_db(project_root), orchestration_id, timeout_s)
+    orch_id = outcome.orchestration_id
+    if outcome.ending is Ending.TIMED_OUT:
+        if as_json:
+            click.echo(_json({"orchestration_id": orch_id, "state": "running", "timed_out": True}))
+        _err(f"{orch_id} is still running after {timeout_s:g}s; `gadugi wait {orch_id}` again")
+    elif outcome.ending is Ending.ORPHANED:
+        if as_json:
+            click.echo(
+                _json(
+                    {"orchestration_id": orch_id, "state": "running", "orchestrator_alive": False}
+                )
+            )
+        _err(f"{orch_id}: its orchestrator is gone; `gadugi resume {orch_id}` finishes it")
+    elif outcome.result is None:
+        _err(f"{orch_id} ended ({outcome.ending}) without a recorded result")
+    elif as_json:
+        click.echo(_json(outcome.result))
+    else:
+        _report(result_from_json(outcome.result), False, quiet)
+    sys.exit(outcome.exit_code)
