@@ -187,6 +187,7 @@ def run(detach: bool, **kw: Any) -> None:
         return
     listener = _listener(kw["as_json"], kw["quiet"])
     coordinator, prepared = _prepare(kw, listener)
+    _warn_uncommitted(prepared.root, kw["quiet"])
     try:
         result = coordinator.run(prepared)
     finally:
@@ -195,12 +196,25 @@ def run(detach: bool, **kw: Any) -> None:
     sys.exit(result.exit_code)
 
 
+def _warn_uncommitted(root: Path, quiet: bool) -> None:
+    from .doctor import uncommitted
+
+    changed = [] if quiet else uncommitted(root)
+    if changed:
+        _err(
+            f"warning: {len(changed)} uncommitted change(s) in {root} ({', '.join(changed[:3])}"
+            f"{', ...' if len(changed) > 3 else ''}) that the agents will not see: they work "
+            "from the base commit"
+        )
+
+
 def _run_detached(kw: dict[str, Any]) -> None:
     """Check the request here (so bad input still exits 2 at once), then detach."""
     from .detach import Ready, start
     from .liveview import PlainLines, Silent
 
     coordinator, prepared = _prepare(kw)
+    _warn_uncommitted(prepared.root, kw["quiet"])
 
     def body(ready: Ready) -> int:
         listener = Silent() if kw["quiet"] else PlainLines(sys.stdout)
