@@ -30,7 +30,7 @@ from gadugi.install_agent import (
     render,
     written_by_gadugi,
 )
-from modelserver import ModelServer, Reply, Turn, bash, locate, say
+from modelserver import ModelServer, Reply, ToolUse, Turn, bash, locate, say
 
 # The guide's "primary way to use the orchestrator", verbatim.
 SEED_MESSAGE = """/agent:orchestrator-agent
@@ -271,19 +271,63 @@ def follow_the_command(turn: Turn) -> Reply:
     return bash(f"{command} wait {orch_id} --timeout 540 --json", description="Wait for it")
 
 
+def _system(body: dict[str, Any]) -> str:
+    system = body.get("system")
+    if isinstance(system, str):
+        return system
+    return "\n".join(b.get("text", "") for b in system or [] if isinstance(b, dict))
+
+
+def be_the_subagent(turn: Turn) -> Reply:
+    """The subagent, doing what its definition (its system prompt) says with its prompt."""
+    start = re.search(
+        r"^(.+) run --detach --stdin --json <<'GADUGI_REQUEST'$", _system(turn.body), re.M
+    )
+    assert start, "the subagent's definition did not reach the model"
+    command = start.group(1)
+    results = _tool_results(turn.body)
+    if not results:
+        request = _conversation_text({"messages": turn.body["messages"][:1]})
+        return bash(
+            f"{command} run --detach --stdin --json <<'GADUGI_REQUEST'\n{request}\nGADUGI_REQUEST",
+            description="Start the orchestration",
+        )
+    found = re.search(r"\{.*\}", results[-1], re.S)
+    data = json.loads(found.group(0)) if found else {}
+    if "tasks" in data:
+        return say(f"{data['successful_tasks']}/{data['total_tasks']} tasks completed.")
+    if "orchestration_id" not in data:
+        return say(f"gadugi did not run: {results[-1]}")
+    return bash(f"{command} wait {data['orchestration_id']} --timeout 540 --json")
+
+
+def hand_to_the_subagent(turn: Turn) -> Reply:
+    """The main session, given a request in plain words: hand it to the orchestrator agent."""
+    results = _tool_results(turn.body)
+    if results:
+        return say(results[-1])
+    request = _conversation_text({"messages": turn.body["messages"][-1:]})
+    call = {"description": "Run the prompts", "prompt": request}
+    return Reply((ToolUse("Agent", call | {"subagent_type": "orchestrator-agent"}),))
+
+
 class SeedServer(ModelServer):
-    """Plays ``follow_the_command`` for the conversation that carries the installed command;
-    the nested agents' prompts carry their own ``[[scenario:...]]`` tags as usual."""
+    """Plays the conversations that carry gadugi's installed texts: the command
+    (``follow_the_command``), the subagent, and a main session asked in plain words. The
+    nested agents' prompts carry their own ``[[scenario:...]]`` tags as usual."""
 
     def _answer(self, body: dict[str, Any], session: str) -> Any:
         scenario, _ = locate(body.get("messages", []))
-        if (
-            scenario is None
-            and body.get("tools")
-            and "You are the orchestrator agent" in str(body.get("messages"))
-        ):
+        if scenario is None and body.get("tools"):
+            if "You are the orchestrator agent" in _system(body):
+                scenario = "subagent"
+            elif "You are the orchestrator agent" in str(body.get("messages")):
+                scenario = "seed"
+            elif "Execute these prompts" in str(body.get("messages")):
+                scenario = "plain"
+        if scenario in ("seed", "subagent", "plain"):
             index = sum(1 for m in body["messages"] if m.get("role") == "assistant")
-            return "seed", index, self.play("seed", index, session, "", body)
+            return scenario, index, self.play(scenario, index, session, "", body)
         return super()._answer(body, session)
 
 
@@ -324,7 +368,12 @@ def _claude(rig: ClaudeRig, message: str) -> list[dict[str, Any]]:
 
 @pytest.fixture
 def seed_rig(tmp_path: Path, claude_bin: Path) -> Iterator[ClaudeRig]:
-    with SeedServer(script={"seed": follow_the_command}, lifetime_s=300.0) as server:
+    scripts = {
+        "seed": follow_the_command,
+        "subagent": be_the_subagent,
+        "plain": hand_to_the_subagent,
+    }
+    with SeedServer(script=scripts, lifetime_s=300.0) as server:
         rig = ClaudeRig(tmp_path / "rig", claude_bin, server)
         _seed_project(rig)
         yield rig
@@ -376,3 +425,28 @@ def test_real_claude_code_lists_the_command_and_the_agent(claude_rig: ClaudeRig)
     assert first["type"] == "system" and first["subtype"] == "init"
     assert "orchestrator-agent" in first["agents"]
     assert "agent:orchestrator-agent" in first["slash_commands"]
+
+
+@pytest.mark.slow
+def test_the_subagent_runs_a_plain_request_once_its_calls_are_allowed(
+    seed_rig: ClaudeRig,
+) -> None:
+    request = "Execute these prompts: implement-feature-a.md, fix-bug-b.md"
+    _install(seed_rig)
+
+    denied = _claude(seed_rig, request)[-1]
+
+    # Headless, without the rule: the call is denied, nothing runs, and Claude says "success".
+    assert denied["subtype"] == "success"
+    assert [d["tool_name"] for d in denied["permission_denials"]] == ["Bash"]
+    assert seed_rig.git("branch", "--list", "gadugi/*") == ""
+
+    _install(seed_rig, "--allow")
+    allowed = _claude(seed_rig, request)[-1]
+
+    assert allowed["subtype"] == "success" and allowed["permission_denials"] == []
+    assert "2/2 tasks completed." in allowed["result"]
+    branches = seed_rig.git("branch", "--list", "gadugi/*", "--format=%(refname:short)").split()
+    assert len(branches) == 2
+    for branch in branches:
+        assert seed_rig.git("log", "-1", "--format=%s", branch).strip() == "Add hello.txt"
