@@ -7,9 +7,12 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -450,3 +453,76 @@ def test_the_subagent_runs_a_plain_request_once_its_calls_are_allowed(
     assert len(branches) == 2
     for branch in branches:
         assert seed_rig.git("log", "-1", "--format=%s", branch).strip() == "Add hello.txt"
+
+
+def _tmux(socket: Path, *args: str) -> str:
+    done = subprocess.run(
+        ["tmux", "-S", str(socket), *args], capture_output=True, text=True, timeout=30, check=True
+    )
+    return done.stdout
+
+
+@pytest.mark.slow
+def test_the_seed_message_works_in_interactive_claude_code(seed_rig: ClaudeRig) -> None:
+    if shutil.which("tmux") is None:
+        pytest.skip("tmux is not installed")
+    _install(seed_rig)
+    # The agents' claude by absolute path: the interactive Bash tool builds its own PATH.
+    with (seed_rig.repo / "gadugi.toml").open("a") as fh:
+        fh.write(f'claude_executable = "{seed_rig.bin_dir / "claude"}"\n')
+    env = {**seed_rig.env, "PYTHONPATH": GADUGI_SRC, "TERM": "xterm-256color"}
+    # A user who has used Claude Code before: onboarding done, this folder trusted, the key
+    # approved; nothing here answers a dialog for gadugi.
+    state = Path(env["CLAUDE_CONFIG_DIR"]) / ".claude.json"
+    state.parent.mkdir(parents=True, exist_ok=True)
+    trusted = {"hasTrustDialogAccepted": True, "hasCompletedProjectOnboarding": True}
+    state.write_text(
+        json.dumps(
+            {
+                "hasCompletedOnboarding": True,
+                "theme": "dark",
+                "customApiKeyResponses": {"approved": [env["ANTHROPIC_API_KEY"][-20:]]},
+                "projects": {str(seed_rig.repo): trusted},
+            }
+        )
+    )
+    socket = seed_rig.root / "tmux.sock"
+    settings = [arg for key, value in env.items() for arg in ("-e", f"{key}={value}")]
+    claude = [str(seed_rig.bin_dir / "claude"), "--model", TEST_MODEL]
+    _tmux(
+        socket,
+        "new-session",
+        "-d",
+        "-x",
+        "200",
+        "-y",
+        "50",
+        "-c",
+        str(seed_rig.repo),
+        *settings,
+        *claude,
+    )
+    try:
+        screen = partial(_tmux, socket, "capture-pane", "-p")
+        _until(screen, "❯")
+        _tmux(socket, "send-keys", "-l", SEED_MESSAGE.strip())
+        _until(screen, "- add-tests-c.md")
+        # Keys that follow typed text at once are taken as part of a paste: let it settle.
+        time.sleep(1.0)
+        _tmux(socket, "send-keys", "Enter")
+        _until(screen, "3/3 tasks completed.")
+    finally:
+        subprocess.run(["tmux", "-S", str(socket), "kill-server"], check=False)
+
+    assert seed_rig.server.count("seed") >= 3
+    branches = seed_rig.git("branch", "--list", "gadugi/*", "--format=%(refname:short)").split()
+    assert len(branches) == 3
+    for branch in branches:
+        assert seed_rig.git("log", "-1", "--format=%s", branch).strip() == "Add hello.txt"
+
+
+def _until(screen: Callable[[], str], text: str, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in (shown := screen()):
+        assert time.monotonic() < deadline, f"{text!r} never appeared on the screen:\n{shown}"
+        time.sleep(0.5)
