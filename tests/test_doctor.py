@@ -33,8 +33,14 @@ def healthy(repo: Repo, tmp_path: Path) -> Repo:
     return repo
 
 
+# The fake claude is a working agent only with something to authenticate with.
+CREDENTIALS = {"ANTHROPIC_API_KEY": "sk-ant-test-not-a-real-key"}
+
+
 def doctor(root: Path, *args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
-    done = run_cli(["doctor", "--project-root", str(root), *args], root, env=env)
+    done = run_cli(
+        ["doctor", "--project-root", str(root), *args], root, env=CREDENTIALS | (env or {})
+    )
     return done.returncode, done.stdout, done.stderr
 
 

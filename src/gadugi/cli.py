@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from .liveview import PlainLines, Silent
 
 F = TypeVar("F", bound=Callable[..., Any])
+DETACHED_LOG = "orchestrator.log"  # a detached orchestrator's output, beside its tasks' logs
 
 
 def _json(data: Any, allow_nan: bool = True) -> str:
@@ -187,16 +188,82 @@ def _listener(as_json: bool, quiet: bool) -> LiveTable | PlainLines | Silent:
 
 @main.command()
 @selection_options
-def run(**kw: Any) -> None:
+@click.option(
+    "--detach",
+    is_flag=True,
+    help="Run the orchestrator in the background, immune to this terminal and its caller; "
+    "print its id at once (see `gadugi wait`).",
+)
+def run(detach: bool, **kw: Any) -> None:
     """Run the named prompts from prompts/ in parallel worktrees."""
+    if detach:
+        _run_detached(kw)
+        return
     listener = _listener(kw["as_json"], kw["quiet"])
     coordinator, prepared = _prepare(kw, listener)
+    _warn_uncommitted(prepared.root, kw["quiet"])
     try:
         result = coordinator.run(prepared)
     finally:
         listener.close()
     _report(result, kw["as_json"], kw["quiet"])
     sys.exit(result.exit_code)
+
+
+def _warn_uncommitted(root: Path, quiet: bool) -> None:
+    from .doctor import uncommitted
+
+    changed = [] if quiet else uncommitted(root)
+    if changed:
+        _err(
+            f"warning: {len(changed)} uncommitted change(s) in {root} ({', '.join(changed[:3])}"
+            f"{', ...' if len(changed) > 3 else ''}) that the agents will not see: they work "
+            "from the base commit"
+        )
+
+
+def _run_detached(kw: dict[str, Any]) -> None:
+    """Check the request here (so bad input still exits 2 at once), then detach."""
+    from .detach import Ready, start
+    from .liveview import PlainLines, Silent
+
+    coordinator, prepared = _prepare(kw)
+    _warn_uncommitted(prepared.root, kw["quiet"])
+
+    def body(ready: Ready) -> int:
+        listener = Silent() if kw["quiet"] else PlainLines(sys.stdout)
+        coordinator.listener = listener
+        try:
+            result = coordinator.run(
+                prepared,
+                on_recorded=lambda layout: ready(
+                    layout.orchestration_id, layout.logs_dir / DETACHED_LOG
+                ),
+            )
+        finally:
+            listener.close()
+        # Into the log, for a person reading it; the result object is in the registry.
+        _report(result, False, kw["quiet"])
+        return result.exit_code
+
+    started = start(body)
+    if kw["as_json"]:
+        click.echo(
+            _json(
+                {
+                    "orchestration_id": started.orchestration_id,
+                    "pid": started.pid,
+                    "log_file": str(started.log_file),
+                }
+            )
+        )
+    else:
+        click.echo(started.orchestration_id)
+    if not kw["quiet"]:
+        _err(
+            f"detached (pid {started.pid}, log {started.log_file}); "
+            f"gadugi wait {started.orchestration_id} returns its result"
+        )
 
 
 def _report(result: OrchestrationResult, as_json: bool, quiet: bool) -> None:
@@ -379,7 +446,13 @@ def export(output: str, project_root: str | None) -> None:
 
 
 @main.command()
-@click.argument("task_id")
+@click.argument("task_id", required=False)
+@click.option(
+    "--task-id",
+    "task_option",
+    metavar="TASK_ID",
+    help="The same as the TASK_ID argument (the seed's process_registry.py spelling).",
+)
 @click.option(
     "--orchestration", "orch_id", help="Which orchestration (default: the newest with it)."
 )
@@ -392,8 +465,19 @@ def export(output: str, project_root: str | None) -> None:
     show_default=True,
     help="Seconds to wait for the task to stop.",
 )
-def cancel(task_id: str, orch_id: str | None, project_root: str | None, wait_s: float) -> None:
+def cancel(
+    task_id: str | None,
+    task_option: str | None,
+    orch_id: str | None,
+    project_root: str | None,
+    wait_s: float,
+) -> None:
     """Stop one task (its whole process group) from any terminal."""
+    if task_id and task_option and task_id != task_option:
+        raise click.UsageError(f"two different tasks named: {task_id} and --task-id {task_option}")
+    task_id = task_id or task_option
+    if not task_id:
+        raise click.UsageError("name the task: gadugi cancel TASK_ID (or --task-id TASK_ID)")
     registry = Registry.existing(_root(project_root) / ".gadugi" / "state.db")
     try:
         task = registry.find_task(task_id, orch_id)
@@ -573,26 +657,70 @@ def doctor(project_root: str | None, as_json: bool) -> None:
 
 @main.command("install-agent")
 @click.option("--project-root", type=click.Path(file_okay=False))
-@click.option("--force", is_flag=True, help="Replace the file even if it was changed.")
+@click.option(
+    "--user",
+    is_flag=True,
+    help="Install for every project: into $CLAUDE_CONFIG_DIR or ~/.claude instead of .claude/.",
+)
+@click.option(
+    "--allow",
+    is_flag=True,
+    help="Also add the permission rule for gadugi's commands to Claude Code's settings "
+    "(.claude/settings.local.json; with --user, ~/.claude/settings.json).",
+)
+@click.option(
+    "--layout",
+    is_flag=True,
+    help="Also lay out the seed's .claude/orchestrator/ launchers (run_orchestrator.sh, "
+    "orchestrator_cli.py, orchestrator_main.py, process_registry.py).",
+)
+@click.option("--force", is_flag=True, help="Replace files even if they were changed.")
 @click.option(
     "--command",
     "command",
-    default="gadugi",
-    show_default=True,
-    help="How the subagent calls gadugi (e.g. ./run_orchestrator.sh).",
+    help="How the files call gadugi (default: the absolute path of this gadugi).",
 )
-def install_agent(project_root: str | None, force: bool, command: str) -> None:
-    """Write .claude/agents/orchestrator-agent.md: a Claude Code subagent that runs gadugi."""
-    from .install_agent import Action, install
+def install_agent(
+    project_root: str | None,
+    user: bool,
+    allow: bool,
+    layout: bool,
+    force: bool,
+    command: str | None,
+) -> None:
+    """Install /agent:orchestrator-agent for Claude Code: the command and the subagent."""
+    from . import install_agent as ia
 
-    done = install(_root(project_root), force=force, command=command)
+    if user and layout:
+        raise click.UsageError("--layout lays out one project's .claude/orchestrator/; drop --user")
+    root = _root(project_root)
+    command = command or ia.default_command()
+    ia.check_command(command, root)
+    claude_dir = ia.claude_home() if user else root / ".claude"
+    settings = (ia.USER_SETTINGS if user else ia.PROJECT_SETTINGS) if allow else None
+    done = ia.install(
+        claude_dir,
+        command,
+        force=force,
+        settings=claude_dir / settings if settings else None,
+        layout=root / ia.LAYOUT_DIR if layout else None,
+    )
     messages = {
-        Action.CREATED: "wrote",
-        Action.UPDATED: "updated",
-        Action.UNCHANGED: "already up to date:",
-        Action.REPLACED: "replaced (--force)",
+        ia.Action.CREATED: "wrote",
+        ia.Action.UPDATED: "updated",
+        ia.Action.UNCHANGED: "already up to date:",
+        ia.Action.REPLACED: "replaced (--force)",
+        ia.Action.ALLOWED: f"allowed {ia.permission_rule(command)} in",
     }
-    click.echo(f"{messages[done.action]} {done.path}")
+    for item in done:
+        click.echo(f"{messages[item.action]} {item.path}")
+    rule = ia.permission_rule(command)
+    if not any(ia.rule_present(p, rule) for p in ia.settings_files(root)):
+        _err(
+            "note: /agent:orchestrator-agent carries its own permission; the subagent (for "
+            "requests in plain words) is asked about each gadugi call, and headless `claude "
+            f"-p` denies it, until {rule} is allowed: run this again with --allow"
+        )
 
 
 @main.command()
@@ -678,3 +806,47 @@ def list_orchestrations(project_root: str | None, as_json: bool, limit: int) -> 
     finally:
         registry.close()
     click.echo(_json(doc) if as_json else "\n".join(render_list(doc)))
+
+
+@main.command("wait")
+@click.argument("orchestration_id", required=False)
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=click.FloatRange(min=0),
+    help="Give up after this many seconds and exit 124 (the orchestration goes on).",
+)
+@click.option("--project-root", type=click.Path(file_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
+def wait_command(
+    orchestration_id: str | None,
+    timeout_s: float | None,
+    project_root: str | None,
+    as_json: bool,
+    quiet: bool,
+) -> None:
+    """Block until an orchestration (default: the newest) ends; exit as `run` would."""
+    from .waiting import Ending, result_from_json, wait_for
+
+    outcome = wait_for(_state_db(project_root), orchestration_id, timeout_s)
+    orch_id = outcome.orchestration_id
+    if outcome.ending is Ending.TIMED_OUT:
+        if as_json:
+            click.echo(_json({"orchestration_id": orch_id, "state": "running", "timed_out": True}))
+        _err(f"{orch_id} is still running after {timeout_s:g}s; `gadugi wait {orch_id}` again")
+    elif outcome.ending is Ending.ORPHANED:
+        if as_json:
+            click.echo(
+                _json(
+                    {"orchestration_id": orch_id, "state": "running", "orchestrator_alive": False}
+                )
+            )
+        _err(f"{orch_id}: its orchestrator is gone; `gadugi resume {orch_id}` finishes it")
+    elif outcome.result is None:
+        _err(f"{orch_id} ended ({outcome.ending}) without a recorded result")
+    elif as_json:
+        click.echo(_json(outcome.result))
+    else:
+        _report(result_from_json(outcome.result), False, quiet)
+    sys.exit(outcome.exit_code)

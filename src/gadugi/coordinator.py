@@ -213,7 +213,11 @@ class OrchestratorCoordinator:
     ) -> OrchestrationResult:
         return self.run(self.prepare(prompt_files, cwd))
 
-    def run(self, prepared: Prepared) -> OrchestrationResult:
+    def run(
+        self, prepared: Prepared, on_recorded: Callable[[Layout], None] | None = None
+    ) -> OrchestrationResult:
+        """Run the prepared orchestration to its end; ``on_recorded`` hears of it as soon as
+        the registry holds it (``run --detach`` lets its caller go then)."""
         cfg = self.config
         base = resolve_commit(self.root, cfg.base_ref)
         template = load_template(self.root)
@@ -228,6 +232,8 @@ class OrchestratorCoordinator:
                 except RequestError:
                     held.discard()  # refused: leave nothing of this orchestration behind
                     raise
+                if on_recorded is not None:
+                    on_recorded(layout)
                 return self._drive(registry, layout, runs, base, template, held)
         finally:
             registry.close()

@@ -21,6 +21,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from . import credentials
 from .agents import CLIS, executable_for
 from .agents.command import parse_template
 from .config import OrchestrationConfig, load_config, read_project_file
@@ -35,6 +36,7 @@ from .worktrees import repository_root, resolve_commit, run_git
 MIN_GIT = (2, 24)
 MIN_GIT_WHY = "gadugi uses `git rev-parse --end-of-options` (2.24) and `git worktree remove` (2.17)"
 VERSION_TIMEOUT_S = 10.0
+DISK_MARGIN_BYTES = 64 * 2**20  # logs, prompts and git's own bookkeeping beside the checkouts
 _VERSION = re.compile(r"(\d+)\.(\d+)(?:\.(\d+))?")
 
 
@@ -95,8 +97,13 @@ def diagnose(start: Path, environ: Mapping[str, str] | None = None) -> Report:
         check_base(report, root, config)
         check_template(report, root)
         check_registry(report, root)
+        check_identity(report, root, env)
+        check_checkout(report, root)
+        check_disk(report, root, config)
+        check_hooks(report, root, env)
     needs = check_prompts(report, root) if root is not None else {}
     check_agents(report, config, needs, env)
+    check_orchestrator_agent(report, root, env)
     return report
 
 
@@ -197,6 +204,181 @@ def check_registry(report: Report, root: Path) -> None:
     report.add("registry", Status.OK, f".gadugi/state.db: {count} orchestration(s)")
 
 
+def _git(args: list[str], root: Path, env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["git", *args],
+        cwd=root,
+        env=dict(env),
+        capture_output=True,
+        text=True,
+        timeout=VERSION_TIMEOUT_S,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+
+
+def check_identity(report: Report, root: Path, env: Mapping[str, str]) -> None:
+    """Agents commit with git's identity: without one every commit fails."""
+    for role in ("AUTHOR", "COMMITTER"):
+        done = _git(["var", f"GIT_{role}_IDENT"], root, env)
+        if done.returncode != 0:
+            lines = [ln for ln in done.stderr.splitlines() if ln.startswith("fatal:")]
+            report.add(
+                "git identity",
+                Status.FAIL,
+                f"git has no {role.lower()} identity, so agents' commits would fail "
+                f"({lines[-1] if lines else 'Author identity unknown'}); run "
+                '`git config --global user.name "Your Name"` and '
+                "`git config --global user.email you@example.com`",
+            )
+            return
+    who = _git(["var", "GIT_AUTHOR_IDENT"], root, env).stdout.rsplit(">", 1)[0] + ">"
+    report.add("git identity", Status.OK, who)
+
+
+def check_checkout(report: Report, root: Path) -> None:
+    """Agents start from the base commit: uncommitted work in the main checkout is not theirs."""
+    changed = uncommitted(root)
+    if changed:
+        shown = ", ".join(changed[:3]) + (
+            f" and {len(changed) - 3} more" if len(changed) > 3 else ""
+        )
+        report.add(
+            "main checkout",
+            Status.WARN,
+            f"{len(changed)} uncommitted change(s) ({shown}) that the agents will not see: "
+            "they work from the base commit; commit them first if the tasks need them",
+        )
+    else:
+        report.add("main checkout", Status.OK, "clean")
+
+
+def uncommitted(root: Path) -> list[str]:
+    """Paths with changes the base commit lacks (gadugi's own folders aside)."""
+    done = run_git(["status", "--porcelain", "--untracked-files=normal"], root)
+    if done.returncode != 0:
+        return []
+    paths = [line[3:] for line in done.stdout.splitlines() if len(line) > 3]
+    own = (".gadugi/", ".worktrees/", ".claude/")
+    return [p for p in paths if not p.startswith(own)]
+
+
+def check_disk(report: Report, root: Path, config: OrchestrationConfig) -> None:
+    """Each running task has a full checkout of its own."""
+    sizes = run_git(["ls-tree", "-r", "-l", "--full-tree", "HEAD"], root)
+    if sizes.returncode != 0:
+        return  # no commit yet: the base commit check says so
+    checkout = sum(
+        int(fields[3])
+        for fields in (ln.split(None, 4) for ln in sizes.stdout.splitlines())
+        if len(fields) >= 4 and fields[3].isdigit()
+    )
+    folder = root / config.worktrees_dir
+    where = folder if folder.exists() else root
+    free = shutil.disk_usage(where).free
+    need = checkout * config.max_parallel_tasks + DISK_MARGIN_BYTES
+    detail = (
+        f"{_mib(free)} free where the worktrees go; {config.max_parallel_tasks} worktree(s) of "
+        f"{_mib(checkout)} need about {_mib(need)}"
+    )
+    if free < need:
+        report.add(
+            "disk space", Status.FAIL, f"{detail}: free some space or lower max_parallel_tasks"
+        )
+    else:
+        report.add("disk space", Status.OK, detail)
+
+
+def _mib(size: int) -> str:
+    return f"{size / 2**20:.1f} MiB"
+
+
+def check_hooks(report: Report, root: Path, env: Mapping[str, str]) -> None:
+    """A post-checkout hook runs in every worktree gadugi creates; if it fails, so does the task."""
+    done = _git(["rev-parse", "--path-format=absolute", "--git-path", "hooks"], root, env)
+    if done.returncode != 0:
+        return
+    hook = Path(done.stdout.strip()) / "post-checkout"
+    if not (hook.is_file() and os.access(hook, os.X_OK)):
+        return
+    try:
+        text = hook.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        report.add("post-checkout hook", Status.WARN, f"{hook} cannot be read: {exc}")
+        return
+    first = text.splitlines()[0] if text else ""
+    missing = None
+    if first.startswith("#!"):
+        words = first[2:].split()
+        interpreter = (
+            words[1]
+            if words and words[0].endswith("/env") and len(words) > 1
+            else (words[0] if words else "")
+        )
+        if interpreter and _which(interpreter, env) is None and not Path(interpreter).is_file():
+            missing = interpreter
+    lfs = re.search(r"\bgit[ -]lfs\b", text) is not None
+    if missing is None and lfs and _git(["lfs", "version"], root, env).returncode != 0:
+        missing = "git-lfs"
+    if missing:
+        report.add(
+            "post-checkout hook",
+            Status.FAIL,
+            f"{hook} needs {missing}, which is not installed: creating any task's worktree "
+            f"would fail; install {missing} or remove the hook",
+        )
+    else:
+        report.add("post-checkout hook", Status.OK, f"{hook}")
+
+
+def check_orchestrator_agent(report: Report, root: Path | None, env: Mapping[str, str]) -> None:
+    """The installed /agent:orchestrator-agent files: their gadugi runs, its calls are allowed."""
+    from . import install_agent as ia
+
+    folders = [ia.claude_home(env)] + ([root / ".claude"] if root is not None else [])
+    files = [
+        f / rel for f in folders for rel in (ia.COMMAND_FILE, ia.AGENT_FILE) if (f / rel).is_file()
+    ]
+    if not files:
+        report.add(
+            "orchestrator agent",
+            Status.INFO,
+            "not installed (`gadugi install-agent` for /agent:orchestrator-agent in Claude Code)",
+        )
+        return
+    settings = ia.settings_files(root, env)
+    for path in files:
+        try:
+            command = ia.installed_command(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as exc:
+            report.add("orchestrator agent", Status.WARN, f"{path} cannot be read: {exc}")
+            continue
+        if command is None:
+            report.add("orchestrator agent", Status.WARN, f"{path} was not written by gadugi")
+            continue
+        try:
+            ia.check_command(command, root or path.parent, env)
+        except ia.CommandNotFound as exc:
+            report.add(
+                "orchestrator agent",
+                Status.FAIL,
+                f"{path} calls `{command}`, which {exc.reason}; run `gadugi install-agent` "
+                "again with the gadugi you use",
+            )
+            continue
+        rule = ia.permission_rule(command)
+        if path.match(f"*/{ia.AGENT_FILE}") and not any(ia.rule_present(p, rule) for p in settings):
+            report.add(
+                "orchestrator agent",
+                Status.WARN,
+                f"{path}: Claude Code asks before each of its gadugi calls, and headless "
+                f"`claude -p` denies them, until {rule} is allowed; run "
+                "`gadugi install-agent --allow` to add it to .claude/settings.local.json",
+            )
+            continue
+        report.add("orchestrator agent", Status.OK, f"{path} calls {command}")
+
+
 def check_prompts(report: Report, root: Path) -> dict[str, list[str]]:
     """Report prompts/ and return which agents its prompt files ask for, by file."""
     folder = root / "prompts"
@@ -238,7 +420,7 @@ def check_agents(
         list(pool.map(lambda a: probe(a, env), checks))
     report.agents = checks
     for agent in checks:
-        _report_agent(report, agent, config)
+        _report_agent(report, agent, config, env)
     for name in sorted(set(wanted) - set(CLIS)):
         _report_builtin(report, name, wanted[name], config, env)
 
@@ -274,13 +456,17 @@ def probe(agent: AgentCheck, env: Mapping[str, str]) -> None:
     agent.version = lines[0][:120] if lines else "unknown version"
 
 
-def _report_agent(report: Report, agent: AgentCheck, config: OrchestrationConfig) -> None:
+def _report_agent(
+    report: Report, agent: AgentCheck, config: OrchestrationConfig, env: Mapping[str, str]
+) -> None:
     cli = CLIS[agent.name]
     needed = ", ".join(agent.needed_by)
     name = f"agent {agent.name}"
     if agent.error is None:
         detail = f"{agent.path}: {agent.version}" + (f" (used by: {needed})" if needed else "")
         report.add(name, Status.OK, detail)
+        if agent.needed_by:
+            _check_credentials(report, agent.name, env)
         if agent.name == "claude" and agent.needed_by:
             _check_claude_root(report, config)
         return
@@ -291,6 +477,19 @@ def _report_agent(report: Report, agent: AgentCheck, config: OrchestrationConfig
         report.add(name, Status.FAIL, f"{agent.error}; needed by {needed}; {hint}")
     else:
         report.add(name, Status.INFO, f"{agent.error} ({hint})")
+
+
+def _check_credentials(report: Report, name: str, env: Mapping[str, str]) -> None:
+    where = credentials.found(name, env)
+    if where is None:
+        report.add(
+            f"agent {name}",
+            Status.FAIL,
+            f"{name} cannot authenticate: no key in its environment and no login it can see; "
+            f"{credentials.HOW_TO[name]}",
+        )
+    elif where != "not needed":
+        report.add(f"agent {name}", Status.OK, f"credentials: {where}")
 
 
 def _check_claude_root(report: Report, config: OrchestrationConfig) -> None:
