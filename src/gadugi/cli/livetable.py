@@ -9,9 +9,9 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from ..runner import TaskRun
+from ..tasks import TaskStatus
 from .liveview import agent_summary, elapsed, totals
-from .runner import TaskRun
-from .tasks import TaskStatus
 
 _STYLE = {
     TaskStatus.QUEUED: "dim",

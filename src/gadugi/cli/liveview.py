@@ -10,8 +10,8 @@ import time
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from .runner import TaskRun
-from .tasks import TaskStatus
+from ..runner import TaskRun
+from ..tasks import TaskStatus
 
 
 def totals(runs: Sequence[TaskRun]) -> str:
