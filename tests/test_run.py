@@ -518,3 +518,22 @@ def test_a_daemon_an_agent_leaves_behind_does_not_outlive_the_run(
     assert proc.returncode == 0, proc.stderr
     assert _gone(int(pid_file.read_text()))
     assert "left behind by task leaky" in proc.stderr
+
+
+def test_transient_failures_are_retried_by_default_and_retries_0_turns_it_off(
+    repo: Repo, tmp_path: Path
+) -> None:
+    """The seed's promise of automatic recovery from transient failures, by default."""
+    marker = tmp_path / "once"
+    repo.shell_prompt("flaky.md", f"if [ ! -e {marker} ]; then touch {marker}; exit 75; fi")
+    repo.commit()
+    (repo.root / "gadugi.toml").write_text("retry_base_delay_seconds = 0.05\n")
+    done = run_cli(["run", "--agent", "shell", "--json", "flaky"], repo.root)
+    assert done.returncode == 0, done.stderr
+    task = json.loads(done.stdout)["tasks"][0]
+    assert (task["status"], task["attempts"]) == ("completed", 2)
+    marker.unlink()
+    off = run_cli(["run", "--agent", "shell", "--retries", "0", "--json", "flaky"], repo.root)
+    assert off.returncode == 1
+    task = json.loads(off.stdout)["tasks"][0]
+    assert (task["status"], task["attempts"]) == ("failed", 1)

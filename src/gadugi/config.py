@@ -44,7 +44,7 @@ class OrchestrationConfig:
     agent: str = "claude"
     agent_cmd: str | None = None
     base_ref: str = "HEAD"
-    retries: int = 0
+    retries: int = 2  # transient failures only (exit 75, HTTP 429/5xx/529, a lost connection)
     retry_base_delay_seconds: float = 2.0
     kill_grace_seconds: float = 5.0
     stall_timeout_minutes: float | None = 15.0
