@@ -32,7 +32,6 @@ import shlex
 import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -42,6 +41,7 @@ from typing import Any
 
 from . import __version__
 from .errors import GadugiError
+from .files import write_text_atomic
 
 AGENT_FILE = Path("agents/orchestrator-agent.md")  # inside a .claude folder
 COMMAND_FILE = Path("commands/agent/orchestrator-agent.md")
@@ -279,7 +279,7 @@ def install(
     done = []
     for path, text, mode, action in writes:
         if action is not Action.UNCHANGED:
-            _write_atomic(path, text, mode)
+            write_text_atomic(path, text, mode)
         done.append(Installed(path, action))
     return done
 
@@ -339,16 +339,3 @@ def _merge_rule(path: Path, rule: str) -> str | None:
         return None
     allow.append(rule)
     return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
-
-
-def _write_atomic(path: Path, text: str, mode: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -13,15 +13,13 @@ be written is logged once and the run goes on: the registry still records everyt
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import secrets
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from .files import write_json_atomic
 from .registry import Registry
 from .tasks import TaskStatus, iso
 
@@ -32,21 +30,6 @@ RECENT_S = 24 * 3600.0
 RECENT_ORCHESTRATIONS = 8
 
 log = logging.getLogger(__name__)
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    # Not mkstemp, whose files are 0600: these are for other tools, so the umask decides.
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, separators=(",", ":"))
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class Monitor:

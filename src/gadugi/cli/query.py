@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ..errors import RequestError
-from ..monitoring import STATUS_COLUMNS, status_document, write_json_atomic
+from ..files import write_json_atomic
+from ..monitoring import STATUS_COLUMNS, status_document
 from ..registry import Registry
 
 # Commands that only read the registry (status, cancel, export) should answer fast, so
