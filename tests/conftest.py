@@ -125,3 +125,31 @@ def start_cli(args: Sequence[str], cwd: Path) -> subprocess.Popen[str]:
         stdin=subprocess.DEVNULL,
         env={**os.environ, **GIT_ENV},
     )
+
+
+def wait_until(predicate: Any, timeout: float = 60) -> None:
+    """Poll ``predicate`` until it is true; fail the test after ``timeout`` seconds."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
+
+
+def run_then_kill_9(repo: Repo, marker: Path, *args: str) -> str:
+    """Start a shell-agent run, kill -9 gadugi (only it) once ``marker`` exists; its id."""
+    import signal
+
+    run = start_cli(["run", "--agent", "shell", "--quiet", *args], repo.root)
+    try:
+        wait_until(lambda: marker.exists() or run.poll() is not None)
+        assert run.poll() is None, run.communicate()
+        os.kill(run.pid, signal.SIGKILL)
+        run.wait(timeout=10)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    status = json.loads(run_cli(["status", "--json"], repo.root).stdout)
+    orch_id: str = status["orchestration_id"]
+    return orch_id

@@ -20,7 +20,7 @@ from typing import Any
 import psutil
 import pytest
 
-from conftest import Repo, git, run_cli, start_cli
+from conftest import Repo, git, run_cli, start_cli, wait_until
 from gadugi import recovery
 from gadugi.config import OrchestrationConfig
 from gadugi.coordinator import OrchestratorCoordinator
@@ -210,13 +210,6 @@ def test_identical_runs_started_together_run_the_task_once_every_time(
 # -- what resume must not do twice ---------------------------------------------------------------
 
 
-def _wait(predicate: Any, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)
-
-
 def _task(db: Path) -> dict[str, Any]:
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
     conn.row_factory = sqlite3.Row
@@ -242,7 +235,7 @@ def test_resume_waits_for_an_agent_whose_supervisor_alone_was_killed(
     db = repo.root / ".gadugi/state.db"
     run = start_cli(["run", "--agent", "shell", "--quiet", "a"], repo.root)
     try:
-        _wait(lambda: (ledger.exists() and db.exists() and _task(db).get("pid")) or run.poll())
+        wait_until(lambda: (ledger.exists() and db.exists() and _task(db).get("pid")) or run.poll())
         assert run.poll() is None, run.communicate()
         os.kill(run.pid, signal.SIGKILL)
         run.wait(10)
@@ -356,7 +349,7 @@ def test_cancel_of_an_orphaned_task_claims_the_orchestration_first(
     db = repo.root / ".gadugi/state.db"
     run = start_cli(["run", "--agent", "shell", "--quiet", "a", "b"], repo.root)
     try:
-        _wait(ledger.exists)
+        wait_until(ledger.exists)
         os.kill(run.pid, signal.SIGKILL)
         run.wait(10)
     finally:

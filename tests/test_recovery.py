@@ -8,12 +8,11 @@ import signal
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any
 
 import psutil
 import pytest
 
-from conftest import Repo, git, run_cli, start_cli
+from conftest import Repo, git, run_cli, run_then_kill_9, start_cli, wait_until
 
 TASKS = [f"job{n}" for n in range(6)]
 
@@ -51,28 +50,6 @@ def _agents_of(orch_id: str) -> list[psutil.Process]:
     return found
 
 
-def _wait(predicate: Any, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)
-
-
-def _run_then_kill_9(repo: Repo, marker: Path, *args: str) -> str:
-    """Start a run, kill -9 its orchestrator once ``marker`` exists; the orchestration id."""
-    run = start_cli(["run", "--agent", "shell", "--quiet", *args], repo.root)
-    try:
-        _wait(marker.exists)
-        os.kill(run.pid, signal.SIGKILL)
-        run.wait(timeout=10)
-    finally:
-        if run.poll() is None:
-            run.kill()
-    status = json.loads(run_cli(["status", "--json"], repo.root).stdout)
-    orch_id: str = status["orchestration_id"]
-    return orch_id
-
-
 @pytest.fixture
 def crash_repo(repo: Repo, tmp_path: Path) -> tuple[Repo, Path]:
     ledger = tmp_path / "ledger"
@@ -105,7 +82,7 @@ def test_kill_9_then_resume_completes_every_task_exactly_once(
         ["run", "--agent", "shell", "--max-parallel", "2", "--quiet", *TASKS], repo.root
     )
     try:
-        _wait(lambda: KILL_POINTS[point](db, ledger) or run.poll() is not None)
+        wait_until(lambda: KILL_POINTS[point](db, ledger) or run.poll() is not None)
         os.kill(run.pid, signal.SIGKILL)
         run.wait(timeout=10)
     finally:
@@ -141,10 +118,10 @@ def test_an_agent_killed_while_the_orchestrator_was_down_runs_again(
         f"echo start >> {ledger}\n[ -e {marker} ] && exit 0\ntouch {marker}\nsleep 300",
     )
     repo.commit()
-    orch_id = _run_then_kill_9(repo, marker, "victim")
+    orch_id = run_then_kill_9(repo, marker, "victim")
     for proc in _agents_of(orch_id):  # as if the machine had lost the agent too
         proc.kill()
-    _wait(lambda: _agents_of(orch_id) == [])
+    wait_until(lambda: _agents_of(orch_id) == [])
     resumed = run_cli(["resume", "--json"], repo.root)
     assert resumed.returncode == 0, resumed.stderr
     task = json.loads(resumed.stdout)["tasks"][0]
@@ -161,7 +138,7 @@ def test_resume_refuses_a_live_or_finished_orchestration(repo: Repo, tmp_path: P
     assert nothing.returncode == 2 and "no orchestrations yet" in nothing.stderr
     run = start_cli(["run", "--agent", "shell", "--quiet", "slow"], repo.root)
     try:
-        _wait(marker.exists)
+        wait_until(marker.exists)
         orch_id = json.loads(run_cli(["status", "--json"], repo.root).stdout)["orchestration_id"]
         live = run_cli(["resume", orch_id], repo.root)
         assert live.returncode == 2 and "still running" in live.stderr
@@ -210,7 +187,7 @@ def test_cancel_stops_the_agent_itself_when_the_orchestrator_is_gone(
     repo.shell_prompt("long.md", f"touch {marker}\nsleep 300")
     repo.shell_prompt("short.md", "true")
     repo.commit()
-    orch_id = _run_then_kill_9(repo, marker, "--max-parallel", "1", "long", "short")
+    orch_id = run_then_kill_9(repo, marker, "--max-parallel", "1", "long", "short")
     cancelled = run_cli(["cancel", "long"], repo.root)
     assert cancelled.returncode == 0, cancelled.stderr
     assert "orchestrator is gone" in cancelled.stdout

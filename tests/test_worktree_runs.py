@@ -6,22 +6,14 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conftest import Repo, git, run_cli, start_cli
+from conftest import Repo, git, run_cli, run_then_kill_9
 
 COMMIT = "echo {name} > {name}.txt\ngit add {name}.txt\ngit commit -qm {name}\n"
-
-
-def _wait(predicate: Any, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)
 
 
 def _hook(repo: Repo, body: str) -> Path:
@@ -36,22 +28,6 @@ def _run(repo: Repo, *args: str) -> dict[str, Any]:
     assert done.stdout, done.stderr
     result: dict[str, Any] = json.loads(done.stdout)
     return result
-
-
-def _kill_9_when(repo: Repo, marker: Path, task: str) -> str:
-    """Start a run of ``task`` and kill -9 gadugi (only it) once ``marker`` exists."""
-    run = start_cli(["run", "--agent", "shell", "--quiet", task], repo.root)
-    try:
-        _wait(lambda: marker.exists() or run.poll() is not None)
-        assert run.poll() is None, run.communicate()
-        os.kill(run.pid, signal.SIGKILL)
-        run.wait(timeout=10)
-    finally:
-        if run.poll() is None:
-            run.kill()
-    status = json.loads(run_cli(["status", "--json"], repo.root).stdout)
-    orch_id: str = status["orchestration_id"]
-    return orch_id
 
 
 def _gadugi_admin_dirs(repo: Repo) -> list[str]:
@@ -93,7 +69,7 @@ def test_kill_9_while_git_runs_the_hook_then_resume_adopts_the_worktree(
     )
     repo.shell_prompt("t.md", COMMIT.format(name="t"))
     repo.commit()
-    orch_id = _kill_9_when(repo, marker, "t")
+    orch_id = run_then_kill_9(repo, marker, "t")
     gate.touch()
     resumed = run_cli(["resume", "--json"], repo.root)
     assert resumed.returncode == 0, resumed.stderr
@@ -136,7 +112,7 @@ def test_git_killed_mid_checkout_then_resume_remakes_the_worktree_under_its_name
     git(repo.root, "config", "filter.blocking.smudge", str(script))
     git(repo.root, "config", "filter.blocking.clean", "cat")
 
-    orch_id = _kill_9_when(repo, pids, "t")
+    orch_id = run_then_kill_9(repo, pids, "t")
     # `git worktree add` first: killed after its checkout, it would clean up after itself.
     for pid in reversed([int(p) for p in pids.read_text().split()]):
         os.kill(pid, signal.SIGKILL)
