@@ -101,9 +101,13 @@ class _Worktree:
     locked: bool
 
 
-def _listed_worktrees(root: Path) -> list[_Worktree]:
-    """git's worktrees, the main checkout first."""
-    res = run_git(["worktree", "list", "--porcelain"], root)
+def _listed_worktrees(root: Path, fd: int | None = None) -> list[_Worktree]:
+    """git's worktrees, the main checkout first, under the worktree lock (``fd`` when the
+    caller holds it): the list fails while another process's ``worktree add`` is half done."""
+    if fd is None:
+        with Worktrees(root).locked() as held:
+            return _listed_worktrees(root, held)
+    res = run_git(["worktree", "list", "--porcelain"], root, fd)
     if res.returncode != 0:
         raise RepositoryError(f"git worktree list failed in {root}: {res.stderr.strip()}")
     found = []
@@ -405,7 +409,8 @@ def _remove_worktree(root: Path, worktrees: Worktrees, action: Action) -> bool:
     path = Path(action.target)
     args = ["worktree", "remove", *(["--force"] if action.force else []), str(path)]
     with worktrees.locked() as fd:
-        if not path.exists() and all(_real(t.path) != _real(path) for t in _listed_worktrees(root)):
+        listed = _listed_worktrees(root, fd)
+        if not path.exists() and all(_real(t.path) != _real(path) for t in listed):
             return True  # folder and record both went meanwhile
         # A folder that went meanwhile is no error: git then drops its record.
         res = run_git(args, root, fd)

@@ -240,8 +240,10 @@ class Worktrees:
 
     def is_free(self, path: Path, branch: str) -> bool:
         """Whether a worktree could be made at ``path`` on a new ``branch`` (a first look;
-        ``create`` looks again under the lock)."""
-        return self._clash(path, branch) is None
+        ``create`` looks again). Under the lock all the same: ``git worktree list`` fails
+        while another process's ``worktree add`` is half done."""
+        with self.locked() as fd:
+            return self._clash(path, branch, fd) is None
 
     def _clash(self, path: Path, branch: str, fd: int | None = None) -> str | None:
         if self.branch_exists(branch):
