@@ -28,9 +28,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from .agents.base import ATTEMPT_MARK
 from .renderers import closes_attempt, dialect_of, opens_attempt, renderer_for
 
-MARKER = re.compile(r"^--- gadugi: attempt (\d+) ---$")
+# The line the runner writes into a log before each attempt after the first.
+MARKER = re.compile(rf"^{re.escape(ATTEMPT_MARK)}(\d+) ---$")
 STDERR_TAIL = 10  # lines of stderr shown for an attempt that ended without a result
 POLL_S = 0.25
 
