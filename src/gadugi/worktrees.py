@@ -403,6 +403,54 @@ class Worktrees:
         detail = f"conflicting files: {', '.join(files)}" if files else res.stderr.strip()
         raise WorktreeError(task_id, f"merge of {names}", detail, res.returncode)
 
+    def absorb(self, task_id: str, path: Path, commit: str) -> list[str]:
+        """Merge ``commit`` into the worktree's branch as the user, before a follow-up
+        attempt. A conflict is left in the worktree for the agent to resolve (its files
+        are returned); the agent's commit, or the autocommit, concludes the merge."""
+        res = run_git(["merge", "--no-edit", "--quiet", commit], path, env=user_identity(self.root))
+        if res.returncode == 0:
+            return []
+        files = run_git(["diff", "--name-only", "--diff-filter=U"], path).stdout.split()
+        if not files:
+            raise WorktreeError(task_id, f"merge of {commit}", res.stderr, res.returncode)
+        return files
+
+    def commit_all(self, task_id: str, path: Path, message: str) -> str | None:
+        """Commit everything left uncommitted in the worktree (``git add -A``) as the user;
+        the new commit, or None when there was nothing to commit. The generated prompt
+        lives outside the worktree, so only the agent's work is in it."""
+        if self.is_clean(path):
+            return None
+        who = user_identity(self.root)
+        for args in (["add", "-A"], ["commit", "--quiet", "-m", message]):
+            res = run_git(args, path, env=who)
+            if res.returncode != 0:
+                said = res.stderr.strip() or res.stdout.strip()
+                raise WorktreeError(task_id, args[0], said, res.returncode, "autocommit")
+        return self.head(path)
+
+    def changed_since(self, path: Path, base: str) -> bool:
+        """Whether the worktree holds any change since ``base``: a commit on its HEAD, or
+        anything modified or untracked."""
+        res = run_git(["rev-list", "--count", f"{base}..HEAD"], path)
+        if res.returncode == 0 and int(res.stdout.strip() or 0) > 0:
+            return True
+        return not self.is_clean(path)
+
+    def diffstat(self, base: str, branch: str) -> tuple[int, int, int] | None:
+        """Files changed, insertions and deletions of ``branch`` since ``base``."""
+        from .views import diffstat  # the views build on this module, not it on them
+
+        stat = diffstat(self.root, base, branch)
+        if stat is None:
+            return None
+        files = stat.files
+        return (
+            len(files),
+            sum(f["insertions"] or 0 for f in files),
+            sum(f["deletions"] or 0 for f in files),
+        )
+
     def head(self, path: Path) -> str:
         """The commit checked out in the worktree at ``path``."""
         return resolve_commit(path, "HEAD")
