@@ -48,6 +48,12 @@ def test_a_red_verification_fails_the_task_with_the_command_and_its_output(repo:
     assert log.name == "work.verify.log" and "E: 1 broken" in log.read_text()
     # The agent's work was committed before the verification, so none of it is lost.
     assert git(repo.root, "show", f"{task['branch']}:work.txt") == "change\n"
+    show = run_cli(["show", "work"], repo.root)
+    assert "verified:   FAILED: `echo checking;" in show.stdout
+    assert "(exit 4, " in show.stdout and "work.verify.log" in show.stdout
+    assert json.loads(run_cli(["show", "work", "--json"], repo.root).stdout)["verification"] == (
+        verification
+    )
 
 
 def test_a_green_verification_completes_the_task_and_front_matter_wins(repo: Repo) -> None:
