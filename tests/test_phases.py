@@ -175,3 +175,19 @@ def test_bad_phase_settings_exit_2_and_change_nothing(
     proc = run_cli(["run", "--agent", "shell", "t"], repo.root)
     assert proc.returncode == 2 and said in proc.stderr, proc.stderr
     assert repo.snapshot() == before
+
+
+def test_a_task_failed_by_its_verification_can_be_retried(repo: Repo, tmp_path: Path) -> None:
+    ready = tmp_path / "ready"
+    repo.shell_prompt("work.md", "echo x >> x.txt", front=f"retries: 0\nverify: test -e {ready}")
+    repo.commit()
+    first = run_cli(["run", "--agent", "shell", "--json", "work"], repo.root)
+    assert first.returncode == 1 and _task(first)["verification"]["passed"] is False
+    ready.touch()
+    again = run_cli(["retry", "work", "--json"], repo.root)
+    assert again.returncode == 0, again.stdout + again.stderr
+    task = _task(again)
+    assert (task["status"], task["attempts"], task["error_message"]) == ("completed", 2, None)
+    assert task["verification"]["passed"] is True
+    forced = run_cli(["retry", "work", "--force", "--json"], repo.root)
+    assert forced.returncode == 0 and _task(forced)["attempts"] == 3
