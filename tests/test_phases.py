@@ -72,6 +72,14 @@ def test_a_green_verification_completes_the_task_and_front_matter_wins(repo: Rep
         assert task["status"] == "completed"
         assert task["verification"]["passed"] is True
         assert task["verification"]["exit_code"] == 0
+    status = json.loads(run_cli(["status", "--json"], repo.root).stdout)
+    for row in status["tasks"]:
+        assert row["verification"] == tasks[row["task_id"]]["verification"]
+        assert (row["phase"], row["changed_files"], row["insertions"]) == ("verify", 1, 1)
+    exported = repo.root / "export.json"
+    assert run_cli(["export", "--output", str(exported)], repo.root).returncode == 0
+    rows = json.loads(exported.read_text())["orchestrations"][0]["tasks"]
+    assert {r["task_id"]: r["verification"]["passed"] for r in rows} == {"own": True, "flag": True}
 
 
 def test_no_verification_gives_a_null_verification(repo: Repo) -> None:
