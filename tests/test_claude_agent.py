@@ -15,11 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from gadugi.agents.base import AgentContext, Outcome
+from gadugi.agents.base import VERDICT_SCHEMA, AgentContext, Outcome
 from gadugi.agents.claude import (
     DEFAULT_ALLOWED_TOOLS,
     MAX_PROMPT_ARG_BYTES,
-    VERDICT_SCHEMA,
     ClaudeOptions,
     ClaudeProfile,
 )

@@ -1,14 +1,16 @@
-"""The real Claude Code against the scripted model server: its structured verdict
-(``--json-schema``) decides with the branch's change whether a task is done, and a red
-verification goes back to the same session as a follow-up."""
+"""The real Claude Code (and Codex) against the scripted model server: the structured
+verdict (Claude's ``--json-schema``, Codex's ``--output-schema``) decides with the branch's
+change whether a task is done, and a red verification goes back to the same session."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from claude_fixtures import gadugi
+from gadugi.agents.codex import CodexOptions, CodexProfile
 from modelserver import Reply, Text, Turn, bash, say, verdict
 
 if TYPE_CHECKING:
@@ -116,3 +118,23 @@ def test_a_red_verification_is_fixed_in_the_same_session(
     # The same conversation went on: the follow-up request carries the first attempt's turns.
     first = json.dumps(followups[0].body)
     assert "First try" in first and "grep -q good state.txt" in first
+
+
+def test_codex_gives_its_verdict_through_the_output_schema(
+    make_rig: Callable[..., ClaudeRig], codex_bin: Path
+) -> None:
+    rig = make_rig(codex_bin, script={"blocked": blocked})
+    profile = CodexProfile(
+        CodexOptions(
+            executable=str(codex_bin / "codex"), model="gpt-5.5", home=rig.env["CODEX_HOME"]
+        )
+    )
+    run = rig.run("# Task\n\nDo the task.\n\n[[scenario:blocked]]\n", profile=profile)
+    assert run.exit_code == 0, run.ctx.log_file.read_text()
+    assert (run.outcome.success, run.outcome.verdict) == (True, "blocked")
+    assert run.outcome.summary == "The tests need a database this machine does not have."
+    asked = [r.body for r in rig.server.calls("blocked")]
+    assert asked and all((b or {})["text"]["format"]["type"] == "json_schema" for b in asked)
+    # The schema file lives beside the generated prompt, never in the worktree.
+    assert run.ctx.prompt_file.with_suffix(".verdict.json").is_file()
+    assert not (rig.repo / "task-1.verdict.json").exists()

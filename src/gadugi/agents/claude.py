@@ -38,8 +38,8 @@ from typing import Any
 
 from ..errors import AgentError
 from ..procs import signal_name
-from ..tasks import Prompt, Verdict
-from .base import AgentContext, Launch, Outcome, log_tail
+from ..tasks import Prompt
+from .base import VERDICT_SCHEMA, AgentContext, Launch, Outcome, log_tail, verdict_of
 
 DEFAULT_ALLOWED_TOOLS = ("Bash", "Edit", "Write", "Read", "Glob", "Grep")
 # One argv string may not exceed 128 KiB (Linux MAX_ARG_STRLEN); a larger prompt is handed
@@ -48,22 +48,6 @@ MAX_PROMPT_ARG_BYTES = 100_000
 FATAL_KINDS = frozenset({"authentication_failed", "oauth_org_not_allowed", "billing_error"})
 TRANSIENT_KINDS = frozenset({"rate_limit", "overloaded", "server_error"})
 STRUCTURED_OUTPUT_TOOL = "StructuredOutput"  # the tool --json-schema adds
-# What every attempt is asked to end with (Claude Code's --json-schema).
-VERDICT_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "outcome": {
-            "type": "string",
-            "enum": [v.value for v in Verdict],
-            "description": "done: the task is finished and its work is in the worktree; "
-            "blocked: it cannot be finished (say why in the summary); no_change: nothing "
-            "needed changing",
-        },
-        "summary": {"type": "string", "description": "One paragraph: what you did, or why not."},
-    },
-    "required": ["outcome", "summary"],
-    "additionalProperties": False,
-}
 _TEXT_LIMIT = 4000
 _INPUT_LIMIT = 500
 
@@ -368,18 +352,8 @@ def verdict(
                 "allow them (claude_allowed_tools) or choose another permission mode"
             ),
         )
-    outcome, summary = _verdict_of(result.get("structured_output"))
+    outcome, summary = verdict_of(result.get("structured_output"))
     return Outcome(True, agent=agent, verdict=outcome, summary=summary)
-
-
-def _verdict_of(structured: Any) -> tuple[str | None, str | None]:
-    """The verdict and summary of the structured output; (None, None) without a valid one."""
-    if not isinstance(structured, dict):
-        return None, None
-    outcome, summary = structured.get("outcome"), structured.get("summary")
-    if outcome not in {v.value for v in Verdict}:
-        return None, None
-    return str(outcome), _clip(summary, _TEXT_LIMIT)
 
 
 def _api_error(status: int | None, kind: str | None, tally: Tally) -> str:
