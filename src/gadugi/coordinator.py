@@ -19,6 +19,7 @@ from . import lease, procs, recovery
 from .agents import AgentProfile, check_prompts, profile_for, require_program
 from .config import OrchestrationConfig, check_directories
 from .errors import PlanError, RequestError
+from .landing import Lander, LandOptions, drive, orchestration_landing, task_landing
 from .lifecycle import Transition
 from .monitoring import Monitor
 from .planning import plan as planning
@@ -58,6 +59,7 @@ class TaskResult:
     commits: int
     error_message: str | None
     agent: dict[str, Any]
+    landing: dict[str, Any] | None = None  # landing.task_landing
 
 
 @dataclass
@@ -74,6 +76,7 @@ class OrchestrationResult:
     error_summary: list[str]
     tasks: list[TaskResult] = field(default_factory=list)
     agent_totals: dict[str, float] = field(default_factory=dict)
+    landing: dict[str, Any] | None = None  # landing.orchestration_landing
     interrupted: bool = False
 
     def to_json(self) -> dict[str, Any]:
@@ -85,7 +88,12 @@ class OrchestrationResult:
     def exit_code(self) -> int:
         if self.interrupted:
             return 130
-        return 0 if self.successful_tasks == self.total_tasks else 1
+        landed = self.landing is None or all(
+            t.landing is not None and t.landing["status"] == "landed"
+            for t in self.tasks
+            if t.status == TaskStatus.COMPLETED
+        )
+        return 0 if self.successful_tasks == self.total_tasks and landed else 1
 
 
 def build_result(
@@ -113,6 +121,7 @@ def build_result(
         ],
         tasks=tasks,
         agent_totals=_agent_totals(tasks),
+        landing=orchestration_landing(orch, rows),
         interrupted=interrupted,
     )
 
@@ -145,7 +154,17 @@ def _task_result(row: dict[str, Any]) -> TaskResult:
         commits=row["commits"] or 0,
         error_message=row["error_message"],
         agent=row["agent"] or {},
+        landing=task_landing(row),
     )
+
+
+@dataclass(frozen=True)
+class Landed:
+    """What ``gadugi land`` reports: the result object, notes for a person, its exit code."""
+
+    result: OrchestrationResult
+    notes: list[str]
+    exit_code: int
 
 
 @dataclass
@@ -302,6 +321,46 @@ class OrchestratorCoordinator:
                             run.retries_left = max(run.retries_left, 0)
                 template = load_template(self.root)
                 return self._drive(registry, layout, runs, orch["base_commit"], template, held)
+        finally:
+            registry.close()
+
+    def land(
+        self,
+        orch_id: str,
+        options: LandOptions,
+        on_owned: Callable[[Path], None] | None = None,
+    ) -> Landed:
+        """Land a recorded orchestration's completed tasks (``gadugi land``), as its owner.
+
+        ``on_owned`` hears where the lander's log goes once the lease is held
+        (``land --detach`` lets its caller go then).
+        """
+        registry = Registry.existing(self.state_dir / "state.db")
+        try:
+            with self._claim(registry, orch_id):
+                logs_dir = self.state_dir / "logs" / orch_id
+                logs_dir.mkdir(parents=True, exist_ok=True)
+                if on_owned is not None:
+                    on_owned(logs_dir / "land.log")
+                config = recovery.stored_config(registry.orchestration(orch_id)["config"])
+                lander = Lander(
+                    self.root,
+                    registry,
+                    orch_id,
+                    options,
+                    logs_dir=logs_dir,
+                    worktrees_dir=self.root / config.worktrees_dir,
+                )
+                with procs.subreaper():
+                    try:
+                        drive(lander)
+                    finally:
+                        procs.sweep(orch_id, options.kill_grace_s)
+                orch = registry.orchestration(orch_id)
+                result = build_result(orch, registry.tasks(orch_id))
+                if orch["state"] != "running":
+                    registry.store_result(orch_id, result.to_json())
+                return Landed(result, lander.notes, lander.exit_code)
         finally:
             registry.close()
 

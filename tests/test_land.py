@@ -1,0 +1,407 @@
+"""`gadugi land`: completed tasks merged in plan order, verified, and integrated, on real git."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import Repo, git, run_cli, wait_until
+
+# The user's identity comes from the repository's configuration here, not the environment
+# the other tests give git, so the landing merges must find it themselves.
+USER_ENV = {
+    k: v
+    for k, v in os.environ.items()
+    if k not in ("GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "GIT_COMMITTER_NAME", "GIT_COMMITTER_EMAIL")
+}
+
+
+def land_cli(repo: Repo, *args: str, env: dict[str, str] | None = None) -> Any:
+    return subprocess.run(
+        [sys.executable, "-m", "gadugi", "land", *args],
+        cwd=repo.root,
+        text=True,
+        capture_output=True,
+        timeout=120,
+        check=False,
+        env={**USER_ENV, **(env or {})},
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def start_land(repo: Repo, *args: str, env: dict[str, str] | None = None) -> Any:
+    return subprocess.Popen(
+        [sys.executable, "-m", "gadugi", "land", "--quiet", *args],
+        cwd=repo.root,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**USER_ENV, **(env or {})},
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def writes(path: str, text: str) -> str:
+    return f"printf '%s\\n' '{text}' > {path}\ngit add {path}\ngit commit -q -m 'write {path}'"
+
+
+@pytest.fixture
+def user_repo(repo: Repo) -> Repo:
+    git(repo.root, "config", "user.name", "Ada Lovelace")
+    git(repo.root, "config", "user.email", "ada@example.invalid")
+    return repo
+
+
+def run_tasks(repo: Repo, *prompts: str) -> dict[str, Any]:
+    repo.commit()
+    done = run_cli(["run", "--agent", "shell", "--quiet", "--json", *prompts], repo.root)
+    assert done.returncode == 0, done.stderr
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+def merges(repo: Repo, ref: str, base: str = "main") -> list[str]:
+    """The integration branch's landing merges, oldest first, as 'subject|author'."""
+    out = git(
+        repo.root,
+        "log",
+        "--merges",
+        "--first-parent",
+        "--reverse",
+        "--format=%s|%an <%ae>",
+        f"{base}..{ref}",
+    )
+    return out.splitlines()
+
+
+def by_task(result: dict[str, Any]) -> dict[str, Any]:
+    return {t["task_id"]: t for t in result["tasks"]}
+
+
+def two_tasks(repo: Repo) -> None:
+    repo.shell_prompt("low.md", writes("low.txt", "low"), front="priority: 0")
+    repo.shell_prompt("high.md", writes("high.txt", "high"), front="priority: 5")
+
+
+def test_completed_tasks_land_in_plan_order_as_the_user(user_repo: Repo) -> None:
+    two_tasks(user_repo)
+    run = run_tasks(user_repo, "low", "high")
+    main_before = git(user_repo.root, "rev-parse", "main")
+
+    done = land_cli(user_repo, "--json")
+
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    branch = f"gadugi/land/{run['orchestration_id']}"
+    assert result["landing"] == {
+        "branch": branch,
+        "head": git(user_repo.root, "rev-parse", branch).strip(),
+        "into": None,
+        "landed": 2,
+        "verified": False,
+    }
+    # Priority first (high before low); each merge authored and committed by the user.
+    assert merges(user_repo, branch) == [
+        "Land high: high|Ada Lovelace <ada@example.invalid>",
+        "Land low: low|Ada Lovelace <ada@example.invalid>",
+    ]
+    committer = git(user_repo.root, "log", "-1", "--format=%cn <%ce>", branch).strip()
+    assert committer == "Ada Lovelace <ada@example.invalid>"
+    tasks = by_task(result)
+    assert {t["landing"]["status"] for t in tasks.values()} == {"landed"}
+    assert tasks["low"]["landing"]["commit"] == result["landing"]["head"]
+    assert git(user_repo.root, "show", f"{branch}:high.txt") == "high\n"
+    # No --into: the user's branch and checkout are as they were.
+    assert git(user_repo.root, "rev-parse", "main") == main_before
+    assert not (user_repo.root / "high.txt").exists()
+
+    again = land_cli(user_repo, "--json")  # nothing new: nothing merged twice
+    assert again.returncode == 0, again.stderr
+    assert len(merges(user_repo, branch)) == 2
+
+
+def test_a_dependency_lands_before_its_dependent(user_repo: Repo) -> None:
+    user_repo.shell_prompt("base.md", writes("base.txt", "base"))
+    user_repo.shell_prompt(
+        "top.md", writes("top.txt", "top"), front="depends_on: [base.md]\npriority: 9"
+    )
+    run = run_tasks(user_repo, "top", "base")
+    done = land_cli(user_repo)
+    assert done.returncode == 0, done.stderr
+    subjects = [
+        m.split("|")[0] for m in merges(user_repo, f"gadugi/land/{run['orchestration_id']}")
+    ]
+    assert subjects == ["Land base: base", "Land top: top"]
+
+
+def conflicting_pair(repo: Repo) -> None:
+    repo.shell_prompt("one.md", writes("shared.txt", "one"))
+    repo.shell_prompt("two.md", writes("shared.txt", "two"))
+
+
+def test_a_conflict_needs_a_person_with_the_commands_then_lands(user_repo: Repo) -> None:
+    conflicting_pair(user_repo)
+    run = run_tasks(user_repo, "one", "two")
+    orch_id = run["orchestration_id"]
+    branch = f"gadugi/land/{orch_id}"
+
+    done = land_cli(user_repo, "--json")
+
+    assert done.returncode == 1
+    tasks = by_task(json.loads(done.stdout))
+    assert tasks["one"]["landing"]["status"] == "landed"
+    two = tasks["two"]["landing"]
+    assert two["status"] == "needs_person"
+    assert "conflicts in shared.txt" in two["note"]
+    assert f"git merge {branch}" in two["note"] and f"gadugi land {orch_id}" in two["note"]
+    assert len(merges(user_repo, branch)) == 1
+
+    # A person follows the commands on the task branch, then lands again.
+    fix = user_repo.root.parent / "fix"
+    git(user_repo.root, "worktree", "add", "-q", str(fix), by_task(run)["two"]["branch"])
+    subprocess.run(["git", "merge", "-q", branch], cwd=fix, capture_output=True, check=False)
+    (fix / "shared.txt").write_text("one\ntwo\n")
+    git(fix, "commit", "-q", "-am", "resolve")
+    again = land_cli(user_repo, "--json")
+    assert again.returncode == 0, again.stderr
+    assert by_task(json.loads(again.stdout))["two"]["landing"]["status"] == "landed"
+    assert git(user_repo.root, "show", f"{branch}:shared.txt") == "one\ntwo\n"
+
+
+def test_a_red_verification_never_advances_the_branch(user_repo: Repo) -> None:
+    user_repo.shell_prompt("good.md", writes("good.txt", "good"))
+    user_repo.shell_prompt("bad.md", writes("bad.txt", "bad"))
+    run = run_tasks(user_repo, "good", "bad")
+    orch_id = run["orchestration_id"]
+    branch = f"gadugi/land/{orch_id}"
+
+    done = land_cli(user_repo, "--json", "--verify", "echo checking; test ! -e bad.txt")
+
+    assert done.returncode == 1
+    result = json.loads(done.stdout)
+    tasks = by_task(result)
+    assert tasks["good"]["landing"]["status"] == "landed"
+    bad = tasks["bad"]["landing"]
+    assert bad["status"] == "needs_person" and bad["attempts"] == 1
+    assert "verification `echo checking; test ! -e bad.txt` exited with code 1" in bad["note"]
+    assert "checking" in bad["note"]  # the failure's tail
+    assert result["landing"]["verified"] is True  # the head is the green merge of good
+    head = result["landing"]["head"]
+    assert git(user_repo.root, "rev-parse", branch).strip() == head
+    assert "bad.txt" not in git(user_repo.root, "ls-tree", "--name-only", branch)
+    # The red candidate stays reachable, and each verification has its log.
+    kept = git(user_repo.root, "for-each-ref", "--format=%(refname)", f"refs/gadugi/land/{orch_id}")
+    assert f"refs/gadugi/land/{orch_id}/bad.1" in kept.split()
+    logs = sorted((user_repo.root / ".gadugi/logs" / orch_id).glob("land.*.verify.log"))
+    assert [p.name for p in logs] == ["land.1.verify.log", "land.2.verify.log"]
+
+
+def test_into_fast_forwards_a_clean_checked_out_main(user_repo: Repo) -> None:
+    two_tasks(user_repo)
+    run = run_tasks(user_repo, "low", "high")
+    done = land_cli(user_repo, "--into", "main", "--json")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["landing"]["into"] == "main"
+    assert git(user_repo.root, "rev-parse", "main").strip() == result["landing"]["head"]
+    assert (user_repo.root / "high.txt").read_text() == "high\n"  # main's files hold the work
+    assert git(user_repo.root, "status", "--porcelain", "--untracked-files=no") == ""
+    assert run["orchestration_id"] in result["landing"]["branch"]
+
+
+def test_into_refuses_a_dirty_checkout_and_changes_nothing(user_repo: Repo) -> None:
+    two_tasks(user_repo)
+    run_tasks(user_repo, "low", "high")
+    (user_repo.root / "README.md").write_text("edited\n")
+    main_before = git(user_repo.root, "rev-parse", "main")
+    refs_before = git(user_repo.root, "for-each-ref")
+
+    done = land_cli(user_repo, "--into", "main")
+
+    assert done.returncode == 2
+    assert "uncommitted changes (README.md)" in done.stderr
+    assert git(user_repo.root, "rev-parse", "main") == main_before
+    assert git(user_repo.root, "for-each-ref") == refs_before
+    assert (user_repo.root / "README.md").read_text() == "edited\n"
+
+
+def test_a_branch_that_moved_during_landing_gets_the_queue_rebuilt(
+    user_repo: Repo, tmp_path: Path
+) -> None:
+    git(user_repo.root, "branch", "release")
+    two_tasks(user_repo)
+    run = run_tasks(user_repo, "low", "high")
+    flag = tmp_path / "moved"
+    # The first verification moves release on, as a person pushing a hotfix would.
+    verify = (
+        f'if [ ! -e {flag} ]; then touch {flag}; r="$GADUGI_PROJECT_ROOT"; '
+        'c=$(git -C "$r" commit-tree -p release -m hotfix "release^{tree}"); '
+        'git -C "$r" update-ref refs/heads/release "$c"; fi'
+    )
+    done = land_cli(user_repo, "--into", "release", "--verify", verify, "--json")
+    assert done.returncode == 0, done.stderr
+    assert "release moved" in done.stderr
+    result = json.loads(done.stdout)
+    release = git(user_repo.root, "rev-parse", "release").strip()
+    assert release == result["landing"]["head"]
+    assert git(user_repo.root, "log", "--first-parent", "--format=%s", "release").splitlines()[
+        :3
+    ] == [
+        "Land low: low",
+        "Land high: high",
+        "hotfix",
+    ]
+    orch_id = run["orchestration_id"]
+    kept = git(user_repo.root, "for-each-ref", "--format=%(refname)", f"refs/gadugi/land/{orch_id}")
+    assert f"refs/gadugi/land/{orch_id}/rebuilt.1" in kept.split()
+
+
+def test_kill_9_mid_verification_then_land_again(user_repo: Repo, tmp_path: Path) -> None:
+    two_tasks(user_repo)
+    run = run_tasks(user_repo, "low", "high")
+    branch = f"gadugi/land/{run['orchestration_id']}"
+    gate = tmp_path / "gate"
+    pids = tmp_path / "pids"
+    verify = (
+        f"echo $$ >> {pids}; touch {tmp_path}/started.$GADUGI_LAND_TASK_ID; "
+        f"while [ ! -e {gate} ]; do sleep 0.05; done"
+    )
+    lander = start_land(user_repo, "--verify", verify)
+    try:
+        wait_until(lambda: (tmp_path / "started.high").exists() or lander.poll() is not None)
+        assert lander.poll() is None, lander.communicate()
+        os.kill(lander.pid, signal.SIGKILL)
+        lander.wait(timeout=30)
+    finally:
+        if lander.poll() is None:
+            lander.kill()
+    stale = int(pids.read_text().split()[0])
+    assert _alive(stale)  # the verification outlived its lander: the next one must stop it
+    assert merges(user_repo, branch) == []
+
+    gate.touch()
+    done = land_cli(user_repo, "--verify", verify, "--json")
+
+    assert done.returncode == 0, done.stderr
+    assert not _alive(stale)
+    assert [m.split("|")[0] for m in merges(user_repo, branch)] == [
+        "Land high: high",
+        "Land low: low",
+    ]
+    tasks = by_task(json.loads(done.stdout))
+    assert tasks["high"]["landing"]["attempts"] == 1  # its kept candidate was verified again
+
+
+@pytest.mark.parametrize("verify", [None, "true"])
+def test_kill_9_between_the_ref_and_the_registry_merges_once(
+    user_repo: Repo, verify: str | None
+) -> None:
+    two_tasks(user_repo)
+    run = run_tasks(user_repo, "low", "high")
+    branch = f"gadugi/land/{run['orchestration_id']}"
+    flags = ["--verify", verify] if verify else []
+
+    killed = land_cli(user_repo, *flags, env={"GADUGI_LAND_FAULT": "after-advance"})
+    assert killed.returncode == -signal.SIGKILL
+    assert len(merges(user_repo, branch)) == 1  # the ref moved; the registry never heard
+
+    done = land_cli(user_repo, *flags, "--json")
+
+    assert done.returncode == 0, done.stderr
+    assert [m.split("|")[0] for m in merges(user_repo, branch)] == [
+        "Land high: high",
+        "Land low: low",
+    ]
+    tasks = by_task(json.loads(done.stdout))
+    assert {t["landing"]["status"] for t in tasks.values()} == {"landed"}
+    assert (
+        tasks["high"]["landing"]["commit"]
+        == git(user_repo.root, "rev-parse", f"{branch}~1").strip()
+    )
+
+
+def test_push_to_a_remote_and_open_pull_requests(user_repo: Repo, tmp_path: Path) -> None:
+    remote = tmp_path / "remote.git"
+    git(tmp_path, "init", "-q", "--bare", str(remote))
+    git(user_repo.root, "remote", "add", "origin", str(remote))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "gh-calls.jsonl"
+    gh = bin_dir / "gh"
+    gh.write_text(
+        f"#!{sys.executable}\nimport json, sys\n"
+        f"open({str(calls)!r}, 'a').write(json.dumps(sys.argv[1:]) + '\\n')\n"
+        "print('https://example.invalid/pr/1')\n"
+    )
+    gh.chmod(0o755)
+    two_tasks(user_repo)
+    run = run_tasks(user_repo, "low", "high")
+    branch = f"gadugi/land/{run['orchestration_id']}"
+    env = {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+
+    done = land_cli(user_repo, "--push", "origin", "--pr", env=env)
+
+    assert done.returncode == 0, done.stderr
+    pushed = git(remote, "for-each-ref", "--format=%(refname:short)").split()
+    task_branches = [t["branch"] for t in run["tasks"]]
+    assert sorted(pushed) == sorted([branch, *task_branches])
+    assert git(remote, "rev-parse", branch) == git(user_repo.root, "rev-parse", branch)
+    made = [json.loads(line) for line in calls.read_text().splitlines()]
+    assert len(made) == 2
+    for args in made:
+        assert args[:2] == ["pr", "create"]
+        opts = dict(zip(args[2::2], args[3::2], strict=True))
+        assert opts["--base"] == branch and opts["--head"] in task_branches
+        assert "Verification: none (merge only)" in opts["--body"]
+        assert "1 file changed" in opts["--body"]
+
+
+def test_a_rejected_push_is_reported_never_forced(user_repo: Repo, tmp_path: Path) -> None:
+    remote = tmp_path / "remote.git"
+    git(tmp_path, "init", "-q", "--bare", str(remote))
+    git(user_repo.root, "remote", "add", "origin", str(remote))
+    two_tasks(user_repo)
+    run = run_tasks(user_repo, "low", "high")
+    branch = f"gadugi/land/{run['orchestration_id']}"
+    # The remote already has another history under the integration branch's name.
+    other = git(user_repo.root, "commit-tree", "-m", "theirs", "main^{tree}").strip()
+    git(user_repo.root, "push", "-q", str(remote), f"{other}:refs/heads/{branch}")
+
+    done = land_cli(user_repo, "--push", "origin")
+
+    assert done.returncode == 1
+    assert f"push of {branch} to origin was rejected" in done.stderr
+    assert git(remote, "rev-parse", branch).strip() == other
+
+
+def test_bad_requests_exit_2_and_change_nothing(user_repo: Repo) -> None:
+    two_tasks(user_repo)
+    run_tasks(user_repo, "low", "high")
+    refs = git(user_repo.root, "for-each-ref")
+    for args, says in [
+        (["orch-nope"], "no orchestration"),
+        (["--into", "nope"], "no such branch"),
+        (["--into", "-x"], "not a branch name"),
+        (["--push", "nowhere"], "no such remote"),
+        (["--pr"], "--pr needs --push"),
+    ]:
+        done = land_cli(user_repo, *args)
+        assert done.returncode == 2, (args, done.stderr)
+        assert says in done.stderr, (args, done.stderr)
+    assert git(user_repo.root, "for-each-ref") == refs
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat.split(")")[-1].split()[0] != "Z"
