@@ -23,6 +23,9 @@ USER_ENV = {
 }
 
 
+RUN = [sys.executable, "-m", "gadugi", "run", "--agent", "shell"]
+
+
 def land_cli(repo: Repo, *args: str, env: dict[str, str] | None = None) -> Any:
     return subprocess.run(
         [sys.executable, "-m", "gadugi", "land", *args],
@@ -405,3 +408,53 @@ def _alive(pid: int) -> bool:
         return False
     stat = Path(f"/proc/{pid}/stat").read_text()
     return stat.split(")")[-1].split()[0] != "Z"
+
+
+def test_run_land_lands_each_task_while_others_still_run(user_repo: Repo, tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    user_repo.shell_prompt("fast.md", writes("fast.txt", "fast"))
+    user_repo.shell_prompt(
+        "slow.md", f"while [ ! -e {gate} ]; do sleep 0.05; done\n" + writes("slow.txt", "slow")
+    )
+    user_repo.commit()
+    run = subprocess.Popen(
+        [*RUN, "--quiet", "--json", "--land", "--into", "main", "fast", "slow"],
+        cwd=user_repo.root,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=USER_ENV,
+        stdin=subprocess.DEVNULL,
+    )
+    try:
+
+        def fast_landed() -> bool:
+            assert run.poll() is None, run.communicate()
+            refs = git(
+                user_repo.root,
+                "for-each-ref",
+                "--format=%(refname:short)",
+                "refs/heads/gadugi/land",
+            )
+            return bool(refs.strip()) and len(merges(user_repo, refs.split()[0])) == 1
+
+        wait_until(fast_landed)
+        status = json.loads(run_cli(["status", "--json"], user_repo.root).stdout)
+        assert {t["task_id"]: t["status"] for t in status["tasks"]}["slow"] == "running"
+        # The run owns its landing: a second lander is refused, and changes nothing.
+        refused = land_cli(user_repo)
+        assert refused.returncode == 2 and "is owned by" in refused.stderr
+        gate.touch()
+        out, err = run.communicate(timeout=120)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.communicate()
+    assert run.returncode == 0, err
+    result = json.loads(out)
+    assert result["landing"]["landed"] == 2 and result["landing"]["into"] == "main"
+    assert {t["landing"]["status"] for t in result["tasks"]} == {"landed"}
+    assert git(user_repo.root, "rev-parse", "main").strip() == result["landing"]["head"]
+    assert (user_repo.root / "slow.txt").read_text() == "slow\n"
+    subjects = [m.split("|")[0] for m in merges(user_repo, result["landing"]["branch"], "HEAD~2")]
+    assert subjects == ["Land fast: fast", "Land slow: slow"]

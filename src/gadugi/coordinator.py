@@ -19,7 +19,16 @@ from . import lease, procs, recovery
 from .agents import AgentProfile, check_prompts, profile_for, require_program
 from .config import OrchestrationConfig, check_directories
 from .errors import PlanError, RequestError
-from .landing import Lander, LandOptions, drive, orchestration_landing, task_landing
+from .landing import (
+    Lander,
+    LandOptions,
+    check_into,
+    drive,
+    options_for,
+    orchestration_landing,
+    task_landing,
+    user_identity,
+)
 from .lifecycle import Transition
 from .monitoring import Monitor
 from .planning import plan as planning
@@ -223,6 +232,10 @@ class OrchestratorCoordinator:
         check_directories(self.root, self.config, STATE_DIR)
         load_template(self.root)  # checks it, so `plan` refuses what `run` would
         check_prompts(prompts, self.config.agent)
+        if self.config.land:
+            user_identity(self.root)
+            if self.config.land_into:
+                check_into(self.root, self.config.land_into)
         return Prepared(self.root, prompts, plan, fallback, resolution.problems)
 
     # -- running ------------------------------------------------------------------------
@@ -521,6 +534,19 @@ class OrchestratorCoordinator:
                 orch_id, runner.heartbeat_fields(), owner=held.token
             ),
         )
+        lander = (
+            Lander(
+                self.root,
+                registry,
+                orch_id,
+                options_for(registry.orchestration(orch_id)),
+                logs_dir=layout.logs_dir,
+                worktrees_dir=layout.worktrees_dir,
+                owner=held.token,
+            )
+            if self.config.land
+            else None
+        )
         runner = Runner(
             layout,
             runs,
@@ -532,6 +558,7 @@ class OrchestratorCoordinator:
             listener=self.listener,
             on_dirty=monitor.mark_dirty,
             owner=held.token,
+            lander=lander,
         )
         # A subreaper: what agents orphan is reparented to us, whatever its environment.
         with procs.subreaper(), _signals_to(runner):
@@ -552,6 +579,8 @@ class OrchestratorCoordinator:
         )
         if runner.fatal:
             result.error_summary.insert(0, f"orchestration stopped: {runner.fatal}")
+        if lander is not None:
+            result.error_summary += [f"landing: {note}" for note in lander.notes]
         registry.finish_orchestration(orch_id, state, result.to_json(), owner=held.token)
         monitor.write(state)
         monitor.write_final(result.to_json())

@@ -178,16 +178,15 @@ class Lander:
         if self.verifying is not None:
             return self._poll(now)
         rows = self.registry.tasks(self.orch_id)
-        head = self._oid(self.ref)
-        assert head is not None
         if self._hold_dependents(rows):
             return True
         task = self._next(rows)
-        if task is not None:
-            return self._land(task, head, now)
-        if any(not TaskStatus(r["status"]).finished for r in rows):
-            return False  # run --land: the rest land as they complete
-        return self._finish(head)
+        if task is None and any(not TaskStatus(r["status"]).finished for r in rows):
+            return False  # run --land: the rest land as they complete (no git asked)
+        head = self._oid(self.ref)
+        if head is None:
+            raise LandError(f"{self.branch} was deleted while landing; run gadugi land again")
+        return self._land(task, head, now) if task is not None else self._finish(head)
 
     def abort(self, now: float) -> None:
         """Stop a verification under way (an interrupt); its candidate stays recorded."""
@@ -296,6 +295,7 @@ class Lander:
                 self.orch_id,
                 task_id,
                 owner=self.owner,
+                landing_status=LandingStatus.PENDING.value,
                 landing_commit=candidate,
                 landing_attempts=number,
                 landing_tip=tip,
@@ -684,6 +684,7 @@ def options_for(
 ) -> LandOptions:
     """What to land with: the flags, then the orchestration's recorded configuration."""
     config = orch["config"] if isinstance(orch.get("config"), dict) else {}
+    into = into or config.get("land_into") or None
     timeout_min = config.get("verify_timeout_minutes") or DEFAULT_VERIFY_TIMEOUT_MIN
     return LandOptions(
         into=into,
@@ -712,8 +713,11 @@ def drive(lander: Lander, clock: Any = time.time, pause_s: float = 0.05) -> None
 
 
 def _landing(row: dict[str, Any]) -> LandingStatus | None:
+    """A task's landing status; a completed task no lander has looked at yet is pending."""
     value = row.get("landing_status")
-    return LandingStatus(value) if value else None
+    if value:
+        return LandingStatus(value)
+    return LandingStatus.PENDING if row["status"] == TaskStatus.COMPLETED else None
 
 
 def _last(text: str) -> str:
