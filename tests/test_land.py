@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -458,3 +459,50 @@ def test_run_land_lands_each_task_while_others_still_run(user_repo: Repo, tmp_pa
     assert (user_repo.root / "slow.txt").read_text() == "slow\n"
     subjects = [m.split("|")[0] for m in merges(user_repo, result["landing"]["branch"], "HEAD~2")]
     assert subjects == ["Land fast: fast", "Land slow: slow"]
+
+
+def test_cleanup_removes_candidates_and_keeps_an_unmerged_integration_branch(
+    user_repo: Repo,
+) -> None:
+    two_tasks(user_repo)
+    run = run_tasks(user_repo, "low", "high")
+    orch_id = run["orchestration_id"]
+    branch = f"gadugi/land/{orch_id}"
+    assert land_cli(user_repo, "--verify", "true").returncode == 0
+    assert not list((user_repo.root / ".worktrees").glob("land-*"))  # gone once landed
+    head = git(user_repo.root, "rev-parse", branch)
+
+    done = run_cli(["cleanup"], user_repo.root)
+
+    assert done.returncode == 0, done.stderr
+    assert git(user_repo.root, "for-each-ref", f"refs/gadugi/land/{orch_id}") == ""
+    assert user_repo.branches() == [branch]  # the tasks' commits live on in it
+    assert git(user_repo.root, "rev-parse", branch) == head
+    assert f"{branch}: " in done.stdout and "--force" in done.stdout
+
+    assert land_cli(user_repo, orch_id, "--into", "main").returncode == 0
+    again = run_cli(["cleanup"], user_repo.root)
+    assert again.returncode == 0, again.stderr
+    assert user_repo.branches() == []  # merged into main: nothing is lost without it
+    assert (user_repo.root / "high.txt").exists()
+
+
+def test_doctor_says_land_needs_git_2_38(repo: Repo, tmp_path: Path) -> None:
+    real = shutil.which("git")
+    assert real
+    wrapper = tmp_path / "oldgit" / "git"
+    wrapper.parent.mkdir()
+    wrapper.write_text(
+        f'#!/bin/sh\n[ "$1" = "--version" ] && {{ echo "git version 2.37.1"; exit 0; }}\n'
+        f'exec {real} "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    checks = {}
+    for path in (os.environ["PATH"], f"{wrapper.parent}:{os.environ['PATH']}"):
+        done = run_cli(["doctor", "--json"], repo.root, env={"PATH": path})
+        checks[path] = {c["name"]: c for c in json.loads(done.stdout)["checks"]}
+    now, old = checks.values()
+    assert "git for land" not in now  # this machine's git is new enough
+    assert old["git"]["status"] == "ok"
+    assert old["git for land"]["status"] == "warn"
+    assert "need 2.38 or newer" in old["git for land"]["detail"]

@@ -225,7 +225,9 @@ class Lander:
                 continue
             tip = self._tip(row)
             status = row.get("landing_status")
-            landed = tip is not None and self._is_ancestor(tip, head)
+            # A landed task whose branch cleanup deleted is still in the head by its merge.
+            held = tip or row.get("landing_commit")
+            landed = held is not None and self._is_ancestor(held, head)
             if status == LandingStatus.LANDED and not landed:
                 changes[row["task_id"]] = {"landing_status": LandingStatus.PENDING.value}
             elif status == LandingStatus.NEEDS_PERSON and tip != row.get("landing_tip"):
@@ -470,6 +472,18 @@ class Lander:
         if res.returncode != 0:
             raise LandError(f"cannot check out {commit[:12]} at {self.worktree}: {res.stderr}")
 
+    def _remove_worktree(self) -> None:
+        """The integration worktree goes once landing is done: every commit verified there
+        is kept under a ref, and what verification left in it is only its output."""
+        if not self.worktree.exists():
+            return
+        with self.worktrees.locked() as fd:
+            res = run_git(["worktree", "remove", "--force", str(self.worktree)], self.root, fd)
+        if res.returncode != 0:
+            self.notes.append(
+                f"the integration worktree {self.worktree} stays: {_last(res.stderr)}"
+            )
+
     def _stop_stale_verification(self) -> None:
         """A verification a killed lander left running is stopped; its candidate is
         verified again from the start."""
@@ -493,6 +507,7 @@ class Lander:
                 self._rebuild(tip, head)
                 return True
             self.into_moved = self._fast_forward(into, tip, head)
+        self._remove_worktree()
         if self.options.push:
             self._push(self.options.push)
             if self.options.pr and not self.delivery_failed:
