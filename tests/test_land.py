@@ -60,6 +60,9 @@ def writes(path: str, text: str) -> str:
 def user_repo(repo: Repo) -> Repo:
     git(repo.root, "config", "user.name", "Ada Lovelace")
     git(repo.root, "config", "user.email", "ada@example.invalid")
+    # Other work on a shared machine must not hold these runs back (admission control).
+    (repo.root / "gadugi.toml").write_text("max_load_per_cpu = 0\n")
+    repo.commit("configuration")
     return repo
 
 
@@ -164,6 +167,10 @@ def test_a_conflict_needs_a_person_with_the_commands_then_lands(user_repo: Repo)
     two = tasks["two"]["landing"]
     assert two["status"] == "needs_person"
     assert "conflicts in shared.txt" in two["note"]
+    shown = run_cli(["show", "two", "--json"], user_repo.root)
+    assert json.loads(shown.stdout)["landing"] == two
+    text = run_cli(["show", "two"], user_repo.root).stdout
+    assert "landing:    needs_person (0 candidates): merging" in text
     assert f"git merge {branch}" in two["note"] and f"gadugi land {orch_id}" in two["note"]
     assert len(merges(user_repo, branch)) == 1
 
