@@ -96,6 +96,14 @@ CREATE TABLE IF NOT EXISTS tasks (
     landing_attempts INTEGER NOT NULL DEFAULT 0,
     landing_tip TEXT,
     landing_note TEXT,
+    phase TEXT,
+    followup TEXT,
+    verdict TEXT,
+    summary TEXT,
+    verification TEXT,
+    changed_files INTEGER,
+    insertions INTEGER,
+    deletions INTEGER,
     PRIMARY KEY (orchestration_id, task_id)
 );
 CREATE TABLE IF NOT EXISTS attempts (
@@ -140,10 +148,18 @@ ADDED_COLUMNS = {
         "landing_attempts": "INTEGER NOT NULL DEFAULT 0",
         "landing_tip": "TEXT",
         "landing_note": "TEXT",
+        "phase": "TEXT",  # Phase of a running attempt: setup, agent, verify
+        "followup": "TEXT",  # what the next attempt is asked, continuing the last one
+        "verdict": "TEXT",  # the agent's structured verdict: done, blocked, no_change
+        "summary": "TEXT",
+        "verification": "TEXT",  # JSON: command, passed, exit_code, duration_seconds, log_file
+        "changed_files": "INTEGER",  # the branch's diffstat against its base, once finished
+        "insertions": "INTEGER",
+        "deletions": "INTEGER",
     },
 }
 _IDENTIFIER = re.compile(r"[a-z_]+")
-_JSON_COLUMNS = frozenset({"depends_on", "conflicts_with", "command", "agent"})
+_JSON_COLUMNS = frozenset({"depends_on", "conflicts_with", "command", "agent", "verification"})
 
 
 class Registry:
