@@ -61,7 +61,8 @@ def user_repo(repo: Repo) -> Repo:
     git(repo.root, "config", "user.name", "Ada Lovelace")
     git(repo.root, "config", "user.email", "ada@example.invalid")
     # Other work on a shared machine must not hold these runs back (admission control).
-    (repo.root / "gadugi.toml").write_text("max_load_per_cpu = 0\n")
+    # Landing without re-runs unless a test asks for them (land_retries).
+    (repo.root / "gadugi.toml").write_text("max_load_per_cpu = 0\nland_retries = 0\n")
     repo.commit("configuration")
     return repo
 
@@ -513,3 +514,91 @@ def test_doctor_says_land_needs_git_2_38(repo: Repo, tmp_path: Path) -> None:
     assert old["git"]["status"] == "ok"
     assert old["git for land"]["status"] == "warn"
     assert "need 2.38 or newer" in old["git for land"]["detail"]
+
+
+def with_reruns(repo: Repo, retries: int = 1) -> None:
+    (repo.root / "gadugi.toml").write_text(f"max_load_per_cpu = 0\nland_retries = {retries}\n")
+
+
+# Writes its side of shared.txt; asked again with the integration branch merged in and
+# conflicting (a merge under way), it resolves the conflict as an agent would.
+RESOLVER = (
+    "if git rev-parse -q --verify MERGE_HEAD >/dev/null; then\n"
+    "  printf 'one\\ntwo\\n' > shared.txt; git add shared.txt; git commit -q --no-edit\n"
+    "else\n" + writes("shared.txt", "two") + "\nfi"
+)
+
+
+def test_a_conflicting_task_is_re_run_on_the_integration_head_and_lands(
+    user_repo: Repo,
+) -> None:
+    with_reruns(user_repo)
+    user_repo.shell_prompt("one.md", writes("shared.txt", "one"))
+    user_repo.shell_prompt("two.md", RESOLVER)
+    run = run_tasks(user_repo, "one", "two")
+    branch = f"gadugi/land/{run['orchestration_id']}"
+
+    done = land_cli(user_repo, "--json")
+
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    tasks = by_task(result)
+    assert {t["landing"]["status"] for t in tasks.values()} == {"landed"}
+    assert tasks["two"]["attempts"] == 2  # the re-run continued the task
+    assert git(user_repo.root, "show", f"{branch}:shared.txt") == "one\ntwo\n"
+    # The re-run went on from the integration head: merged into the task branch.
+    tip = git(user_repo.root, "log", "-1", "--format=%an|%P", tasks["two"]["branch"]).strip()
+    assert tip.startswith("Ada Lovelace|") and len(tip.split("|")[1].split()) == 2
+    assert [m.split("|")[0] for m in merges(user_repo, branch)] == [
+        "Land one: one",
+        "Land two: two",
+    ]
+
+
+def test_a_re_run_that_leaves_the_conflict_ends_with_a_person(user_repo: Repo) -> None:
+    with_reruns(user_repo)
+    user_repo.shell_prompt("one.md", writes("shared.txt", "one"))
+    gives_up = (
+        "if ! git rev-parse -q --verify MERGE_HEAD; then\n" + writes("shared.txt", "two") + "\nfi"
+    )
+    user_repo.shell_prompt("two.md", gives_up)
+    run = run_tasks(user_repo, "one", "two")
+    branch = f"gadugi/land/{run['orchestration_id']}"
+
+    done = land_cli(user_repo, "--json")
+
+    assert done.returncode == 1
+    two = by_task(json.loads(done.stdout))["two"]
+    assert two["landing"]["status"] == "needs_person"
+    assert "re-run ended failed" in two["landing"]["note"]
+    assert "conflicts left unresolved in shared.txt" in two["landing"]["note"]
+    # Conflict markers were never committed, and nothing of two reached the branch.
+    assert "<<<<<<<" not in git(user_repo.root, "show", f"{two['branch']}:shared.txt")
+    assert git(user_repo.root, "show", f"{branch}:shared.txt") == "one\n"
+
+
+def test_a_red_verification_is_re_run_with_its_output_then_lands(user_repo: Repo) -> None:
+    with_reruns(user_repo)
+    user_repo.shell_prompt("good.md", writes("good.txt", "good"))
+    fixer = (
+        "if [ -e bad.txt ]; then\n  git rm -q bad.txt\n"
+        + writes("fixed.txt", "fixed")
+        + "\nelse\n"
+        + writes("bad.txt", "bad")
+        + "\nfi"
+    )
+    user_repo.shell_prompt("bad.md", fixer)
+    run = run_tasks(user_repo, "good", "bad")
+    branch = f"gadugi/land/{run['orchestration_id']}"
+
+    done = land_cli(user_repo, "--json", "--verify", "echo checking; test ! -e bad.txt")
+
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    bad = by_task(result)["bad"]
+    assert bad["landing"]["status"] == "landed" and bad["landing"]["attempts"] == 2
+    assert result["landing"]["verified"] is True
+    files = git(user_repo.root, "ls-tree", "--name-only", branch).split()
+    assert "fixed.txt" in files and "bad.txt" not in files
+    prompt = user_repo.root / ".gadugi/prompts" / run["orchestration_id"] / "bad.md"
+    assert "test ! -e bad.txt" in prompt.read_text()  # the agent was told what failed

@@ -23,7 +23,6 @@ from .landing import (
     Lander,
     LandOptions,
     check_into,
-    drive,
     options_for,
     orchestration_landing,
     task_landing,
@@ -215,6 +214,7 @@ class OrchestratorCoordinator:
         self.listener = listener
         self.warn = warn or log.warning
         self.state_dir = self.root / STATE_DIR
+        self.lander: Lander | None = None  # the last loop's lander, for its notes
 
     # -- analysis -----------------------------------------------------------------------
 
@@ -289,18 +289,7 @@ class OrchestratorCoordinator:
             orch = recovery.resumable(registry, orch_id)
             with self._claim(registry, orch["id"]) as held:
                 orch = recovery.resumable(registry, orch["id"])  # as it is now that we own it
-                runs, rows, layout = self._take_over(registry, orch, held)
-                now = time.time()
-                for run, row in zip(runs, rows, strict=True):
-                    old = recovery.row_status(row)
-                    if run.status is not old:
-                        # Adopted (queued -> running) or unusable (-> failed).
-                        registry.transition(
-                            orch["id"],
-                            Transition(run.task_id, old, run.status, run.error),
-                            now,
-                            owner=held.token,
-                        )
+                runs, layout = self._adopt(registry, orch, held)
                 template = load_template(self.root)
                 return self._drive(registry, layout, runs, orch["base_commit"], template, held)
         finally:
@@ -357,35 +346,29 @@ class OrchestratorCoordinator:
     ) -> Landed:
         """Land a recorded orchestration's completed tasks (``gadugi land``), as its owner.
 
-        ``on_owned`` hears where the lander's log goes once the lease is held
-        (``land --detach`` lets its caller go then).
+        The orchestration is taken over as ``resume`` does and its loop driven with the
+        lander as one of its steps, so a task whose merge conflicts or turns verification
+        red can be re-run (``land_retries``) exactly as under ``run --land``; an
+        orchestration a dead orchestrator left running is finished on the way. ``on_owned``
+        hears where the log goes once the lease is held (``land --detach``).
         """
         registry = Registry.existing(self.state_dir / "state.db")
         try:
-            with self._claim(registry, orch_id):
-                logs_dir = self.state_dir / "logs" / orch_id
-                logs_dir.mkdir(parents=True, exist_ok=True)
-                if on_owned is not None:
-                    on_owned(logs_dir / "land.log")
-                config = recovery.stored_config(registry.orchestration(orch_id)["config"])
-                lander = Lander(
-                    self.root,
-                    registry,
-                    orch_id,
-                    options,
-                    logs_dir=logs_dir,
-                    worktrees_dir=self.root / config.worktrees_dir,
-                )
-                with procs.subreaper():
-                    try:
-                        drive(lander)
-                    finally:
-                        procs.sweep(orch_id, options.kill_grace_s)
+            registry.orchestration(orch_id)
+            with self._claim(registry, orch_id) as held:
                 orch = registry.orchestration(orch_id)
-                result = build_result(orch, registry.tasks(orch_id))
-                if orch["state"] != "running":
-                    registry.store_result(orch_id, result.to_json())
-                return Landed(result, lander.notes, lander.exit_code)
+                if on_owned is not None:
+                    logs_dir = self.state_dir / "logs" / orch_id
+                    logs_dir.mkdir(parents=True, exist_ok=True)
+                    on_owned(logs_dir / "land.log")
+                runs, layout = self._adopt(registry, orch, held)
+                template = load_template(self.root)
+                result = self._drive(
+                    registry, layout, runs, orch["base_commit"], template, held, landing=options
+                )
+                assert self.lander is not None
+                code = result.exit_code if result.interrupted else self.lander.exit_code
+                return Landed(result, self.lander.notes, code)
         finally:
             registry.close()
 
@@ -417,6 +400,24 @@ class OrchestratorCoordinator:
                 f"orchestration {orch_id} is still running (orchestrator pid {orch['pid']})"
             )
         return held
+
+    def _adopt(
+        self, registry: Registry, orch: dict[str, Any], held: lease.Lease
+    ) -> tuple[list[TaskRun], Layout]:
+        """Take over a recorded orchestration, its attempts adopted or found lost."""
+        runs, rows, layout = self._take_over(registry, orch, held)
+        now = time.time()
+        for run, row in zip(runs, rows, strict=True):
+            old = recovery.row_status(row)
+            if run.status is not old:
+                # Adopted (queued -> running) or unusable (-> failed).
+                registry.transition(
+                    orch["id"],
+                    Transition(run.task_id, old, run.status, run.error),
+                    now,
+                    owner=held.token,
+                )
+        return runs, layout
 
     def _take_over(
         self, registry: Registry, orch: dict[str, Any], held: lease.Lease
@@ -533,8 +534,10 @@ class OrchestratorCoordinator:
         base: str,
         template: Template,
         held: lease.Lease,
+        landing: LandOptions | None = None,
     ) -> OrchestrationResult:
-        """Run the loop to the end and record the result."""
+        """Run the loop to the end and record the result; with ``landing`` (``gadugi
+        land``) or ``land`` configured (``run --land``), the lander is one of its steps."""
         orch_id = layout.orchestration_id
         runner: Runner
         monitor = Monitor(
@@ -546,18 +549,20 @@ class OrchestratorCoordinator:
                 orch_id, runner.heartbeat_fields(), owner=held.token
             ),
         )
-        lander = (
-            Lander(
+        if landing is None and self.config.land:
+            landing = options_for(registry.orchestration(orch_id))
+        lander = self.lander = (
+            None
+            if landing is None
+            else Lander(
                 self.root,
                 registry,
                 orch_id,
-                options_for(registry.orchestration(orch_id)),
+                landing,
                 logs_dir=layout.logs_dir,
                 worktrees_dir=layout.worktrees_dir,
                 owner=held.token,
             )
-            if self.config.land
-            else None
         )
         runner = Runner(
             layout,
@@ -572,6 +577,10 @@ class OrchestratorCoordinator:
             owner=held.token,
             lander=lander,
         )
+        if lander is not None:
+            lander.rerun = lambda task_id, text, base, why: runner.follow_up(
+                runner.by_id[task_id], text, runner.clock(), base, why=why
+            )
         # A subreaper: what agents orphan is reparented to us, whatever its environment.
         with procs.subreaper(), _signals_to(runner):
             try:

@@ -22,8 +22,7 @@ import os
 import re
 import signal
 import subprocess
-import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -54,6 +53,9 @@ class LandingStatus(StrEnum):
     NEEDS_PERSON = "needs_person"
 
 
+RERUN = frozenset({LandingStatus.CONFLICT, LandingStatus.VERIFY_FAILED})  # a re-run asked
+
+
 class LandError(GadugiError):
     """A landing that cannot go ahead as asked; nothing was changed."""
 
@@ -68,6 +70,7 @@ class LandOptions:
     push: str | None = None
     pr: str | None = None  # "tasks" (one per task) or "integration" (one for the branch)
     kill_grace_s: float = 5.0
+    retries: int = 1  # land_retries: re-runs of a task whose merge conflicts or turns red
 
 
 def integration_branch(orch_id: str) -> str:
@@ -103,11 +106,12 @@ def orchestration_landing(
 
 
 def all_landed(rows: list[dict[str, Any]]) -> bool:
-    """Every completed task landed: what ``gadugi land`` exits 0 for."""
+    """Every completed task landed (one that a landing re-run failed counts as completed):
+    what ``gadugi land`` exits 0 for."""
     return all(
         r.get("landing_status") == LandingStatus.LANDED
         for r in rows
-        if r["status"] == TaskStatus.COMPLETED
+        if r["status"] == TaskStatus.COMPLETED or r.get("landing_status")
     )
 
 
@@ -162,6 +166,9 @@ class Lander:
         self.worktrees = Worktrees(root)
         self.identity = user_identity(root)
         self.verifying: Verification | None = None
+        # Set by the loop that owns the tasks: run one again with a text, the integration
+        # head merged into its branch first (Runner.follow_up); None lands without re-runs.
+        self.rerun: Callable[[str, str, str, str], None] | None = None
         self.done = False
         self.into_moved = False  # --into was fast-forwarded
         self.delivery_failed = False  # a push was rejected, or a pull request not opened
@@ -178,7 +185,7 @@ class Lander:
         if self.verifying is not None:
             return self._poll(now)
         rows = self.registry.tasks(self.orch_id)
-        if self._hold_dependents(rows):
+        if self._settle(rows):
             return True
         task = self._next(rows)
         if task is None and any(not TaskStatus(r["status"]).finished for r in rows):
@@ -237,11 +244,28 @@ class Lander:
                 changes[row["task_id"]] = {"landing_status": LandingStatus.PENDING.value}
         self.registry.update_tasks(self.orch_id, changes, owner=self.owner)
 
-    def _hold_dependents(self, rows: list[dict[str, Any]]) -> bool:
-        """A task whose dependency needs a person needs one too: its branch holds that work."""
+    def _settle(self, rows: list[dict[str, Any]]) -> bool:
+        """A task whose dependency needs a person needs one too (its branch holds that
+        work), and so does one whose re-run came back with its branch unchanged."""
         by_id = {r["task_id"]: r for r in rows}
-        changes = {}
+        changes: dict[str, dict[str, Any]] = {}
         for row in rows:
+            status = TaskStatus(row["status"])
+            if _landing(row) in RERUN and status.finished and status is not TaskStatus.COMPLETED:
+                changes[row["task_id"]] = {
+                    "landing_status": LandingStatus.NEEDS_PERSON.value,
+                    "landing_note": f"{row['landing_note']}; the re-run ended {status}: "
+                    f"{row['error_message']}",
+                }
+                continue
+            if row["status"] == TaskStatus.COMPLETED and _landing(row) in RERUN:
+                if self._tip(row) == row.get("landing_tip"):
+                    # Re-run and completed, but its branch did not move: nothing new to try.
+                    changes[row["task_id"]] = {
+                        "landing_status": LandingStatus.NEEDS_PERSON.value,
+                        "landing_note": f"{row['landing_note']}; the re-run changed nothing",
+                    }
+                continue
             if row["status"] != TaskStatus.COMPLETED or _landing(row) is not LandingStatus.PENDING:
                 continue
             stuck = [
@@ -267,7 +291,7 @@ class Lander:
             r
             for r in rows
             if r["status"] == TaskStatus.COMPLETED
-            and _landing(r) is LandingStatus.PENDING
+            and (_landing(r) is LandingStatus.PENDING or _landing(r) in RERUN)
             and all(
                 d not in by_id or _landing(by_id[d]) is LandingStatus.LANDED
                 for d in r["depends_on"]
@@ -290,7 +314,7 @@ class Lander:
         if candidate is None:
             tree, conflicts = self._merge_tree(head, tip)
             if tree is None:
-                return self._conflict(task, tip, conflicts)
+                return self._conflict(task, tip, head, conflicts)
             candidate = self._commit(task, tree, head, tip)
             number = self._keep(task_id, candidate)
             self.registry.update_task(
@@ -370,9 +394,43 @@ class Lander:
         self._set_orch(landing_head=head, **({"landing_verified": head} if verified else {}))
         log.info("%s landed on %s", task_id, self.branch)
 
-    def _conflict(self, task: dict[str, Any], tip: str, files: list[str]) -> bool:
+    def _conflict(self, task: dict[str, Any], tip: str, head: str, files: list[str]) -> bool:
         what = f"merging {task['branch']} into {self.branch} conflicts in {', '.join(files)}"
-        return self._needs_person(task, tip, what, self._resolve_commands(task))
+        text = (
+            f"Landing your work failed: your branch conflicts with the integration branch "
+            f"{self.branch}, which holds the other tasks' finished work ({', '.join(files)}). "
+            "It has been merged into your branch; resolve the conflicts so that both changes "
+            "keep working, and commit the merge."
+        )
+        return self._reject(task, tip, head, LandingStatus.CONFLICT, what, text)
+
+    def _reject(
+        self,
+        task: dict[str, Any],
+        tip: str | None,
+        head: str,
+        status: LandingStatus,
+        what: str,
+        text: str,
+    ) -> bool:
+        """Re-run the task on the integration head while ``land_retries`` allow; then a
+        person is needed."""
+        reruns = task.get("landing_reruns") or 0
+        if self.rerun is None or reruns >= self.options.retries or tip is None:
+            return self._needs_person(task, tip, what, self._resolve_commands(task))
+        why = f"landing: {what}; re-run {reruns + 1} of {self.options.retries}"
+        self.registry.update_task(
+            self.orch_id,
+            task["task_id"],
+            owner=self.owner,
+            landing_status=status.value,
+            landing_tip=tip,
+            landing_note=why,
+            landing_reruns=reruns + 1,
+        )
+        log.info("%s: %s", task["task_id"], why)
+        self.rerun(task["task_id"], text, head, why)
+        return True
 
     def _needs_person(
         self, task: dict[str, Any], tip: str | None, what: str, commands: str = ""
@@ -450,11 +508,21 @@ class Lander:
             if run.timed_out
             else (ended.describe() if ended is not None else "ended unseen")
         )
+        tail = _tail(run.log_file)
         what = (
             f"verification `{self.options.verify}` {how} on {run.candidate[:12]} "
-            f"(log {run.log_file}): {_tail(run.log_file)}"
+            f"(log {run.log_file}): {tail}"
         )
-        return self._needs_person(task, self._tip(task), what, self._resolve_commands(task))
+        text = (
+            f"Landing your work failed: the verification `{self.options.verify}` {how} once "
+            f"your branch was merged with the integration branch {self.branch}, which holds "
+            "the other tasks' finished work. That branch has been merged into yours. The end "
+            f"of its output:\n\n```\n{tail.replace(' | ', chr(10))}\n```\n\n"
+            "Make the verification pass and commit."
+        )
+        return self._reject(
+            task, self._tip(task), run.head, LandingStatus.VERIFY_FAILED, what, text
+        )
 
     def _check_out(self, commit: str) -> None:
         """The integration worktree, detached at ``commit`` (made the first time)."""
@@ -708,23 +776,13 @@ def options_for(
         push=push,
         pr=pr,
         kill_grace_s=float(config.get("kill_grace_seconds", 5.0)),
+        retries=int(config.get("land_retries", 1)),
     )
 
 
 def check_remote(root: Path, remote: str) -> None:
     if remote.startswith("-") or run_git(["remote", "get-url", remote], root).returncode:
         raise RequestError(f"--push {remote!r}: no such remote (git remote -v lists them)")
-
-
-def drive(lander: Lander, clock: Any = time.time, pause_s: float = 0.05) -> None:
-    """Step the lander to its end (``gadugi land``); a step that changed nothing pauses."""
-    try:
-        while not lander.done:
-            if not lander.step(clock()):
-                time.sleep(pause_s)
-    except BaseException:
-        lander.abort(clock())
-        raise
 
 
 def _landing(row: dict[str, Any]) -> LandingStatus | None:

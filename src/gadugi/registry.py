@@ -96,6 +96,7 @@ CREATE TABLE IF NOT EXISTS tasks (
     landing_attempts INTEGER NOT NULL DEFAULT 0,
     landing_tip TEXT,
     landing_note TEXT,
+    landing_reruns INTEGER NOT NULL DEFAULT 0,
     phase TEXT,
     followup TEXT,
     verdict TEXT,
@@ -148,6 +149,7 @@ ADDED_COLUMNS = {
         "landing_attempts": "INTEGER NOT NULL DEFAULT 0",
         "landing_tip": "TEXT",
         "landing_note": "TEXT",
+        "landing_reruns": "INTEGER NOT NULL DEFAULT 0",  # re-runs asked (land_retries bounds)
         "phase": "TEXT",  # Phase of a running attempt: setup, agent, verify
         "followup": "TEXT",  # what the next attempt is asked, continuing the last one
         "verdict": "TEXT",  # the agent's structured verdict: done, blocked, no_change
