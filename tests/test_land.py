@@ -130,6 +130,12 @@ def test_completed_tasks_land_in_plan_order_as_the_user(user_repo: Repo) -> None
     assert git(user_repo.root, "rev-parse", "main") == main_before
     assert not (user_repo.root / "high.txt").exists()
 
+    status = json.loads(run_cli(["status", "--json"], user_repo.root).stdout)
+    assert {t["task_id"]: t["landing"]["status"] for t in status["tasks"]} == {
+        "low": "landed",
+        "high": "landed",
+    }
+
     again = land_cli(user_repo, "--json")  # nothing new: nothing merged twice
     assert again.returncode == 0, again.stderr
     assert len(merges(user_repo, branch)) == 2
@@ -602,3 +608,20 @@ def test_a_red_verification_is_re_run_with_its_output_then_lands(user_repo: Repo
     assert "fixed.txt" in files and "bad.txt" not in files
     prompt = user_repo.root / ".gadugi/prompts" / run["orchestration_id"] / "bad.md"
     assert "test ! -e bad.txt" in prompt.read_text()  # the agent was told what failed
+
+
+def test_land_without_a_git_identity_exits_2_and_changes_nothing(user_repo: Repo) -> None:
+    two_tasks(user_repo)
+    run_tasks(user_repo, "low", "high")
+    for key in ("user.name", "user.email"):
+        git(user_repo.root, "config", "--unset", key)
+    git(user_repo.root, "config", "user.useConfigOnly", "true")
+    refs = git(user_repo.root, "for-each-ref")
+    home = user_repo.root.parent / "home"
+    home.mkdir()
+
+    done = land_cli(user_repo, env={"HOME": str(home), "GIT_CONFIG_NOSYSTEM": "1"})
+
+    assert done.returncode == 2
+    assert "git has no identity to commit with" in done.stderr
+    assert git(user_repo.root, "for-each-ref") == refs

@@ -26,7 +26,6 @@ from .landing import (
     options_for,
     orchestration_landing,
     task_landing,
-    user_identity,
 )
 from .lifecycle import Transition
 from .monitoring import Monitor
@@ -38,7 +37,14 @@ from .promptgen import Template, load_template
 from .registry import Registry
 from .runner import Layout, Listener, Runner, TaskRun
 from .tasks import Prompt, TaskStatus, iso
-from .worktrees import Worktrees, exclude_paths, repository_root, resolve_commit, tracked_files
+from .worktrees import (
+    Worktrees,
+    exclude_paths,
+    repository_root,
+    resolve_commit,
+    tracked_files,
+    user_identity,
+)
 
 log = logging.getLogger(__name__)
 STATE_DIR = ".gadugi"

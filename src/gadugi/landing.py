@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import signal
 import subprocess
 from collections.abc import Callable, Sequence
@@ -32,7 +31,7 @@ from . import procs
 from .errors import GadugiError, RequestError
 from .registry import Registry
 from .tasks import TaskStatus
-from .worktrees import Worktrees, run_git
+from .worktrees import Worktrees, run_git, user_identity
 
 log = logging.getLogger(__name__)
 LAND_REFS = "refs/gadugi/land"
@@ -113,18 +112,6 @@ def all_landed(rows: list[dict[str, Any]]) -> bool:
         for r in rows
         if r["status"] == TaskStatus.COMPLETED or r.get("landing_status")
     )
-
-
-def user_identity(root: Path) -> tuple[str, str]:
-    """The name and e-mail git would record for the user here (environment, then config)."""
-    res = run_git(["var", "GIT_COMMITTER_IDENT"], root)
-    found = re.match(r"(.*?) <(.*)> \d+ [+-]\d{4}$", res.stdout.strip())
-    if res.returncode != 0 or found is None:
-        raise LandError(
-            "git has no identity for your commits here; set it with "
-            "git config user.name 'Your Name' and git config user.email you@example.com"
-        )
-    return found.group(1), found.group(2)
 
 
 @dataclass
@@ -352,14 +339,11 @@ class Lander:
         raise LandError(f"git merge-tree failed: {res.stderr.strip()}")
 
     def _commit(self, task: dict[str, Any], tree: str, head: str, tip: str) -> str:
-        name, email = self.identity
         message = f"Land {task['task_id']}: {task['name']}\n\nMerge branch {task['branch']}."
         res = run_git(
-            [
-                *("-c", f"user.name={name}", "-c", f"user.email={email}"),
-                *("commit-tree", tree, "-p", head, "-p", tip, "-m", message),
-            ],
+            ["commit-tree", tree, "-p", head, "-p", tip, "-m", message],
             self.root,
+            env=self.identity,
         )
         if res.returncode != 0:
             raise LandError(f"git commit-tree failed: {res.stderr.strip()}")

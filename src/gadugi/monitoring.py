@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .files import write_json_atomic
+from .landing import task_landing
 from .registry import Registry
 from .tasks import TaskStatus, iso
 
@@ -209,6 +210,10 @@ STATUS_COLUMNS = (
     "last_line",
     "error_message",
     "agent",
+    "landing_status",
+    "landing_commit",
+    "landing_attempts",
+    "landing_note",
 )
 
 
@@ -241,6 +246,7 @@ def status_document(
                 "last_line": r["last_line"],
                 "error_message": r["error_message"],
                 "agent": r["agent"],
+                "landing": task_landing(r),
             }
             for r in rows
         ],

@@ -9,8 +9,9 @@ from typing import Any
 
 import click
 
-from ..errors import RequestError
+from ..errors import IdentityError, RequestError
 from ..registry import Registry
+from ..worktrees import user_identity
 from .main import _err, _json, _root, main
 
 
@@ -60,7 +61,10 @@ def land(
         landing.check_into(root, into)
     if remote is not None:
         landing.check_remote(root, remote)
-    landing.user_identity(root)
+    try:
+        user_identity(root)  # every landing merge is the user's commit: none is made up
+    except IdentityError as exc:
+        raise RequestError(str(exc)) from None
     registry = Registry.existing(root / ".gadugi" / "state.db")
     try:
         orch = registry.orchestration(orchestration_id)
