@@ -625,3 +625,20 @@ def test_land_without_a_git_identity_exits_2_and_changes_nothing(user_repo: Repo
     assert done.returncode == 2
     assert "git has no identity to commit with" in done.stderr
     assert git(user_repo.root, "for-each-ref") == refs
+
+
+def test_land_detached_then_wait(user_repo: Repo, tmp_path: Path) -> None:
+    two_tasks(user_repo)
+    run = run_tasks(user_repo, "low", "high")
+    gate = tmp_path / "gate"
+    started = land_cli(
+        user_repo, "--detach", "--verify", f"while [ ! -e {gate} ]; do sleep 0.05; done"
+    )
+    assert started.returncode == 0, started.stderr
+    assert started.stdout.strip() == run["orchestration_id"]
+    waiting = run_cli(["wait", "--timeout", "0.2"], user_repo.root)
+    assert waiting.returncode == 124  # still landing: held at the first verification
+    gate.touch()
+    waited = run_cli(["wait", "--json", "--timeout", "120"], user_repo.root)
+    assert waited.returncode == 0, waited.stderr
+    assert json.loads(waited.stdout)["landing"]["landed"] == 2

@@ -363,11 +363,11 @@ class OrchestratorCoordinator:
             registry.orchestration(orch_id)
             with self._claim(registry, orch_id) as held:
                 orch = registry.orchestration(orch_id)
-                if on_owned is not None:
-                    logs_dir = self.state_dir / "logs" / orch_id
-                    logs_dir.mkdir(parents=True, exist_ok=True)
-                    on_owned(logs_dir / "land.log")
                 runs, layout = self._adopt(registry, orch, held)
+                if on_owned is not None:
+                    # Only now: `gadugi wait` sees it running until the landing ends.
+                    layout.logs_dir.mkdir(parents=True, exist_ok=True)
+                    on_owned(layout.logs_dir / "land.log")
                 template = load_template(self.root)
                 result = self._drive(
                     registry, layout, runs, orch["base_commit"], template, held, landing=options
