@@ -349,20 +349,11 @@ def test_push_to_a_remote_and_open_pull_requests(user_repo: Repo, tmp_path: Path
     remote = tmp_path / "remote.git"
     git(tmp_path, "init", "-q", "--bare", str(remote))
     git(user_repo.root, "remote", "add", "origin", str(remote))
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
     calls = tmp_path / "gh-calls.jsonl"
-    gh = bin_dir / "gh"
-    gh.write_text(
-        f"#!{sys.executable}\nimport json, sys\n"
-        f"open({str(calls)!r}, 'a').write(json.dumps(sys.argv[1:]) + '\\n')\n"
-        "print('https://example.invalid/pr/1')\n"
-    )
-    gh.chmod(0o755)
+    env = gh_stand_in(tmp_path, calls)
     two_tasks(user_repo)
     run = run_tasks(user_repo, "low", "high")
     branch = f"gadugi/land/{run['orchestration_id']}"
-    env = {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
 
     done = land_cli(user_repo, "--push", "origin", "--pr", env=env)
 
@@ -379,6 +370,40 @@ def test_push_to_a_remote_and_open_pull_requests(user_repo: Repo, tmp_path: Path
         assert opts["--base"] == branch and opts["--head"] in task_branches
         assert "Verification: none (merge only)" in opts["--body"]
         assert "1 file changed" in opts["--body"]
+
+
+def test_one_pull_request_for_the_integration_branch(user_repo: Repo, tmp_path: Path) -> None:
+    remote = tmp_path / "remote.git"
+    git(tmp_path, "init", "-q", "--bare", str(remote))
+    git(user_repo.root, "remote", "add", "origin", str(remote))
+    calls = tmp_path / "gh-calls.jsonl"
+    env = gh_stand_in(tmp_path, calls)
+    two_tasks(user_repo)
+    run = run_tasks(user_repo, "low", "high")
+
+    done = land_cli(user_repo, "--push", "origin", "--pr=integration", env=env)
+
+    assert done.returncode == 0, done.stderr
+    [args] = [json.loads(line) for line in calls.read_text().splitlines()]
+    opts = dict(zip(args[2::2], args[3::2], strict=True))
+    assert opts["--head"] == f"gadugi/land/{run['orchestration_id']}"
+    assert opts["--base"] == "main"
+    assert "## low: low" in opts["--body"] and "## high: high" in opts["--body"]
+    assert "pull request for" in done.stderr and "example.invalid/pr/1" in done.stderr
+
+
+def gh_stand_in(tmp_path: Path, calls: Path) -> dict[str, str]:
+    """A `gh` on PATH that records its arguments and answers with a pull request's URL."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    gh = bin_dir / "gh"
+    gh.write_text(
+        f"#!{sys.executable}\nimport json, sys\n"
+        f"open({str(calls)!r}, 'a').write(json.dumps(sys.argv[1:]) + '\\n')\n"
+        "print('https://example.invalid/pr/1')\n"
+    )
+    gh.chmod(0o755)
+    return {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
 
 
 def test_a_rejected_push_is_reported_never_forced(user_repo: Repo, tmp_path: Path) -> None:
@@ -642,3 +667,53 @@ def test_land_detached_then_wait(user_repo: Repo, tmp_path: Path) -> None:
     waited = run_cli(["wait", "--json", "--timeout", "120"], user_repo.root)
     assert waited.returncode == 0, waited.stderr
     assert json.loads(waited.stdout)["landing"]["landed"] == 2
+
+
+def test_kill_9_of_run_land_mid_verification_then_resume(user_repo: Repo, tmp_path: Path) -> None:
+    two_tasks(user_repo)
+    gate = tmp_path / "gate"
+    # The tasks' own verification passes at once; the landing's waits on the gate.
+    verify = (
+        f'[ -z "$GADUGI_LAND_COMMIT" ] || {{ touch {tmp_path}/started; '
+        f"while [ ! -e {gate} ]; do sleep 0.05; done; }}"
+    )
+    (user_repo.root / "gadugi.toml").write_text(
+        f"max_load_per_cpu = 0\nland_retries = 0\nverify_command = '{verify}'\n"
+    )
+    user_repo.commit()
+    run = subprocess.Popen(
+        [*RUN, "--quiet", "--land", "low", "high"],
+        cwd=user_repo.root,
+        env=USER_ENV,
+        stdin=subprocess.DEVNULL,
+    )
+    try:
+        wait_until(lambda: (tmp_path / "started").exists() or run.poll() is not None)
+        assert run.poll() is None
+        os.kill(run.pid, signal.SIGKILL)
+        run.wait(timeout=30)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    orch_id = json.loads(run_cli(["status", "--json"], user_repo.root).stdout)["orchestration_id"]
+    branch = f"gadugi/land/{orch_id}"
+    assert merges(user_repo, branch) == []
+    gate.touch()
+
+    resumed = subprocess.run(
+        [sys.executable, "-m", "gadugi", "resume", "--json", orch_id],
+        cwd=user_repo.root,
+        env=USER_ENV,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert resumed.returncode == 0, resumed.stderr
+    result = json.loads(resumed.stdout)
+    assert result["landing"]["landed"] == 2 and result["landing"]["verified"] is True
+    assert [m.split("|")[0] for m in merges(user_repo, branch)] == [
+        "Land high: high",
+        "Land low: low",
+    ]
