@@ -717,3 +717,28 @@ def test_kill_9_of_run_land_mid_verification_then_resume(user_repo: Repo, tmp_pa
         "Land high: high",
         "Land low: low",
     ]
+
+
+def test_a_step_git_refuses_ends_the_landing_not_the_loop(user_repo: Repo, tmp_path: Path) -> None:
+    two_tasks(user_repo)
+    run = run_tasks(user_repo, "low", "high")
+    branch = f"gadugi/land/{run['orchestration_id']}"
+    gate = tmp_path / "gate"
+    verify = f"touch {tmp_path}/started; while [ ! -e {gate} ]; do sleep 0.05; done"
+    lander = start_land(user_repo, "--json", "--verify", verify)
+    try:
+        wait_until(lambda: (tmp_path / "started").exists() or lander.poll() is not None)
+        git(user_repo.root, "update-ref", "-d", f"refs/heads/{branch}")  # deleted under it
+        gate.touch()
+        out, err = lander.communicate(timeout=120)
+    finally:
+        if lander.poll() is None:
+            lander.kill()
+            lander.communicate()
+    assert lander.returncode == 1
+    assert f"landing stopped: {branch} was deleted while landing" in err
+    result = json.loads(out)
+    assert result["error_summary"] == [
+        f"landing: landing stopped: {branch} was deleted while landing; run gadugi land again"
+    ]
+    assert {t["status"] for t in result["tasks"]} == {"completed"}

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from . import procs
-from .errors import GadugiError, RequestError
+from .errors import GadugiError, RequestError, SpawnError
 from .registry import Registry
 from .tasks import TaskStatus
 from .worktrees import Worktrees, run_git, user_identity
@@ -56,9 +56,7 @@ RERUN = frozenset({LandingStatus.CONFLICT, LandingStatus.VERIFY_FAILED})  # a re
 
 
 class LandError(GadugiError):
-    """A landing that cannot go ahead as asked; nothing was changed."""
-
-    exit_code = 2
+    """git refused a step of landing; the refs say how far it got."""
 
 
 @dataclass(frozen=True)
@@ -159,6 +157,7 @@ class Lander:
         self.done = False
         self.into_moved = False  # --into was fast-forwarded
         self.delivery_failed = False  # a push was rejected, or a pull request not opened
+        self.stopped = False  # a step failed: landing ended early
         self.notes: list[str] = []  # what a person should hear (refusals, rejected pushes)
         self._stop_stale_verification()
         self._start_queue()
@@ -166,9 +165,27 @@ class Lander:
     # -- the steps -----------------------------------------------------------------------
 
     def step(self, now: float) -> bool:
-        """One bounded step; returns whether it changed anything."""
+        """One bounded step; returns whether it changed anything.
+
+        A step git refuses (a ref deleted under it, a repository in trouble) ends the
+        landing with a note instead of the loop that owns it: the tasks go on, and the
+        next ``gadugi land`` starts from the refs. Out of processes is the loop's to wait
+        out: the same step is taken again later.
+        """
         if self.done:
             return False
+        try:
+            return self._step(now)
+        except SpawnError:
+            raise
+        except GadugiError as exc:
+            log.error("landing stopped: %s", exc)
+            self.notes.append(f"landing stopped: {exc}")
+            self.abort(now)
+            self.stopped = self.done = True
+            return True
+
+    def _step(self, now: float) -> bool:
         if self.verifying is not None:
             return self._poll(now)
         rows = self.registry.tasks(self.orch_id)
@@ -192,7 +209,8 @@ class Lander:
     def exit_code(self) -> int:
         rows = self.registry.tasks(self.orch_id)
         into_ok = self.options.into is None or self.into_moved
-        return 0 if all_landed(rows) and into_ok and not self.delivery_failed else 1
+        ok = all_landed(rows) and into_ok and not (self.delivery_failed or self.stopped)
+        return 0 if ok else 1
 
     # -- the queue -----------------------------------------------------------------------
 

@@ -388,14 +388,6 @@ class Registry:
                 (*fields.values(), orch_id),
             )
 
-    def store_result(self, orch_id: str, result: Mapping[str, Any]) -> None:
-        """Replace a finished orchestration's recorded result (``gadugi land`` adds to it)."""
-        with self.transaction() as c:
-            c.execute(
-                "UPDATE orchestrations SET result = ? WHERE id = ? AND state != 'running'",
-                (json.dumps(dict(result)), orch_id),
-            )
-
     def orchestration(self, orch_id: str | None = None) -> dict[str, Any]:
         """One orchestration by id, or the newest one."""
         if orch_id:
