@@ -45,6 +45,9 @@ class OrchestrationConfig:
     agent: str = "claude"
     agent_cmd: str | None = None
     base_ref: str = "HEAD"
+    land: bool = False  # run --land: each task lands on gadugi/land/<orch> as it completes
+    land_into: str | None = None  # run --into: the branch fast-forwarded when all is green
+    land_retries: int = 1  # re-runs of a task whose landing conflicts or turns verification red
     retries: int = 2  # transient failures only (exit 75, HTTP 429/5xx/529, a lost connection)
     retry_base_delay_seconds: float = 2.0
     kill_grace_seconds: float = 5.0
@@ -127,6 +130,10 @@ def validate(cfg: OrchestrationConfig, source: str = "") -> None:
             raise bad(key, "must be a relative path inside the project without '..'")
     if cfg.base_ref.startswith("-"):
         raise bad("base_ref", "a git ref cannot start with '-'")
+    if not 0 <= cfg.land_retries <= 100:
+        raise bad("land_retries", "must be between 0 and 100")
+    if cfg.land_into is not None and (not cfg.land_into or cfg.land_into.startswith("-")):
+        raise bad("land_into", "must be a branch name not starting with '-'")
     stall = cfg.stall_timeout_minutes
     if stall is not None and not (stall > 0 and within(stall, 0, MAX_TIMEOUT_HOURS * 60)):
         raise bad(

@@ -19,6 +19,14 @@ from . import lease, procs, recovery
 from .agents import AgentProfile, check_prompts, profile_for, require_program
 from .config import OrchestrationConfig, check_directories
 from .errors import PlanError, RequestError
+from .landing import (
+    Lander,
+    LandOptions,
+    check_into,
+    options_for,
+    orchestration_landing,
+    task_landing,
+)
 from .lifecycle import Transition
 from .monitoring import Monitor
 from .planning import plan as planning
@@ -29,7 +37,14 @@ from .promptgen import Template, load_template
 from .registry import Registry
 from .runner import Layout, Listener, Runner, TaskRun
 from .tasks import Prompt, TaskStatus, iso
-from .worktrees import Worktrees, exclude_paths, repository_root, resolve_commit, tracked_files
+from .worktrees import (
+    Worktrees,
+    exclude_paths,
+    repository_root,
+    resolve_commit,
+    tracked_files,
+    user_identity,
+)
 
 log = logging.getLogger(__name__)
 STATE_DIR = ".gadugi"
@@ -58,6 +73,7 @@ class TaskResult:
     commits: int
     error_message: str | None
     agent: dict[str, Any]
+    landing: dict[str, Any] | None = None  # landing.task_landing
     verdict: str | None = None  # the agent's structured verdict: done, blocked, no_change
     summary: str | None = None
     verification: dict[str, Any] | None = None  # command, passed, exit_code, duration, log
@@ -80,6 +96,7 @@ class OrchestrationResult:
     error_summary: list[str]
     tasks: list[TaskResult] = field(default_factory=list)
     agent_totals: dict[str, float] = field(default_factory=dict)
+    landing: dict[str, Any] | None = None  # landing.orchestration_landing
     interrupted: bool = False
 
     def to_json(self) -> dict[str, Any]:
@@ -91,7 +108,12 @@ class OrchestrationResult:
     def exit_code(self) -> int:
         if self.interrupted:
             return 130
-        return 0 if self.successful_tasks == self.total_tasks else 1
+        landed = self.landing is None or all(
+            t.landing is not None and t.landing["status"] == "landed"
+            for t in self.tasks
+            if t.status == TaskStatus.COMPLETED
+        )
+        return 0 if self.successful_tasks == self.total_tasks and landed else 1
 
 
 def build_result(
@@ -119,6 +141,7 @@ def build_result(
         ],
         tasks=tasks,
         agent_totals=_agent_totals(tasks),
+        landing=orchestration_landing(orch, rows),
         interrupted=interrupted,
     )
 
@@ -151,6 +174,7 @@ def _task_result(row: dict[str, Any]) -> TaskResult:
         commits=row["commits"] or 0,
         error_message=row["error_message"],
         agent=row["agent"] or {},
+        landing=task_landing(row),
         verdict=row.get("verdict"),
         summary=row.get("summary"),
         verification=row.get("verification"),
@@ -158,6 +182,15 @@ def _task_result(row: dict[str, Any]) -> TaskResult:
         insertions=row.get("insertions"),
         deletions=row.get("deletions"),
     )
+
+
+@dataclass(frozen=True)
+class Landed:
+    """What ``gadugi land`` reports: the result object, notes for a person, its exit code."""
+
+    result: OrchestrationResult
+    notes: list[str]
+    exit_code: int
 
 
 @dataclass
@@ -187,6 +220,7 @@ class OrchestratorCoordinator:
         self.listener = listener
         self.warn = warn or log.warning
         self.state_dir = self.root / STATE_DIR
+        self.lander: Lander | None = None  # the last loop's lander, for its notes
 
     # -- analysis -----------------------------------------------------------------------
 
@@ -216,6 +250,10 @@ class OrchestratorCoordinator:
         check_directories(self.root, self.config, STATE_DIR)
         load_template(self.root)  # checks it, so `plan` refuses what `run` would
         check_prompts(prompts, self.config.agent)
+        if self.config.land:
+            user_identity(self.root)
+            if self.config.land_into:
+                check_into(self.root, self.config.land_into)
         return Prepared(self.root, prompts, plan, fallback, resolution.problems)
 
     # -- running ------------------------------------------------------------------------
@@ -257,18 +295,7 @@ class OrchestratorCoordinator:
             orch = recovery.resumable(registry, orch_id)
             with self._claim(registry, orch["id"]) as held:
                 orch = recovery.resumable(registry, orch["id"])  # as it is now that we own it
-                runs, rows, layout = self._take_over(registry, orch, held)
-                now = time.time()
-                for run, row in zip(runs, rows, strict=True):
-                    old = recovery.row_status(row)
-                    if run.status is not old:
-                        # Adopted (queued -> running) or unusable (-> failed).
-                        registry.transition(
-                            orch["id"],
-                            Transition(run.task_id, old, run.status, run.error),
-                            now,
-                            owner=held.token,
-                        )
+                runs, layout = self._adopt(registry, orch, held)
                 template = load_template(self.root)
                 return self._drive(registry, layout, runs, orch["base_commit"], template, held)
         finally:
@@ -317,6 +344,40 @@ class OrchestratorCoordinator:
         finally:
             registry.close()
 
+    def land(
+        self,
+        orch_id: str,
+        options: LandOptions,
+        on_owned: Callable[[Path], None] | None = None,
+    ) -> Landed:
+        """Land a recorded orchestration's completed tasks (``gadugi land``), as its owner.
+
+        The orchestration is taken over as ``resume`` does and its loop driven with the
+        lander as one of its steps, so a task whose merge conflicts or turns verification
+        red can be re-run (``land_retries``) exactly as under ``run --land``; an
+        orchestration a dead orchestrator left running is finished on the way. ``on_owned``
+        hears where the log goes once the lease is held (``land --detach``).
+        """
+        registry = Registry.existing(self.state_dir / "state.db")
+        try:
+            registry.orchestration(orch_id)
+            with self._claim(registry, orch_id) as held:
+                orch = registry.orchestration(orch_id)
+                runs, layout = self._adopt(registry, orch, held)
+                if on_owned is not None:
+                    # Only now: `gadugi wait` sees it running until the landing ends.
+                    layout.logs_dir.mkdir(parents=True, exist_ok=True)
+                    on_owned(layout.logs_dir / "land.log")
+                template = load_template(self.root)
+                result = self._drive(
+                    registry, layout, runs, orch["base_commit"], template, held, landing=options
+                )
+                assert self.lander is not None
+                code = result.exit_code if result.interrupted else self.lander.exit_code
+                return Landed(result, self.lander.notes, code)
+        finally:
+            registry.close()
+
     @staticmethod
     def _refuse_running(orch: dict[str, Any]) -> None:
         if orch["state"] == "running":
@@ -345,6 +406,24 @@ class OrchestratorCoordinator:
                 f"orchestration {orch_id} is still running (orchestrator pid {orch['pid']})"
             )
         return held
+
+    def _adopt(
+        self, registry: Registry, orch: dict[str, Any], held: lease.Lease
+    ) -> tuple[list[TaskRun], Layout]:
+        """Take over a recorded orchestration, its attempts adopted or found lost."""
+        runs, rows, layout = self._take_over(registry, orch, held)
+        now = time.time()
+        for run, row in zip(runs, rows, strict=True):
+            old = recovery.row_status(row)
+            if run.status is not old:
+                # Adopted (queued -> running) or unusable (-> failed).
+                registry.transition(
+                    orch["id"],
+                    Transition(run.task_id, old, run.status, run.error),
+                    now,
+                    owner=held.token,
+                )
+        return runs, layout
 
     def _take_over(
         self, registry: Registry, orch: dict[str, Any], held: lease.Lease
@@ -461,8 +540,10 @@ class OrchestratorCoordinator:
         base: str,
         template: Template,
         held: lease.Lease,
+        landing: LandOptions | None = None,
     ) -> OrchestrationResult:
-        """Run the loop to the end and record the result."""
+        """Run the loop to the end and record the result; with ``landing`` (``gadugi
+        land``) or ``land`` configured (``run --land``), the lander is one of its steps."""
         orch_id = layout.orchestration_id
         runner: Runner
         monitor = Monitor(
@@ -473,6 +554,21 @@ class OrchestratorCoordinator:
             flush=lambda: registry.update_tasks(
                 orch_id, runner.heartbeat_fields(), owner=held.token
             ),
+        )
+        if landing is None and self.config.land:
+            landing = options_for(registry.orchestration(orch_id))
+        lander = self.lander = (
+            None
+            if landing is None
+            else Lander(
+                self.root,
+                registry,
+                orch_id,
+                landing,
+                logs_dir=layout.logs_dir,
+                worktrees_dir=layout.worktrees_dir,
+                owner=held.token,
+            )
         )
         runner = Runner(
             layout,
@@ -485,7 +581,12 @@ class OrchestratorCoordinator:
             listener=self.listener,
             on_dirty=monitor.mark_dirty,
             owner=held.token,
+            lander=lander,
         )
+        if lander is not None:
+            lander.rerun = lambda task_id, text, base, why: runner.follow_up(
+                runner.by_id[task_id], text, runner.clock(), base, why=why
+            )
         # A subreaper: what agents orphan is reparented to us, whatever its environment.
         with procs.subreaper(), _signals_to(runner):
             try:
@@ -505,6 +606,8 @@ class OrchestratorCoordinator:
         )
         if runner.fatal:
             result.error_summary.insert(0, f"orchestration stopped: {runner.fatal}")
+        if lander is not None:
+            result.error_summary += [f"landing: {note}" for note in lander.notes]
         registry.finish_orchestration(orch_id, state, result.to_json(), owner=held.token)
         monitor.write(state)
         monitor.write_final(result.to_json())

@@ -34,6 +34,7 @@ from .worktrees import repository_root, resolve_commit, run_git
 # `git rev-parse --end-of-options` (how gadugi names a base ref safely) came with 2.24;
 # `git worktree remove` with 2.17.
 MIN_GIT = (2, 24)
+MIN_GIT_LAND = (2, 38)  # git merge-tree --write-tree: a merge computed without a work tree
 MIN_GIT_WHY = "gadugi uses `git rev-parse --end-of-options` (2.24) and `git worktree remove` (2.17)"
 VERSION_TIMEOUT_S = 10.0
 DISK_MARGIN_BYTES = 64 * 2**20  # logs, prompts and git's own bookkeeping beside the checkouts
@@ -134,6 +135,13 @@ def check_git(report: Report) -> None:
         )
     else:
         report.add("git", Status.OK, f"git {found.group(0)} (need {need} or newer)")
+    if MIN_GIT <= version < MIN_GIT_LAND:
+        report.add(
+            "git for land",
+            Status.WARN,
+            f"git {found.group(0)} cannot run gadugi land or run --land: they need "
+            f"{'.'.join(map(str, MIN_GIT_LAND))} or newer (git merge-tree --write-tree)",
+        )
 
 
 def check_repository(report: Report, start: Path) -> Path | None:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .files import write_json_atomic
+from .landing import task_landing
 from .registry import Registry
 from .tasks import TaskStatus, iso
 
@@ -219,6 +220,10 @@ STATUS_COLUMNS = (
     "error_message",
     "agent",
     *VERDICT_COLUMNS,
+    "landing_status",
+    "landing_commit",
+    "landing_attempts",
+    "landing_note",
 )
 
 
@@ -253,6 +258,7 @@ def status_document(
                 "agent": r["agent"],
                 # The running attempt's phase (setup, agent, verify), and how a task ended.
                 **{key: r.get(key) for key in VERDICT_COLUMNS},
+                "landing": task_landing(r),
             }
             for r in rows
         ],

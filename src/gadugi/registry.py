@@ -50,7 +50,12 @@ CREATE TABLE IF NOT EXISTS orchestrations (
     fallback_used INTEGER NOT NULL DEFAULT 0,
     note TEXT,
     result TEXT,
-    owner TEXT
+    owner TEXT,
+    landing_branch TEXT,
+    landing_base TEXT,
+    landing_head TEXT,
+    landing_into TEXT,
+    landing_verified TEXT
 );
 CREATE TABLE IF NOT EXISTS tasks (
     orchestration_id TEXT NOT NULL REFERENCES orchestrations(id),
@@ -86,6 +91,12 @@ CREATE TABLE IF NOT EXISTS tasks (
     last_line TEXT,
     not_before REAL,
     worktree_state TEXT,
+    landing_status TEXT,
+    landing_commit TEXT,
+    landing_attempts INTEGER NOT NULL DEFAULT 0,
+    landing_tip TEXT,
+    landing_note TEXT,
+    landing_reruns INTEGER NOT NULL DEFAULT 0,
     phase TEXT,
     followup TEXT,
     verdict TEXT,
@@ -111,13 +122,34 @@ CREATE TABLE IF NOT EXISTS attempts (
 );
 CREATE INDEX IF NOT EXISTS tasks_by_status ON tasks(orchestration_id, status);
 """
+LANDING_ORCHESTRATION = (
+    "landing_branch",
+    "landing_base",
+    "landing_head",
+    "landing_into",
+    "landing_verified",
+)
 # Columns that came after the first registries were written, and how to add them.
 ADDED_COLUMNS = {
-    "orchestrations": {"note": "TEXT", "owner": "TEXT"},
+    "orchestrations": {
+        "note": "TEXT",
+        "owner": "TEXT",
+        # landing.py: the integration branch, the commit its queue was built on, its head,
+        # the branch it fast-forwards, and the last head a verification passed on
+        **dict.fromkeys(LANDING_ORCHESTRATION, "TEXT"),
+    },
     "tasks": {
         "conflicts_with": "TEXT NOT NULL DEFAULT '[]'",
         "not_before": "REAL",
         "worktree_state": "TEXT",  # WorktreeState: intended before git runs, then ready, removed
+        # landing.py: LandingStatus, the candidate or landed merge, how many candidates,
+        # the branch tip last tried, and what a person needs to know
+        "landing_status": "TEXT",
+        "landing_commit": "TEXT",
+        "landing_attempts": "INTEGER NOT NULL DEFAULT 0",
+        "landing_tip": "TEXT",
+        "landing_note": "TEXT",
+        "landing_reruns": "INTEGER NOT NULL DEFAULT 0",  # re-runs asked (land_retries bounds)
         "phase": "TEXT",  # Phase of a running attempt: setup, agent, verify
         "followup": "TEXT",  # what the next attempt is asked, continuing the last one
         "verdict": "TEXT",  # the agent's structured verdict: done, blocked, no_change
@@ -337,6 +369,23 @@ class Registry:
                 "UPDATE orchestrations SET state = ?, finished_at = ?, result = ?, owner = NULL"
                 " WHERE id = ?",
                 (state, time.time(), json.dumps(dict(result)), orch_id),
+            )
+
+    def update_landing(self, orch_id: str, *, owner: str | None = None, **fields: Any) -> None:
+        """An orchestration's landing fields (``LANDING_ORCHESTRATION``), in one transaction."""
+        if not fields:
+            return
+        if not set(fields) <= set(LANDING_ORCHESTRATION):
+            raise ValueError(
+                f"not landing fields: {sorted(set(fields) - set(LANDING_ORCHESTRATION))}"
+            )
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        with self.transaction() as c:
+            if owner is not None:
+                self._check_owner(c, orch_id, owner)
+            c.execute(
+                f"UPDATE orchestrations SET {sets} WHERE id = ?",  # noqa: S608
+                (*fields.values(), orch_id),
             )
 
     def orchestration(self, orch_id: str | None = None) -> dict[str, Any]:

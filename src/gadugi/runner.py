@@ -56,6 +56,16 @@ class Listener(Protocol):
     def ticked(self, runs: Sequence[TaskRun], now: float, note: str | None) -> None: ...
 
 
+class LandingStep(Protocol):
+    """What ``run --land`` steps inside the loop (``landing.Lander``)."""
+
+    done: bool
+
+    def step(self, now: float) -> bool: ...
+
+    def abort(self, now: float) -> None: ...
+
+
 class Processes:
     """The loop's seam to real processes; unit tests pass a subclass that records calls."""
 
@@ -197,8 +207,10 @@ class Runner:
         clock: Callable[[], float] = time.time,
         processes: Processes | None = None,
         admission: Admission | None = None,
+        lander: LandingStep | None = None,
     ) -> None:
         self.layout = layout
+        self.lander = lander  # run --land: landing is a step of this loop, not a second one
         self.runs = runs
         self.by_id = {r.task_id: r for r in runs}
         self.config = config
@@ -261,6 +273,8 @@ class Runner:
         """One step; returns False once every task has finished."""
         self.changed = False
         if self.interrupted or self.fatal:
+            if self.lander is not None:
+                self.lander.abort(now)
             return self._stop_everything(now)
         if now < self._paused_until:
             return True
@@ -278,7 +292,8 @@ class Runner:
         self._pauses = 0
         if self.listener:
             self.listener.ticked(self.runs, now, self.waiting)
-        return any(not r.status.finished for r in self.runs)
+        landing = self.lander is not None and not self.lander.done
+        return landing or any(not r.status.finished for r in self.runs)
 
     def _step(self, now: float) -> None:
         self._apply_cancel_requests(now)
@@ -294,6 +309,8 @@ class Runner:
             readings = self.procs.sample([r.child.pid for r in running if r.child])
             for run in running:
                 self.observe(run, now, readings.get(run.child.pid if run.child else 0))
+        if self.lander is not None and not self.lander.done:
+            self.changed |= self.lander.step(now)
 
     def _out_of_processes(self, exc: SpawnError) -> None:
         """Run fewer tasks at once: as many as run now (at least one), until starts succeed."""

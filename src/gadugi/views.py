@@ -16,6 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from .landing import task_landing
 from .lifecycle import parse_status
 from .registry import Registry
 from .tasks import TaskStatus, iso
@@ -164,6 +165,7 @@ def task_view(
         "waiting_reason": waiting_reason(registry, orch, task, now),
         **{key: task.get(key, recorded.get(key)) for key in VERDICT_FIELDS},
         **{key: recorded.get(key) for key in NOT_RECORDED},
+        "landing": task_landing(task) or recorded.get("landing"),
         "attempts": [
             _attempt(a) for a in registry.attempts(orch["id"]) if a["task_id"] == task["task_id"]
         ],
@@ -276,6 +278,12 @@ def parse_numstat(out: str) -> list[dict[str, Any]]:
     return files
 
 
+def landing_line(landing: dict[str, Any]) -> str:
+    commit = f" as {str(landing['commit'])[:12]}" if landing.get("commit") else ""
+    note = f": {landing['note']}" if landing.get("note") else ""
+    return f"{landing['status']}{commit} ({_plural(landing['attempts'], 'candidate')}){note}"
+
+
 def render_task(view: dict[str, Any]) -> list[str]:
     lines = [f"{view['task_id']} ({view['orchestration_id']}): {view['status']}"]
 
@@ -291,7 +299,7 @@ def render_task(view: dict[str, Any]) -> list[str]:
     add("summary", view["summary"])
     add("verified", verification_line(view["verification"]))
     for key in NOT_RECORDED:
-        add(key, view[key])
+        add(key, landing_line(view[key]) if key == "landing" and view[key] else view[key])
     if view["branch"]:
         ahead = (
             f", {_plural(view['commits'] or 0, 'commit')} ahead of {str(view['base_commit'])[:12]}"

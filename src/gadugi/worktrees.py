@@ -421,6 +421,13 @@ class Worktrees:
         lives outside the worktree, so only the agent's work is in it."""
         if self.is_clean(path):
             return None
+        # `add -A` would take conflict markers for a resolution: a merge the agent left
+        # unresolved (a landing re-run's) is its failure, never gadugi's commit.
+        unmerged = run_git(["diff", "--name-only", "--diff-filter=U"], path).stdout.split()
+        if unmerged:
+            raise WorktreeError(
+                task_id, "autocommit", f"conflicts left unresolved in {', '.join(unmerged)}", 1
+            )
         who = user_identity(self.root)
         for args in (["add", "-A"], ["commit", "--quiet", "-m", message]):
             res = run_git(args, path, env=who)

@@ -129,11 +129,14 @@ def _config(root: Path, **flags: Any) -> OrchestrationConfig:
         "agent_cmd": "agent_cmd",
         "base": "base_ref",
         "retries": "retries",
+        "into": "land_into",
         "verify": "verify_command",
     }
     values = {mapping[k]: v for k, v in flags.items() if k in mapping and v is not None}
     if flags.get("no_fallback"):
         values["fallback_to_sequential"] = False
+    if flags.get("land") or flags.get("into"):
+        values["land"] = True  # --into lands too: there is nothing to fast-forward otherwise
     return load_config(root, values)
 
 
@@ -197,6 +200,10 @@ def _listener(as_json: bool, quiet: bool) -> LiveTable | PlainLines | Silent:
     help="Run the orchestrator in the background, immune to this terminal and its caller; "
     "print its id at once (see `gadugi wait`).",
 )
+@click.option(
+    "--land", is_flag=True, help="Land each task on gadugi/land/<orch> as soon as it completes."
+)
+@click.option("--into", help="With --land: fast-forward this branch when all is green.")
 def run(detach: bool, **kw: Any) -> None:
     """Run the named prompts from prompts/ in parallel worktrees."""
     if detach:
@@ -290,6 +297,14 @@ def _report(result: OrchestrationResult, as_json: bool, quiet: bool) -> None:
             f"agents: ${totals.get('cost_usd', 0):.4f}, {int(totals.get('input_tokens', 0))} "
             f"input and {int(totals.get('output_tokens', 0))} output tokens"
         )
+    if result.landing:
+        info = result.landing
+        into = (
+            f", {info['into']} fast-forwarded to it"
+            if info["into"] and result.exit_code == 0
+            else ""
+        )
+        click.echo(f"landed {info['landed']} task(s) on {info['branch']}{into}")
     for task in result.tasks:
         where = f"worktree kept at {task.worktree}" if task.worktree else "worktree removed"
         where = where if task.worktree or task.branch else "no worktree was made"
@@ -301,6 +316,8 @@ def _report(result: OrchestrationResult, as_json: bool, quiet: bool) -> None:
             click.echo(f"  {'':<24} {task.error_message}")
         if task.status != "completed" and task.log_file:
             click.echo(f"  {'':<24} log: gadugi logs {task.task_id}")
+        if task.landing and task.landing["status"] != "landed":
+            click.echo(f"  {'':<24} landing {task.landing['status']}: {task.landing['note']}")
 
 
 @main.command()
