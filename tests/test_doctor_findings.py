@@ -232,3 +232,39 @@ def test_an_installed_agent_whose_gadugi_is_gone_or_not_allowed(
         assert status == "fail"
         assert f"calls `{launcher}`, which is not found" in detail
         assert "run `gadugi install-agent` again" in detail
+
+
+def test_verification_importing_the_main_checkout_is_a_warning(
+    project: Repo, tmp_path: Path
+) -> None:
+    """The fact seen on these machines: an editable install of the main checkout makes a
+    worktree's tests import the main checkout's code. doctor says so, and how to fix it."""
+    (project.root / "pyproject.toml").write_text('[project]\nname = "mini"\nversion = "0.1"\n')
+    (project.root / "setup.py").write_text("from setuptools import setup\n\nsetup()\n")
+    (project.root / "src" / "mini").mkdir(parents=True)
+    (project.root / "src" / "mini" / "__init__.py").write_text('VALUE = "main"\n')
+    project.commit("a src-layout package")
+    venv = tmp_path / "venv"
+    made = subprocess.run(
+        f"{shlex.quote(sys.executable)} -m venv --without-pip --system-site-packages {venv} && "
+        f"{venv}/bin/python setup.py -q develop",
+        shell=True,
+        cwd=project.root,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert made.returncode == 0, made.stderr
+    env = clean_env(tmp_path, **KEY)
+
+    code, found = doctor(project.root, {**env, "PATH": f"{venv}/bin:{env['PATH']}"})
+
+    assert code == 0
+    [(status, detail)] = found["project imports"]
+    assert status == "warn"
+    assert f"imports mini from {project.root / 'src' / 'mini'} (the main checkout)" in detail
+    assert "setup_command" in detail and ".venv/bin/pytest" in detail
+    code, found = doctor(project.root, env)
+    assert found["project imports"] == [
+        ("ok", "`python3` on PATH (no verify_command): mini found only in the worktree")
+    ]

@@ -27,11 +27,13 @@ import json
 import os
 import platform
 import re
+import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -304,6 +306,109 @@ def prepare(command: str, worktree: Path, project_root: Path, spec: CacheSpec) -
             return 0
         say(f"cache {key}: built and stored {', '.join(spec.paths)} in {entry_dir}")
     return 0
+
+
+# What ``gadugi doctor`` asks: would the verification import the worktree's code?
+
+NOT_PACKAGES = frozenset({"tests", "test", "docs", "doc", "examples", "scripts", "bench"})
+# Runners that make (or find) an environment in the directory they run in: the worktree.
+LOCAL_RUNNERS = {("uv", "run"), ("pdm", "run"), ("hatch", "run")}
+_PYTHON = re.compile(r"python[0-9.]*$")
+_WHERE = """import importlib.util, json, sys
+found = {}
+for name in sys.argv[1:]:
+    try:
+        spec = importlib.util.find_spec(name)
+    except Exception:
+        spec = None
+    if spec is None:
+        found[name] = None
+    elif spec.submodule_search_locations:
+        found[name] = list(spec.submodule_search_locations)[0]
+    else:
+        found[name] = spec.origin
+print(json.dumps(found))
+"""
+
+
+def project_packages(root: Path, tracked: Iterable[str]) -> list[str]:
+    """The import names of the project's own Python packages (src layout or flat)."""
+    if not any((root / name).is_file() for name in ("pyproject.toml", "setup.py", "setup.cfg")):
+        return []
+    names: set[str] = set()
+    for rel in tracked:
+        parts = rel.split("/")
+        if parts[-1] != "__init__.py":
+            continue
+        if (len(parts) == 3 and parts[0] == "src") or len(parts) == 2:
+            name = parts[-2]
+            if name.isidentifier() and name not in NOT_PACKAGES:
+                names.add(name)
+    return sorted(names)
+
+
+@dataclass(frozen=True)
+class Interpreter:
+    """Which Python a command runs: ``path``, or ``local`` (one inside the worktree), or unknown."""
+
+    path: str | None = None
+    local: str | None = None
+
+
+def command_python(command: str, env: Mapping[str, str]) -> Interpreter:
+    """The interpreter a shell command would import the project with, as far as can be told."""
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        return Interpreter()
+    while words and (words[0] == "env" or re.match(r"[A-Za-z_][A-Za-z0-9_]*=", words[0])):
+        words = words[1:]
+    if not words:
+        return Interpreter()
+    if tuple(words[:2]) in LOCAL_RUNNERS:
+        return Interpreter(local=" ".join(words[:2]))
+    program = words[0]
+    if "/" in program and not os.path.isabs(program):
+        return Interpreter(local=program)
+    found = program if os.path.isabs(program) else shutil.which(program, path=env.get("PATH"))
+    if found is None:
+        return Interpreter()
+    if _PYTHON.match(os.path.basename(program)):
+        return Interpreter(path=found)
+    try:
+        with open(found, "rb") as fh:
+            first = fh.readline(512).decode("utf-8", "replace")
+    except OSError:
+        return Interpreter()
+    shebang = first[2:].split() if first.startswith("#!") else []
+    if shebang and shebang[0].endswith("/env") and len(shebang) > 1:
+        shebang = shebang[1:]
+        if _PYTHON.match(shebang[0]) and (which := shutil.which(shebang[0], path=env.get("PATH"))):
+            return Interpreter(path=which)
+    elif shebang and _PYTHON.match(os.path.basename(shebang[0])):
+        return Interpreter(path=shebang[0])
+    return Interpreter()
+
+
+def imported_from(
+    python: str, packages: Sequence[str], env: Mapping[str, str]
+) -> dict[str, str | None]:
+    """Where ``python`` finds each package when run outside any checkout (a fresh folder)."""
+    with tempfile.TemporaryDirectory(prefix="gadugi-where-") as neutral:
+        done = subprocess.run(
+            [python, "-c", _WHERE, *packages],
+            cwd=neutral,
+            env=dict(env),
+            capture_output=True,
+            text=True,
+            timeout=30,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+    if done.returncode != 0:
+        raise OSError(f"{python} exited {done.returncode}: {done.stderr.strip()[-200:]}")
+    found: dict[str, str | None] = json.loads(done.stdout.strip().splitlines()[-1])
+    return found
 
 
 def main(argv: Sequence[str] | None = None) -> int:
