@@ -15,7 +15,7 @@ import pytest
 
 from conftest import Repo, git, wait_until
 from gadugi.config import OrchestrationConfig, load_config
-from gadugi.envsetup import CACHE_DIR, setup_argv
+from gadugi.envsetup import CACHE_DIR, Interpreter, command_python, project_packages, setup_argv
 from gadugi.errors import ConfigError
 
 PYPROJECT = """[build-system]
@@ -270,3 +270,39 @@ def test_bad_cache_settings_name_the_key(tmp_path: Path, toml: str, key: str) ->
     with pytest.raises(ConfigError) as err:
         load_config(tmp_path, {}, {})
     assert err.value.key == key and "gadugi.toml" in str(err.value)
+
+
+def test_which_python_a_verify_command_runs(tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    python = bin_dir / "python3"
+    python.symlink_to(sys.executable)
+    for name, first in (
+        ("pytest", f"#!{python}"),
+        ("tox", "#!/bin/sh"),
+        ("ward", "#!/usr/bin/env python3"),
+    ):
+        (bin_dir / name).write_text(f"{first}\n")
+        (bin_dir / name).chmod(0o755)
+    env = {"PATH": str(bin_dir)}
+
+    assert command_python(".venv/bin/pytest -q", env) == Interpreter(local=".venv/bin/pytest")
+    assert command_python("uv run pytest", env) == Interpreter(local="uv run")
+    assert command_python("CI=1 env X=2 pytest -x", env) == Interpreter(path=str(python))
+    assert command_python("python3 -m pytest", env) == Interpreter(path=str(python))
+    assert command_python("ward", env) == Interpreter(path=str(python))
+    assert command_python("tox -e py", env) == Interpreter()
+    assert command_python("make test", env) == Interpreter()
+    assert command_python("pytest 'unclosed", env) == Interpreter()
+
+
+def test_the_project_packages_are_its_src_and_top_level_ones(tmp_path: Path) -> None:
+    tracked = [
+        "src/alpha/__init__.py",
+        "beta/__init__.py",
+        "tests/__init__.py",
+        "a/b/c/__init__.py",
+    ]
+    assert project_packages(tmp_path, tracked) == []  # not a Python project
+    (tmp_path / "pyproject.toml").write_text("")
+    assert project_packages(tmp_path, tracked) == ["alpha", "beta"]
