@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -306,3 +307,22 @@ def test_the_project_packages_are_its_src_and_top_level_ones(tmp_path: Path) -> 
     assert project_packages(tmp_path, tracked) == []  # not a Python project
     (tmp_path / "pyproject.toml").write_text("")
     assert project_packages(tmp_path, tracked) == ["alpha", "beta"]
+
+
+def test_a_restore_that_fails_half_way_is_undone_and_the_command_runs(
+    repo: Repo, tmp_path: Path
+) -> None:
+    builds = tmp_path / "builds"
+    command = f"echo build >> {builds} && mkdir a b && basename $PWD > a/f && echo 1 > b/f"
+    cfg = config(("*.lock",), ("a", "b"))
+    assert setup(worktree(repo, "one"), repo, command, cfg).returncode == 0
+    [key] = entries(repo)
+    shutil.rmtree(repo.root / CACHE_DIR / key / "tree" / "b")  # the second copy will fail
+
+    two = worktree(repo, "two")
+    done = setup(two, repo, command, cfg)
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "could not restore" in done.stdout
+    assert builds.read_text() == "build\nbuild\n"
+    assert (two / "a" / "f").read_text() == "two\n"
