@@ -96,12 +96,13 @@ def cache_key(worktree: Path, command: str, spec: CacheSpec) -> str:
 
 
 @contextmanager
-def locked(path: Path) -> Iterator[None]:
-    """One builder per key: the next worktrees wait for it and then reuse what it made."""
+def locked(path: Path, shared: bool = False) -> Iterator[None]:
+    """Restores share the key's lock; a builder holds it alone, so the worktrees that
+    come while it builds wait for it and then reuse what it made."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
         yield
     finally:
         os.close(fd)  # closing the only descriptor drops the flock
@@ -269,6 +270,22 @@ def say(message: str) -> None:
     print(f"gadugi setup: {message}", flush=True)
 
 
+def try_restore(entry_dir: Path, worktree: Path, spec: CacheSpec) -> bool:
+    """Restore the stored environment, if there is a whole one; whether it was."""
+    started = time.monotonic()
+    entry = Entry.load(entry_dir)
+    if entry is None:
+        return False
+    try:
+        how = restore(entry, worktree, spec)
+    except OSError as exc:
+        say(f"could not restore from cache {entry_dir.name} ({exc}); running the command instead")
+        return False
+    took = time.monotonic() - started
+    say(f"cache {entry_dir.name}: restored {', '.join(how)} in {took:.2f}s")
+    return True
+
+
 def prepare(command: str, worktree: Path, project_root: Path, spec: CacheSpec) -> int:
     """Restore the environment for this key, or build it with ``command`` and store it."""
     worktree = worktree.resolve()
@@ -278,22 +295,20 @@ def prepare(command: str, worktree: Path, project_root: Path, spec: CacheSpec) -
         say(f"no file matches setup_cache_key ({', '.join(spec.key_globs)}); keyed on the command")
     key = cache_key(worktree, command, spec)
     entry_dir = cache / key
-    started = time.monotonic()
-    with locked(cache / f"{key}.lock"):
-        present = [rel for rel in spec.paths if os.path.lexists(worktree / rel)]
-        entry = Entry.load(entry_dir)
-        if entry is not None and not present:
-            try:
-                how = restore(entry, worktree, spec)
-            except OSError as exc:
-                say(f"could not restore from cache {key} ({exc}); running the command instead")
-            else:
-                say(f"cache {key}: restored {', '.join(how)} in {time.monotonic() - started:.2f}s")
-                return 0
-        elif present:
-            say(f"{', '.join(present)} already in the worktree: running the command, not the cache")
+    lock = cache / f"{key}.lock"
+    present = [rel for rel in spec.paths if os.path.lexists(worktree / rel)]
+    if present:
+        say(f"{', '.join(present)} already in the worktree: running the command, not the cache")
+        return subprocess.run(["bash", "-c", command], cwd=worktree, check=False).returncode
+    with locked(lock, shared=True):
+        if try_restore(entry_dir, worktree, spec):
+            return 0
+    with locked(lock):
+        # Another worktree may have built it while this one waited for the lock alone.
+        if try_restore(entry_dir, worktree, spec):
+            return 0
         code = subprocess.run(["bash", "-c", command], cwd=worktree, check=False).returncode
-        if code != 0 or present:
+        if code != 0:
             return code
         missing = [rel for rel in spec.paths if not os.path.lexists(worktree / rel)]
         if missing:
