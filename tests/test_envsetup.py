@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Repo, git, wait_until
+from conftest import Repo, git, run_cli, wait_until
 from gadugi.config import OrchestrationConfig, load_config
 from gadugi.envsetup import CACHE_DIR, Interpreter, command_python, project_packages, setup_argv
 from gadugi.errors import ConfigError
@@ -80,6 +80,7 @@ def package(repo: Repo) -> Repo:
     (repo.root / "src" / "mini" / "__init__.py").write_text('VALUE = "main"\n')
     (repo.root / "tests").mkdir()
     (repo.root / "tests" / "test_value.py").write_text(TEST)
+    (repo.root / ".gitignore").write_text("*.egg-info/\n")
     git(repo.root, "add", "-A")
     git(repo.root, "commit", "-q", "-m", "a src-layout package")
     return repo
@@ -326,3 +327,46 @@ def test_a_restore_that_fails_half_way_is_undone_and_the_command_runs(
     assert "could not restore" in done.stdout
     assert builds.read_text() == "build\nbuild\n"
     assert (two / "a" / "f").read_text() == "two\n"
+
+
+OWN_CODE_TEST = """from pathlib import Path
+import mini
+
+def test_the_worktree_code_is_imported():
+    assert mini.VALUE == Path("expected.txt").read_text().strip(), mini.__file__
+"""
+
+
+def test_a_run_sets_up_every_worktree_from_one_build_and_verifies_its_own_code(
+    package: Repo,
+) -> None:
+    (package.root / "tests" / "test_value.py").write_text(OWN_CODE_TEST)
+    (package.root / "gadugi.toml").write_text(
+        f"setup_command = {json.dumps(VENV)}\n"
+        'verify_command = ".venv/bin/python -m pytest -q -p no:cacheprovider tests"\n'
+        'setup_cache_key = ["pyproject.toml"]\n'
+        'setup_cache_paths = [".venv"]\n'
+    )
+    for name in ("a", "b", "c"):
+        package.shell_prompt(
+            f"{name}.md",
+            f"echo 'VALUE = \"{name}\"' > src/mini/__init__.py && echo {name} > expected.txt",
+        )
+    package.commit("prompts and a setup")
+
+    ran = run_cli(
+        ["run", "--agent", "shell", "--json", "--max-parallel", "3", "a", "b", "c"], package.root
+    )
+
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    result = json.loads(ran.stdout)
+    logs = package.root / ".gadugi" / "logs" / result["orchestration_id"]
+    said = [(logs / f"{t}.setup.log").read_text() for t in ("a", "b", "c")]
+    assert sum("built and stored .venv" in text for text in said) == 1, said
+    assert sum("restored .venv (copy" in text for text in said) == 2, said
+    for task in result["tasks"]:
+        assert task["status"] == "completed", task
+        assert task["verification"]["passed"] is True
+        files = git(package.root, "ls-tree", "-r", "--name-only", task["branch"]).split()
+        assert not [f for f in files if f.startswith(".venv")]  # never autocommitted
+        assert task["worktree"] is None  # the environment left it clean, so it was removed
