@@ -113,6 +113,9 @@ class FakeWorktrees(Worktrees):
         self.created: list[tuple[str, Path, str, str]] = []  # task, path, branch, base
         self.merged: list[tuple[str, list[str]]] = []
         self.removed: list[str] = []
+        self.committed: list[str] = []  # tasks whose leftover work the loop committed
+        self.absorbed: list[tuple[str, str]] = []  # task, commit merged before a follow-up
+        self.changes = True  # what changed_since answers
 
     def branch_exists(self, branch: str) -> bool:
         return any(b == branch for _, _, b, _ in self.created)
@@ -148,6 +151,20 @@ class FakeWorktrees(Worktrees):
 
     def commits_ahead(self, branch: str, base: str) -> int:
         return 0
+
+    def commit_all(self, task_id: str, path: Path, message: str) -> str | None:
+        self.committed.append(task_id)
+        return None
+
+    def changed_since(self, path: Path, base: str) -> bool:
+        return self.changes
+
+    def absorb(self, task_id: str, path: Path, commit: str) -> list[str]:
+        self.absorbed.append((task_id, commit))
+        return []
+
+    def diffstat(self, base: str, branch: str) -> tuple[int, int, int] | None:
+        return None
 
     def remove(self, task_id: str, path: Path) -> None:
         shutil.rmtree(path)

@@ -73,6 +73,9 @@ class Reply:
     blocks: tuple[Block, ...]
     stop_reason: str | None = None
     delay_s: float = 0.0  # wait before answering (for tests that watch a running agent)
+    # The structured output of a final answer, when the CLI asked for one (Claude Code's
+    # --json-schema offers a StructuredOutput tool); None: {"outcome": "done", ...}.
+    verdict: dict[str, Any] | None = None
 
     @property
     def effective_stop_reason(self) -> str:
@@ -108,6 +111,25 @@ Script = Callable[[Turn], Reply | Failure]
 
 def say(text: str) -> Reply:
     return Reply((Text(text),))
+
+
+STRUCTURED_TOOL = "StructuredOutput"  # the tool Claude Code adds for --json-schema
+
+
+def verdict(outcome: str, summary: str) -> dict[str, Any]:
+    """A structured verdict as gadugi's schema asks for it."""
+    return {"outcome": outcome, "summary": summary}
+
+
+def with_structured_output(reply: Reply, body: dict[str, Any]) -> Reply:
+    """A final answer to a request that offers the StructuredOutput tool ends by calling it
+    (as a model does when the CLI asks for structured output), with the reply's verdict."""
+    offered = {t.get("name") for t in body.get("tools") or () if isinstance(t, dict)}
+    if STRUCTURED_TOOL not in offered or any(isinstance(b, ToolUse) for b in reply.blocks):
+        return reply
+    said = " ".join(b.text for b in reply.blocks if isinstance(b, Text)) or "Done."
+    call = ToolUse(STRUCTURED_TOOL, reply.verdict or verdict("done", said))
+    return Reply((*reply.blocks, call), delay_s=reply.delay_s)
 
 
 def bash(command: str, text: str = "", description: str = "Run a command") -> Reply:
@@ -345,11 +367,10 @@ class ModelServer:
         if not body.get("tools") or scenario is None:
             return None, None, say("ok")  # a side request: does not advance any script
         cwd = _CWD_LINE.search(_system_text(body))
-        return (
-            scenario,
-            index,
-            self.play(scenario, index, session, cwd.group(1) if cwd else "", body),
-        )
+        reply = self.play(scenario, index, session, cwd.group(1) if cwd else "", body)
+        if isinstance(reply, Reply):
+            reply = with_structured_output(reply, body)
+        return scenario, index, reply
 
     def play(
         self, scenario: str, index: int, session: str, cwd: str, body: dict[str, Any]

@@ -167,22 +167,53 @@ def test_ctrl_c_cancels_running_tasks_and_exits_130(repo: Repo, tmp_path: Path) 
     assert json.loads(status.stdout)["state"] == "interrupted"
 
 
-def test_uncommitted_work_and_failed_tasks_keep_their_worktrees(repo: Repo) -> None:
+def test_uncommitted_work_is_committed_as_the_user_and_failed_tasks_keep_their_worktrees(
+    repo: Repo,
+) -> None:
     repo.shell_prompt("dirty.md", "echo draft > notes.txt")
     repo.shell_prompt("broken.md", "echo partial > half.txt\nexit 3")
     repo.shell_prompt("clean.md", "echo ok")
     repo.commit()
-    proc = run_cli(["run", "--agent", "shell", "--json", "dirty", "broken", "clean"], repo.root)
+    # The user's identity as git resolves it: here from the environment.
+    env = {
+        f"GIT_{r}_{k}": v
+        for r in ("AUTHOR", "COMMITTER")
+        for k, v in (("NAME", "Ada Lovelace"), ("EMAIL", "ada@example.invalid"))
+    }
+    proc = run_cli(
+        ["run", "--agent", "shell", "--json", "dirty", "broken", "clean"], repo.root, env=env
+    )
     assert proc.returncode == 1
     tasks = _by_id(json.loads(proc.stdout))
-    assert tasks["dirty"]["status"] == "completed"
-    assert (Path(tasks["dirty"]["worktree"]) / "notes.txt").read_text() == "draft\n"
-    assert "uncommitted" in tasks["dirty"]["error_message"]
+    dirty = tasks["dirty"]
+    assert dirty["status"] == "completed" and dirty["error_message"] is None
+    assert dirty["worktree"] is None and dirty["commits"] == 1
+    assert git(repo.root, "show", f"{dirty['branch']}:notes.txt") == "draft\n"
+    log = git(repo.root, "log", "-1", "--format=%an <%ae>|%cn <%ce>|%s", dirty["branch"])
+    orch = json.loads(proc.stdout)["orchestration_id"]
+    assert log.strip() == (
+        "Ada Lovelace <ada@example.invalid>|Ada Lovelace <ada@example.invalid>|"
+        f"gadugi: work left uncommitted by task dirty ({orch})"
+    )
+    assert (dirty["changed_files"], dirty["insertions"], dirty["deletions"]) == (1, 1, 0)
     assert tasks["broken"]["status"] == "failed" and tasks["broken"]["exit_code"] == 3
     assert "exited with code 3" in tasks["broken"]["error_message"]
     assert (Path(tasks["broken"]["worktree"]) / "half.txt").exists()
     assert tasks["clean"]["worktree"] is None
-    assert "dirty" in proc.stdout and "broken" in proc.stdout
+    assert (tasks["clean"]["commits"], tasks["clean"]["changed_files"]) == (0, 0)
+    assert "broken" in proc.stdout
+
+
+def test_with_autocommit_off_uncommitted_work_keeps_its_worktree(repo: Repo) -> None:
+    repo.shell_prompt("dirty.md", "echo draft > notes.txt")
+    (repo.root / "gadugi.toml").write_text("autocommit = false\n")
+    repo.commit()
+    proc = run_cli(["run", "--agent", "shell", "--json", "dirty"], repo.root)
+    assert proc.returncode == 0, proc.stderr
+    dirty = _by_id(json.loads(proc.stdout))["dirty"]
+    assert dirty["status"] == "completed" and dirty["commits"] == 0
+    assert (Path(dirty["worktree"]) / "notes.txt").read_text() == "draft\n"
+    assert "uncommitted" in dirty["error_message"]
 
 
 def test_a_worktree_that_cannot_be_created_fails_only_its_task(repo: Repo) -> None:
@@ -293,6 +324,12 @@ def test_status_export_and_monitoring_files_describe_the_run(repo: Repo, tmp_pat
         "commits",
         "error_message",
         "agent",
+        "verdict",
+        "summary",
+        "verification",
+        "changed_files",
+        "insertions",
+        "deletions",
     }
     assert datetime.fromisoformat(result["started_at"]).utcoffset() is not None
     log = Path(result["tasks"][0]["log_file"])

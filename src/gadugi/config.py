@@ -27,6 +27,7 @@ MAX_TIMEOUT_HOURS = 24 * 7  # no task runs longer, so no estimate or stall limit
 MAX_DELAY_SECONDS = 3600.0
 MAX_LOAD_PER_CPU = 1000.0
 MIN_RESOURCE_LIMIT = 16
+MAX_COMMAND_LENGTH = 10_000  # setup_command, verify_command: a command line, not a script
 # Where the hard RLIMIT_NOFILE is unlimited (macOS), the kernel still refuses more than this.
 OPEN_FILES_CAP = 2**20
 
@@ -69,6 +70,11 @@ class OrchestrationConfig:
     aider_executable: str = "aider"
     aider_model: str | None = None
     aider_extra_args: tuple[str, ...] = field(default_factory=tuple)
+    setup_command: str | None = None  # run in each new worktree before its agent starts
+    setup_timeout_minutes: float = 30.0
+    verify_command: str | None = None  # must pass after the agent exits (front matter wins)
+    verify_timeout_minutes: float = 30.0
+    autocommit: bool = True  # commit work an agent left uncommitted, as the user
     setup_cache_key: tuple[str, ...] = field(default_factory=tuple)
     setup_cache_paths: tuple[str, ...] = field(default_factory=tuple)
     setup_cache_link: bool = False
@@ -151,6 +157,15 @@ def validate(cfg: OrchestrationConfig, source: str = "") -> None:
         raise bad("claude_max_turns", "must be at least 1")
     if cfg.codex_sandbox not in CODEX_SANDBOXES:
         raise bad("codex_sandbox", f"must be one of {', '.join(CODEX_SANDBOXES)}")
+    for key in ("setup_command", "verify_command"):
+        value = getattr(cfg, key)
+        if value is not None and (not value.strip() or len(value) > MAX_COMMAND_LENGTH):
+            raise bad(
+                key, f"must be a non-empty shell command of at most {MAX_COMMAND_LENGTH} characters"
+            )
+    for key in ("setup_timeout_minutes", "verify_timeout_minutes"):
+        if not (getattr(cfg, key) > 0 and within(getattr(cfg, key), 0, MAX_TIMEOUT_HOURS * 60)):
+            raise bad(key, f"must be more than 0 and at most {MAX_TIMEOUT_HOURS * 60} minutes")
     for name in ("claude", "codex", "gemini", "aider"):
         key = f"{name}_executable"
         if not getattr(cfg, key).strip():

@@ -58,6 +58,12 @@ class TaskResult:
     commits: int
     error_message: str | None
     agent: dict[str, Any]
+    verdict: str | None = None  # the agent's structured verdict: done, blocked, no_change
+    summary: str | None = None
+    verification: dict[str, Any] | None = None  # command, passed, exit_code, duration, log
+    changed_files: int | None = None  # the branch's diffstat against its base
+    insertions: int | None = None
+    deletions: int | None = None
 
 
 @dataclass
@@ -145,6 +151,12 @@ def _task_result(row: dict[str, Any]) -> TaskResult:
         commits=row["commits"] or 0,
         error_message=row["error_message"],
         agent=row["agent"] or {},
+        verdict=row.get("verdict"),
+        summary=row.get("summary"),
+        verification=row.get("verification"),
+        changed_files=row.get("changed_files"),
+        insertions=row.get("insertions"),
+        deletions=row.get("deletions"),
     )
 
 

@@ -349,12 +349,12 @@ def check_imports(
     if not packages:
         return
     name = "project imports"
-    verify = getattr(config, "verify_command", None)
+    verify = config.verify_command
     command = verify or "python3"
     used = f"verify_command `{verify}`" if verify else "`python3` on PATH (no verify_command)"
     python = envsetup.command_python(command, env)
     if python.local is not None:
-        if getattr(config, "setup_command", None):
+        if config.setup_command:
             report.add(name, Status.OK, f"{used} uses an environment inside each worktree")
         else:
             report.add(

@@ -107,6 +107,19 @@ class AgentError(GadugiError):
         self.reason = reason
 
 
+class IdentityError(GadugiError):
+    """git has no identity to commit with in the project: gadugi never makes one up."""
+
+    def __init__(self, root: str, said: str) -> None:
+        super().__init__(
+            f"git has no identity to commit with in {root} ({said}); set one with "
+            '`git config user.email you@example.com` and `git config user.name "Your Name"` '
+            "(add --global for every repository)"
+        )
+        self.root = root
+        self.said = said
+
+
 class RegistryError(GadugiError):
     """The registry (``.gadugi/state.db``) cannot be read or written."""
 

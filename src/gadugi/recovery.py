@@ -23,7 +23,7 @@ from .planning.prompts import read_prompt
 from .planning.schedule import Slot
 from .registry import Registry
 from .runner import Layout, TaskRun
-from .tasks import Prompt, TaskStatus
+from .tasks import Phase, Prompt, TaskStatus
 from .worktrees import WorktreeState
 
 
@@ -102,7 +102,7 @@ def restore_runs(
     for row in rows:
         run = _restore(row, layout, config, profiles)
         if _maybe_started(run, row, ended):
-            _reattach(run, row, layout, started.get((run.task_id, run.attempt)))
+            _reattach(run, row, layout, config, started.get((run.task_id, run.attempt)))
         runs.append(run)
     return runs
 
@@ -178,6 +178,14 @@ def _restore(
         last_heartbeat=row["last_heartbeat"],
         last_line=row["last_line"] or "",
         hold_until=row["not_before"] or 0.0,  # a parked or backing-off task keeps waiting
+        phase=Phase(row["phase"]) if row.get("phase") else None,
+        # A worktree whose setup never finished green gets it (again) before its agent.
+        needs_setup=row.get("phase") in (None, Phase.SETUP.value),
+        agent_code=row["exit_code"],
+        followup=row.get("followup"),
+        verdict=row.get("verdict"),
+        summary=row.get("summary"),
+        verification=row.get("verification"),
     )
     if problem and not status.finished:
         # The caller records this change; dependents are then cancelled as usual.
@@ -186,7 +194,11 @@ def _restore(
 
 
 def _reattach(
-    run: TaskRun, row: dict[str, Any], layout: Layout, attempt_started: float | None
+    run: TaskRun,
+    row: dict[str, Any],
+    layout: Layout,
+    config: OrchestrationConfig,
+    attempt_started: float | None,
 ) -> None:
     """Watch the latest attempt again; its result file or its process tells the rest.
 
@@ -201,15 +213,26 @@ def _reattach(
             pid, start_time = found
         elif pid is None or not procs.orphaned_group(pid):
             pid, start_time = 0, 0.0
-    run.status = TaskStatus.RUNNING
+    # The phase was recorded before its child was spawned: its result file is the one.
+    phase = run.phase or Phase.AGENT
+    run.status, run.phase = TaskStatus.RUNNING, phase
     run.child = procs.Child(
-        pid=pid, start_time=start_time, result_file=layout.result_file(run.task_id, run.attempt)
+        pid=pid,
+        start_time=start_time,
+        result_file=layout.result_file(run.task_id, run.attempt, phase),
     )
     run.ctx = layout.context(run)
     run.started_at = run.started_at or time.time()
-    # The deadline is the latest attempt's, not the first one's: a retried task that was
-    # running when its orchestrator died gets its full timeout from its own start.
-    run.deadline = (attempt_started or time.time()) + run.timeout_s
+    if phase is Phase.AGENT:
+        # The deadline is the latest attempt's, not the first one's: a retried task that
+        # was running when its orchestrator died gets its full timeout from its own start.
+        run.deadline = (attempt_started or time.time()) + run.timeout_s
+        return
+    run.phase_started = start_time or attempt_started or time.time()
+    minutes = (
+        config.setup_timeout_minutes if phase is Phase.SETUP else config.verify_timeout_minutes
+    )
+    run.deadline = run.phase_started + minutes * 60
 
 
 def _placeholder_prompt(row: dict[str, Any], layout: Layout) -> Prompt:

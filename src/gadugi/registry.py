@@ -86,6 +86,14 @@ CREATE TABLE IF NOT EXISTS tasks (
     last_line TEXT,
     not_before REAL,
     worktree_state TEXT,
+    phase TEXT,
+    followup TEXT,
+    verdict TEXT,
+    summary TEXT,
+    verification TEXT,
+    changed_files INTEGER,
+    insertions INTEGER,
+    deletions INTEGER,
     PRIMARY KEY (orchestration_id, task_id)
 );
 CREATE TABLE IF NOT EXISTS attempts (
@@ -110,10 +118,18 @@ ADDED_COLUMNS = {
         "conflicts_with": "TEXT NOT NULL DEFAULT '[]'",
         "not_before": "REAL",
         "worktree_state": "TEXT",  # WorktreeState: intended before git runs, then ready, removed
+        "phase": "TEXT",  # Phase of a running attempt: setup, agent, verify
+        "followup": "TEXT",  # what the next attempt is asked, continuing the last one
+        "verdict": "TEXT",  # the agent's structured verdict: done, blocked, no_change
+        "summary": "TEXT",
+        "verification": "TEXT",  # JSON: command, passed, exit_code, duration_seconds, log_file
+        "changed_files": "INTEGER",  # the branch's diffstat against its base, once finished
+        "insertions": "INTEGER",
+        "deletions": "INTEGER",
     },
 }
 _IDENTIFIER = re.compile(r"[a-z_]+")
-_JSON_COLUMNS = frozenset({"depends_on", "conflicts_with", "command", "agent"})
+_JSON_COLUMNS = frozenset({"depends_on", "conflicts_with", "command", "agent", "verification"})
 
 
 class Registry:

@@ -25,13 +25,15 @@ from . import procs
 from .agents import AgentContext, AgentProfile, Outcome
 from .agents.base import ATTEMPT_MARK, last_line
 from .config import OrchestrationConfig
-from .errors import GadugiError, SpawnError, WorktreeError
+from .envsetup import setup_argv
+from .errors import GadugiError, RequestError, SpawnError, WorktreeError
 from .health import Admission
 from .lifecycle import Transition
+from .phases import followup_prompt, phase_failed, verify_followup
 from .planning.schedule import Slot, doomed, next_to_start
 from .promptgen import Template
 from .registry import AttemptRecord, Registry
-from .tasks import Prompt, TaskStatus
+from .tasks import Phase, Prompt, TaskStatus, Verdict
 from .worktrees import HeadOutcome, NameTaken, Worktrees, WorktreeState
 
 log = logging.getLogger(__name__)
@@ -120,6 +122,17 @@ class TaskRun:
     start_failures: int = 0  # failed tries to create the worktree or spawn the agent
     footprint: tuple[str, ...] = ()  # what the plan expects the task to touch
     stalled: bool = False
+    phase: Phase | None = None  # what the running attempt's child is (the last one reached)
+    phase_started: float | None = None
+    needs_setup: bool = False  # a new worktree: the setup command runs before the agent
+    agent_code: int | None = None  # the agent's exit code, held while verification runs
+    # What the next attempt is asked, continuing the last one (Runner.follow_up), and a
+    # commit to merge into the branch before it.
+    followup: str | None = None
+    followup_base: str | None = None
+    verdict: str | None = None  # Verdict, when the agent gives one
+    summary: str | None = None
+    verification: dict[str, Any] | None = None
 
     @property
     def task_id(self) -> str:
@@ -139,9 +152,15 @@ class Layout:
     def suffix(self) -> str:
         return self.orchestration_id.rsplit("-", 1)[-1]
 
-    def result_file(self, task_id: str, attempt: int) -> Path:
-        """Where the supervisor of one attempt records its exit status."""
-        return self.logs_dir / f"{task_id}.{attempt}.exit.json"
+    def result_file(self, task_id: str, attempt: int, phase: Phase = Phase.AGENT) -> Path:
+        """Where the supervisor of one attempt's phase records its exit status."""
+        if phase is Phase.AGENT:
+            return self.logs_dir / f"{task_id}.{attempt}.exit.json"
+        return self.logs_dir / f"{task_id}.{attempt}.{phase}.exit.json"
+
+    def phase_log(self, task_id: str, phase: Phase) -> Path:
+        """The log of a task's setup or verification (every attempt's, one after another)."""
+        return self.logs_dir / f"{task_id}.{phase}.log"
 
     def context(self, run: TaskRun) -> AgentContext:
         """The agent context of ``run``'s current attempt."""
@@ -314,32 +333,30 @@ class Runner:
                 log.warning("%s", reason)
 
     def _start(self, run: TaskRun, now: float) -> None:
+        """Start the task's next attempt: its setup first where a new worktree needs one,
+        else its agent."""
         try:
             if run.worktree is None:
                 self._make_worktree(run)
             if self.interrupted or self.fatal:
                 return  # it came while git ran: no agent may start after it
-            ctx, launch = self._prepare_attempt(run)
-            stdout = ctx.events_file if launch.structured_stdout else ctx.log_file
-            env = {**os.environ, **ctx.environment(), **launch.env}
-            assert run.worktree is not None
-            result_file = self.layout.result_file(run.task_id, run.attempt)
-            # Recorded before the spawn: should the orchestrator die right after it, a
-            # resume knows which attempt's result file and process to look for.
-            self._record(run, attempts=run.attempt)
-            child = self.procs.spawn(
-                launch.argv, run.worktree, env, stdout, ctx.log_file, result_file, self._limits(run)
-            )
+            if run.followup_base:
+                self._absorb(run)
+            run.attempt += 1
+            setup = self.setup_command(run) if run.needs_setup else None
+            if setup:
+                assert run.worktree is not None
+                argv = setup_argv(setup, run.worktree, self.layout.root, self.config)
+                child = self._spawn_phase(run, Phase.SETUP, argv, now)
+            else:
+                child, argv = self._spawn_agent(run, now)
         except (GadugiError, OSError) as exc:
             self._start_failed(run, exc, now)
             return
-        run.child, run.ctx = child, ctx
-        self.exits.watch(child)
         if self.parallel < self.config.max_parallel_tasks:
             self.parallel += 1
         run.started_at = run.started_at or now
-        run.deadline = now + run.timeout_s
-        run.last_heartbeat = now
+        assert run.phase is not None
         self._move(
             run,
             TaskStatus.RUNNING,
@@ -350,10 +367,86 @@ class Runner:
             pid=child.pid,
             pid_start_time=child.start_time,
             attempts=run.attempt,
-            command=launch.argv,
+            command=argv,
             last_heartbeat=now,
             not_before=None,
+            phase=run.phase.value,
+            followup=run.followup,
         )
+
+    def _spawn_agent(self, run: TaskRun, now: float) -> tuple[procs.Child, list[str]]:
+        """Start the attempt's agent; its child and command line."""
+        ctx, launch = self._prepare_attempt(run)
+        stdout = ctx.events_file if launch.structured_stdout else ctx.log_file
+        env = {**os.environ, **ctx.environment(), **launch.env}
+        assert run.worktree is not None
+        result_file = self.layout.result_file(run.task_id, run.attempt)
+        # Recorded before the spawn: should the orchestrator die right after it, a
+        # resume knows which attempt's result file and process to look for.
+        self._record(run, attempts=run.attempt, phase=Phase.AGENT.value)
+        child = self.procs.spawn(
+            launch.argv, run.worktree, env, stdout, ctx.log_file, result_file, self._limits(run)
+        )
+        run.followup = None  # said now, in this attempt's prompt
+        self._watch(run, child, ctx, Phase.AGENT, now, run.timeout_s)
+        return child, launch.argv
+
+    def _spawn_phase(self, run: TaskRun, phase: Phase, argv: list[str], now: float) -> procs.Child:
+        """Start the setup or verification of the attempt, supervised like an agent, with
+        its own log, result file and timeout."""
+        assert run.worktree is not None
+        ctx = self.layout.context(run)
+        log_file = self.layout.phase_log(run.task_id, phase)
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        with log_file.open("a", encoding="utf-8") as fh:
+            fh.write(f"{ATTEMPT_MARK}{run.attempt}, {phase}: {argv[-1]} ---\n")
+        env = {**os.environ, **ctx.environment(), "GADUGI_PHASE": phase.value}
+        result_file = self.layout.result_file(run.task_id, run.attempt, phase)
+        self._record(run, attempts=run.attempt, phase=phase.value)
+        child = self.procs.spawn(
+            argv, run.worktree, env, log_file, log_file, result_file, self._limits(run)
+        )
+        minutes = (
+            self.config.setup_timeout_minutes
+            if phase is Phase.SETUP
+            else self.config.verify_timeout_minutes
+        )
+        self._watch(run, child, ctx, phase, now, minutes * 60)
+        return child
+
+    def _watch(
+        self,
+        run: TaskRun,
+        child: procs.Child,
+        ctx: AgentContext,
+        phase: Phase,
+        now: float,
+        timeout_s: float,
+    ) -> None:
+        run.child, run.ctx, run.phase = child, ctx, phase
+        self.exits.watch(child)
+        run.phase_started, run.deadline, run.last_heartbeat = now, now + timeout_s, now
+
+    def setup_command(self, run: TaskRun) -> str | None:
+        """The task's setup command: its front matter's ``setup:``, else ``setup_command``."""
+        return run.prompt.setup or self.config.setup_command
+
+    def verify_command(self, run: TaskRun) -> str | None:
+        """The task's verification: its front matter's ``verify:``, else ``verify_command``
+        (which ``--verify`` sets)."""
+        return run.prompt.verify or self.config.verify_command
+
+    def _absorb(self, run: TaskRun) -> None:
+        """Merge the follow-up's base into the branch; conflicts are the agent's to resolve."""
+        assert run.worktree is not None and run.followup_base is not None
+        conflicts = self.worktrees.absorb(run.task_id, run.worktree, run.followup_base)
+        if conflicts:
+            note = (
+                f"Merging {run.followup_base} into your branch left conflicts in: "
+                f"{', '.join(conflicts)}. Resolve them and commit the merge."
+            )
+            run.followup = f"{run.followup}\n\n{note}" if run.followup else note
+        run.followup_base = None
 
     def _start_failed(self, run: TaskRun, exc: GadugiError | OSError, now: float) -> None:
         """Try again later if that can help (bounded, growing delays), else fail the task."""
@@ -419,6 +512,7 @@ class Runner:
         base = deps[0].branch if deps and deps[0].branch else self.base_commit
         path, branch = self._place_worktree(run, base)
         run.branch, run.worktree, run.intended = branch, path, None
+        run.needs_setup = True
         others = [d.branch for d in deps[1:] if d.branch]
         if others:
             # Merged again after a crash adopted the worktree: git says "up to date".
@@ -445,7 +539,7 @@ class Runner:
             if not path.exists():
                 break
         self.worktrees.check_out(run.task_id, path, branch)
-        run.worktree = path
+        run.worktree, run.needs_setup = path, True
         self._record(
             run, worktree=str(path), worktree_removed=0, worktree_state=WorktreeState.READY.value
         )
@@ -487,11 +581,14 @@ class Runner:
         raise NameTaken(run.task_id, f"{name} and {MAX_NAME_TRIES - 1} more names are all taken")
 
     def _prepare_attempt(self, run: TaskRun) -> tuple[AgentContext, Any]:
-        run.attempt += 1
         ctx = self.layout.context(run)
         prompt_file = ctx.prompt_file
         prompt_file.parent.mkdir(parents=True, exist_ok=True)
-        prompt_file.write_text(self._render_prompt(run), encoding="utf-8")
+        text = self._render_prompt(run)
+        if run.followup:
+            # A resumed session already holds the task: it is told only what comes next.
+            text = run.followup if ctx.resume_session else followup_prompt(text, run.followup)
+        prompt_file.write_text(text, encoding="utf-8")
         launch = run.profile.prepare(ctx, run.prompt)
         if run.attempt > 1:
             with ctx.log_file.open("a", encoding="utf-8") as fh:
@@ -534,8 +631,12 @@ class Runner:
         ended = child.check()
         if ended is None:
             if now >= run.deadline:
-                minutes = run.timeout_s / 60
-                self._stop(run, TaskStatus.TIMEOUT, f"timed out after {minutes:g} minutes", now)
+                minutes = (run.deadline - (run.phase_started or now)) / 60
+                what = "timed out" if run.phase in (None, Phase.AGENT) else f"{run.phase} timed out"
+                self._stop(run, TaskStatus.TIMEOUT, f"{what} after {minutes:g} minutes", now)
+        elif ended.lost and run.phase is Phase.VERIFY:
+            # The agent's work is done and committed: only its verification runs again.
+            self._begin_verify(run, now)
         elif ended.lost:
             self._requeue_lost(run, now)
         elif not self.procs.finish_stop(child, now):
@@ -544,6 +645,10 @@ class Runner:
                 self.procs.begin_stop(child, now, self.config.kill_grace_seconds)
         elif ended.out_of_resources:
             self._not_started(run, ended, now)
+        elif run.phase is Phase.SETUP:
+            self._setup_ended(run, ended, ended.ended_at)
+        elif run.phase is Phase.VERIFY:
+            self._verify_ended(run, ended, ended.ended_at)
         else:
             # The attempt ended when the supervisor saw it end, not when a tick noticed.
             self._exited(run, ended, ended.ended_at)
@@ -623,7 +728,7 @@ class Runner:
         outcome: Outcome = run.profile.judge(run.ctx, code)
         run.agent_info.update(outcome.agent)
         if outcome.success:
-            self._end_attempt(run, TaskStatus.COMPLETED, now, None, recorded)
+            self._agent_done(run, outcome, now, recorded)
         elif outcome.fatal:
             self.fatal, self.fatal_task = f"{run.task_id}: {outcome.error}", run.task_id
             self._end_attempt(run, TaskStatus.FAILED, now, outcome.error, recorded)
@@ -648,6 +753,163 @@ class Runner:
             self._requeue(run, now, "retrying", outcome.error, why, recorded, exit_code=recorded)
         else:
             self._end_attempt(run, TaskStatus.FAILED, now, outcome.error, recorded)
+
+    def _setup_ended(self, run: TaskRun, ended: procs.Exit, now: float) -> None:
+        """A green setup starts the attempt's agent; a red one fails the task before any
+        agent is spent."""
+        code = ended.returncode
+        assert code is not None
+        if code != 0:
+            command = self.setup_command(run) or ""
+            log_file = self.layout.phase_log(run.task_id, Phase.SETUP)
+            self._end_attempt(
+                run, TaskStatus.FAILED, now, phase_failed("setup", command, code, log_file), None
+            )
+            return
+        run.needs_setup = False
+        try:
+            child, argv = self._spawn_agent(run, now)
+        except SpawnError:
+            raise  # the loop backs off and takes this exit up again
+        except (GadugiError, OSError) as exc:
+            message = str(exc) if isinstance(exc, GadugiError) else f"cannot start agent: {exc}"
+            self._end_attempt(run, TaskStatus.FAILED, now, message, None)
+            return
+        self._record(
+            run,
+            pid=child.pid,
+            pid_start_time=child.start_time,
+            command=argv,
+            last_heartbeat=now,
+            followup=None,
+        )
+
+    def _agent_done(self, run: TaskRun, outcome: Outcome, now: float, code: int | None) -> None:
+        """The agent exited successfully: keep its work, weigh its verdict, then verify."""
+        run.verdict, run.summary, run.agent_code = outcome.verdict, outcome.summary, code
+        try:
+            changed = self._keep_work(run)
+        except SpawnError:
+            raise
+        except GadugiError as exc:
+            self._end_attempt(run, TaskStatus.FAILED, now, str(exc), code)
+            return
+        if run.verdict == Verdict.BLOCKED:
+            why = f"the agent says it is blocked: {run.summary or 'it gave no reason'}"
+            self._end_attempt(run, TaskStatus.FAILED, now, why, code)
+        elif run.verdict == Verdict.DONE and not changed:
+            why = "the agent said done but changed nothing (no commit, nothing uncommitted)"
+            self._end_attempt(run, TaskStatus.FAILED, now, why, code)
+        elif self.verify_command(run):
+            self._begin_verify(run, now)
+        else:
+            self._end_attempt(run, TaskStatus.COMPLETED, now, None, code)
+
+    def _keep_work(self, run: TaskRun) -> bool:
+        """Commit what the agent left uncommitted (unless ``autocommit = false``), as the
+        user; whether the worktree holds any change since its base."""
+        if run.worktree is None or not run.worktree.exists():
+            return True  # nothing to look at; judged by its exit alone
+        if self.config.autocommit:
+            message = (
+                f"gadugi: work left uncommitted by task {run.task_id} "
+                f"({self.layout.orchestration_id})"
+            )
+            commit = self.worktrees.commit_all(run.task_id, run.worktree, message)
+            if commit:
+                log.info("%s: committed work the agent left uncommitted (%s)", run.task_id, commit)
+        if run.base_commit is None:
+            return True
+        return self.worktrees.changed_since(run.worktree, run.base_commit)
+
+    def _begin_verify(self, run: TaskRun, now: float) -> None:
+        command = self.verify_command(run)
+        assert command is not None
+        try:
+            child = self._spawn_phase(run, Phase.VERIFY, ["bash", "-c", command], now)
+        except SpawnError:
+            raise  # the loop backs off and takes the agent's exit up again
+        except (GadugiError, OSError) as exc:
+            why = f"cannot start the verification `{command}`: {exc}"
+            self._end_attempt(run, TaskStatus.FAILED, now, why, run.agent_code)
+            return
+        self._record(
+            run,
+            pid=child.pid,
+            pid_start_time=child.start_time,
+            exit_code=run.agent_code,
+            verdict=run.verdict,
+            summary=run.summary,
+            agent=run.agent_info,
+        )
+
+    def _verify_ended(self, run: TaskRun, ended: procs.Exit, now: float) -> None:
+        """Green completes the task; red asks the agent to fix it while retries are left,
+        else fails the task with the command and the tail of its output."""
+        command = self.verify_command(run) or ""
+        code = ended.returncode
+        assert code is not None
+        log_file = self.layout.phase_log(run.task_id, Phase.VERIFY)
+        run.verification = {
+            "command": command,
+            "passed": code == 0,
+            "exit_code": ended.code,
+            "duration_seconds": round(max(0.0, now - (run.phase_started or now)), 3),
+            "log_file": str(log_file),
+        }
+        if code == 0:
+            self._end_attempt(run, TaskStatus.COMPLETED, now, None, run.agent_code)
+            return
+        why = phase_failed("verification", command, code, log_file)
+        if run.retries_left <= 0:
+            self._end_attempt(run, TaskStatus.FAILED, now, why, run.agent_code)
+            return
+        run.retries_left -= 1
+        self.follow_up(run, verify_followup(command, code, log_file), now, why=why)
+
+    def follow_up(
+        self,
+        run: TaskRun,
+        text: str,
+        now: float,
+        base: str | None = None,
+        *,
+        why: str | None = None,
+    ) -> None:
+        """Run the task again from where its agent left off, with ``text`` to act on.
+
+        The next attempt continues the agent's session (as a retry does) with ``text`` as
+        its whole prompt; an agent without a session gets its original prompt with
+        ``text`` under a heading. ``base``, when given, is a commit merged into the task's
+        branch (as the user) before that attempt; a conflict is left in the worktree, and
+        the agent is told which files. For a task whose attempt has ended: one verifying
+        (a red verification) or a finished one (completed too: landing that conflicted).
+        It costs none of the task's retries; the caller bounds how often it asks.
+        """
+        if run.status is TaskStatus.RUNNING and run.child is not None and run.child.exit is None:
+            raise RequestError(f"{run.task_id} is running; a follow-up waits for it to end")
+        run.followup, run.followup_base = text, base
+        why = why or f"follow-up: {text.strip().splitlines()[0][:200] if text.strip() else ''}"
+        shown = f"{why}; the agent is asked to continue"
+        if run.status is TaskStatus.RUNNING:
+            self._requeue(
+                run,
+                now,
+                "follow-up",
+                why,
+                shown,
+                run.agent_code,
+                followup=text,
+                verdict=run.verdict,
+                summary=run.summary,
+                verification=run.verification,
+                exit_code=run.agent_code,
+            )
+            return
+        if run.worktree is not None and not run.worktree.exists():
+            run.worktree = None  # removed once it was clean: the branch is checked out again
+        run.completed_at = None
+        self._move(run, TaskStatus.QUEUED, now, shown, None, followup=text, not_before=None)
 
     def _end_attempt(
         self, run: TaskRun, status: TaskStatus, now: float, error: str | None, code: int | None
@@ -680,6 +942,10 @@ class Runner:
             "cpu_percent": run.cpu_percent,
             "memory_mb": run.memory_mb,
             "not_before": None,
+            "verdict": run.verdict,
+            "summary": run.summary,
+            "verification": run.verification,
+            "followup": None,
         }
         try:
             head = None
@@ -688,6 +954,9 @@ class Runner:
                 head = self.worktrees.secure_head(run.task_id, run.worktree, run.branch)
             if run.branch and run.base_commit:
                 fields["commits"] = self.worktrees.commits_ahead(run.branch, run.base_commit)
+                stat = self.worktrees.diffstat(run.base_commit, run.branch)
+                if stat is not None:
+                    fields["changed_files"], fields["insertions"], fields["deletions"] = stat
             # A completed task's worktree goes if all its work is committed; so does one
             # made ahead for a task that never started (nothing ran in it). One whose HEAD
             # holds commits the branch does not stays with them.
@@ -809,6 +1078,8 @@ class Runner:
         limit_min = self.config.stall_timeout_minutes
         if not limit_min or run.last_heartbeat is None or run.stopping or run.child is None:
             return
+        if run.phase not in (None, Phase.AGENT):
+            return  # setup and verification have timeouts of their own, and quiet is fine
         quiet_s = now - run.last_heartbeat
         if quiet_s < limit_min * 60:
             if run.stalled:

@@ -21,6 +21,22 @@ class TaskStatus(StrEnum):
         return self not in (TaskStatus.QUEUED, TaskStatus.RUNNING)
 
 
+class Phase(StrEnum):
+    """What a running attempt is doing: each phase is a supervised child of its own."""
+
+    SETUP = "setup"  # the setup command, in a new worktree, before the agent
+    AGENT = "agent"
+    VERIFY = "verify"  # the verification command, after the agent exited successfully
+
+
+class Verdict(StrEnum):
+    """An agent's own structured verdict on its work."""
+
+    DONE = "done"
+    BLOCKED = "blocked"
+    NO_CHANGE = "no_change"
+
+
 @dataclass(frozen=True)
 class Prompt:
     """One prompt file as read from disk: front matter applied, nothing inferred."""
@@ -41,6 +57,8 @@ class Prompt:
     estimate_minutes: float | None = None
     memory_limit_mb: int | None = None  # RLIMIT_AS for the agent's processes
     open_files_limit: int | None = None  # RLIMIT_NOFILE
+    setup: str | None = None  # a shell command run in a new worktree before the agent
+    verify: str | None = None  # a shell command that must pass after the agent exits
 
     @property
     def name(self) -> str:

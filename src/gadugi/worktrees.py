@@ -18,17 +18,18 @@ import errno
 import fcntl
 import logging
 import os
+import re
 import shutil
 import subprocess
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
 from . import procs
-from .errors import GadugiError, RepositoryError, SpawnError, WorktreeError
+from .errors import GadugiError, IdentityError, RepositoryError, SpawnError, WorktreeError
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,8 @@ log = logging.getLogger(__name__)
 KEPT_REFS = "refs/gadugi/kept"
 
 _GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
-_IDENTITY = ("-c", "user.name=gadugi", "-c", "user.email=gadugi@localhost")
+# git var's ident line: "Name <email> <epoch seconds> <+hhmm>" (git-var(1)).
+_IDENT = re.compile(r"^(?P<name>.*) <(?P<email>[^<>]*)> \d+ [+-]\d{4}$")
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,12 @@ class GitResult:
     stderr: str
 
 
-def run_git(args: Sequence[str], cwd: Path, lock_fd: int | None = None) -> GitResult:
+def run_git(
+    args: Sequence[str],
+    cwd: Path,
+    lock_fd: int | None = None,
+    env: Mapping[str, str] | None = None,
+) -> GitResult:
     """Run git without a shell or a terminal, in a session of its own.
 
     Its own session, so that a Ctrl-C at the terminal reaches gadugi only: git killed
@@ -56,12 +63,12 @@ def run_git(args: Sequence[str], cwd: Path, lock_fd: int | None = None) -> GitRe
     finished, and a resumed run cannot race the orphaned git. A git that cannot be
     started, or cannot start its own processes, for want of processes or memory raises
     SpawnError: that is no verdict of git's, and trying again later may succeed.
+    ``env`` adds variables (the user's identity, for a commit).
     """
-    env = {**os.environ, **_GIT_ENV}
     proc = procs.start(
         ["git", *args],
         cwd=cwd,
-        env=env,
+        env={**os.environ, **_GIT_ENV, **(env or {})},
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -104,6 +111,22 @@ def repository_root(path: Path) -> Path:
     if res.returncode != 0:
         raise RepositoryError(f"{path} is not inside a git repository (run 'git init' first)")
     return Path(res.stdout.strip()).resolve()
+
+
+def user_identity(root: Path) -> dict[str, str]:
+    """The user's identity as git itself resolves it in ``root`` (its configuration, the
+    environment), as the environment of a commit gadugi makes: GIT_AUTHOR_NAME/EMAIL and
+    GIT_COMMITTER_NAME/EMAIL. None to be found is an IdentityError, never a made-up one."""
+    identity: dict[str, str] = {}
+    for role in ("AUTHOR", "COMMITTER"):
+        res = run_git(["var", f"GIT_{role}_IDENT"], root)
+        found = _IDENT.match(res.stdout.strip()) if res.returncode == 0 else None
+        if found is None:
+            said = [ln for ln in res.stderr.splitlines() if ln.startswith("fatal:")]
+            raise IdentityError(str(root), said[-1] if said else f"no {role.lower()} identity")
+        identity[f"GIT_{role}_NAME"] = found["name"]
+        identity[f"GIT_{role}_EMAIL"] = found["email"]
+    return identity
 
 
 def resolve_commit(root: Path, ref: str) -> str:
@@ -367,8 +390,11 @@ class Worktrees:
         return res.returncode == 0
 
     def merge(self, task_id: str, path: Path, branches: Sequence[str]) -> None:
-        """Merge further dependency branches into a new worktree; a conflict names files."""
-        res = run_git([*_IDENTITY, "merge", "--no-edit", "--quiet", *branches], path)
+        """Merge further dependency branches into a new worktree; a conflict names files.
+
+        The merge commit is the user's, like every commit gadugi makes."""
+        who = user_identity(self.root)
+        res = run_git(["merge", "--no-edit", "--quiet", *branches], path, env=who)
         if res.returncode == 0:
             return
         files = run_git(["diff", "--name-only", "--diff-filter=U"], path).stdout.split()
@@ -376,6 +402,54 @@ class Worktrees:
         names = ", ".join(branches)
         detail = f"conflicting files: {', '.join(files)}" if files else res.stderr.strip()
         raise WorktreeError(task_id, f"merge of {names}", detail, res.returncode)
+
+    def absorb(self, task_id: str, path: Path, commit: str) -> list[str]:
+        """Merge ``commit`` into the worktree's branch as the user, before a follow-up
+        attempt. A conflict is left in the worktree for the agent to resolve (its files
+        are returned); the agent's commit, or the autocommit, concludes the merge."""
+        res = run_git(["merge", "--no-edit", "--quiet", commit], path, env=user_identity(self.root))
+        if res.returncode == 0:
+            return []
+        files = run_git(["diff", "--name-only", "--diff-filter=U"], path).stdout.split()
+        if not files:
+            raise WorktreeError(task_id, f"merge of {commit}", res.stderr, res.returncode)
+        return files
+
+    def commit_all(self, task_id: str, path: Path, message: str) -> str | None:
+        """Commit everything left uncommitted in the worktree (``git add -A``) as the user;
+        the new commit, or None when there was nothing to commit. The generated prompt
+        lives outside the worktree, so only the agent's work is in it."""
+        if self.is_clean(path):
+            return None
+        who = user_identity(self.root)
+        for args in (["add", "-A"], ["commit", "--quiet", "-m", message]):
+            res = run_git(args, path, env=who)
+            if res.returncode != 0:
+                said = res.stderr.strip() or res.stdout.strip()
+                raise WorktreeError(task_id, args[0], said, res.returncode, "autocommit")
+        return self.head(path)
+
+    def changed_since(self, path: Path, base: str) -> bool:
+        """Whether the worktree holds any change since ``base``: a commit on its HEAD, or
+        anything modified or untracked."""
+        res = run_git(["rev-list", "--count", f"{base}..HEAD"], path)
+        if res.returncode == 0 and int(res.stdout.strip() or 0) > 0:
+            return True
+        return not self.is_clean(path)
+
+    def diffstat(self, base: str, branch: str) -> tuple[int, int, int] | None:
+        """Files changed, insertions and deletions of ``branch`` since ``base``."""
+        from .views import diffstat  # the views build on this module, not it on them
+
+        stat = diffstat(self.root, base, branch)
+        if stat is None:
+            return None
+        files = stat.files
+        return (
+            len(files),
+            sum(f["insertions"] or 0 for f in files),
+            sum(f["deletions"] or 0 for f in files),
+        )
 
     def head(self, path: Path) -> str:
         """The commit checked out in the worktree at ``path``."""

@@ -46,6 +46,10 @@ class Outcome:
     fatal: bool = False  # stop the whole orchestration (e.g. authentication)
     error: str | None = None
     agent: dict[str, Any] = field(default_factory=dict)
+    # The agent's own structured verdict (Verdict values), where it gives one; never read
+    # from its prose. None: the exit status is the verdict.
+    verdict: str | None = None
+    summary: str | None = None
 
 
 @dataclass(frozen=True)

@@ -72,6 +72,12 @@ def selection_options(func: F) -> F:
             "--retries", type=click.IntRange(0, 100), help="Retries for transient failures."
         ),
         click.option(
+            "--verify",
+            metavar="CMD",
+            help="A shell command that must pass in each task's worktree after its agent exits "
+            "(a prompt's verify: wins over it).",
+        ),
+        click.option(
             "--no-fallback",
             is_flag=True,
             help="Exit 2 instead of running sequentially when analysis fails.",
@@ -123,6 +129,7 @@ def _config(root: Path, **flags: Any) -> OrchestrationConfig:
         "agent_cmd": "agent_cmd",
         "base": "base_ref",
         "retries": "retries",
+        "verify": "verify_command",
     }
     values = {mapping[k]: v for k, v in flags.items() if k in mapping and v is not None}
     if flags.get("no_fallback"):

@@ -9,7 +9,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..config import AGENTS, MAX_TIMEOUT_HOURS, MIN_RESOURCE_LIMIT, limit_ceiling, within
+from ..config import (
+    AGENTS,
+    MAX_COMMAND_LENGTH,
+    MAX_TIMEOUT_HOURS,
+    MIN_RESOURCE_LIMIT,
+    limit_ceiling,
+    within,
+)
 from ..errors import PromptError
 from ..tasks import Prompt
 
@@ -39,6 +46,8 @@ KNOWN_KEYS = frozenset(
         "estimate_minutes",
         "memory_limit_mb",
         "open_files_limit",
+        "setup",
+        "verify",
     }
 )
 TASK_TYPES = ("feature", "bug fix", "tests", "docs", "refactor", "config")
@@ -178,6 +187,12 @@ def _check(key: str, value: Any, rel: str) -> Any:
             raise bad(f"must be one of: {', '.join(TASK_TYPES)}")
         if key == "agent" and value.strip() not in AGENTS:
             raise bad(f"unknown agent {value!r} (known: {', '.join(AGENTS)})")
+        return value.strip()
+    if key in ("setup", "verify"):
+        if not isinstance(value, str) or not value.strip():
+            raise bad("must be a non-empty shell command")
+        if len(value) > MAX_COMMAND_LENGTH or "\0" in value:
+            raise bad(f"must be at most {MAX_COMMAND_LENGTH} characters, without a NUL byte")
         return value.strip()
     if key in ("depends_on", "touches"):
         items = [value] if isinstance(value, str) else value

@@ -1,0 +1,67 @@
+"""The words and files of an attempt's phases beside the agent: setup and verification.
+
+The runner runs each phase as a supervised child (``runner.py``); this module says what a
+phase's failure reads like, and what a follow-up attempt is told.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .agents.base import ATTEMPT_MARK
+from .procs import signal_name
+
+TAIL_LINES = 20
+TAIL_CHARS = 2000
+FOLLOWUP_HEADING = "## Follow-up from gadugi"
+
+
+def tail_of(path: Path, lines: int = TAIL_LINES, limit: int = TAIL_CHARS) -> str:
+    """The last ``lines`` lines a phase's latest run wrote to its log (at most ``limit``
+    characters), for a message; "" when there are none."""
+    try:
+        with path.open("rb") as fh:
+            fh.seek(max(0, fh.seek(0, 2) - 8 * limit))
+            text = fh.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    latest: list[str] = []
+    for line in text.splitlines():
+        if line.startswith(ATTEMPT_MARK):
+            latest = []  # an earlier run's output ends here
+        elif line.strip():
+            latest.append(line.rstrip())
+    kept = latest[-lines:]
+    joined = "\n".join(kept)
+    return joined[-limit:]
+
+
+def how_it_ended(returncode: int) -> str:
+    """``exited with code N`` or ``was killed by SIGNAME``, from subprocess's convention."""
+    if returncode < 0:
+        return f"was killed by {signal_name(-returncode)}"
+    return f"exited with code {returncode}"
+
+
+def phase_failed(what: str, command: str, returncode: int, log: Path) -> str:
+    """The error message of a failed setup or verification: the command, how it ended,
+    and the tail of its output."""
+    tail = tail_of(log)
+    said = f"; its output ends:\n{tail}" if tail else " (no output)"
+    return f"{what} failed: `{command}` {how_it_ended(returncode)}{said}"
+
+
+def verify_followup(command: str, returncode: int, log: Path) -> str:
+    """What the agent is asked after a red verification."""
+    tail = tail_of(log)
+    return (
+        f"gadugi ran the verification command `{command}` in your worktree after you "
+        f"finished, and it {how_it_ended(returncode)}. Fix the cause, commit your work, "
+        "and finish as before.\n\nThe end of its output:\n```\n"
+        f"{tail or '(no output)'}\n```\n"
+    )
+
+
+def followup_prompt(original: str, followup: str) -> str:
+    """For an agent without sessions: its original prompt, the follow-up under a heading."""
+    return f"{original.rstrip()}\n\n{FOLLOWUP_HEADING}\n\n{followup.strip()}\n"

@@ -1,0 +1,171 @@
+"""An attempt's phases beside its agent, with real git and real processes: the setup
+command before the agent, the verification after it, each a supervised child with its
+own log, and a red verification handed back to the agent as a follow-up."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import Repo, git, run_cli, run_then_kill_9
+
+
+def _task(proc: Any) -> dict[str, Any]:
+    tasks: list[dict[str, Any]] = json.loads(proc.stdout)["tasks"]
+    assert len(tasks) == 1
+    return tasks[0]
+
+
+def test_a_red_verification_fails_the_task_with_the_command_and_its_output(repo: Repo) -> None:
+    repo.shell_prompt("work.md", "echo change > work.txt", front="retries: 0")
+    repo.commit()
+    proc = run_cli(
+        [
+            "run",
+            "--agent",
+            "shell",
+            "--json",
+            "--verify",
+            "echo checking; echo 'E: 1 broken' >&2; exit 4",
+            "work",
+        ],
+        repo.root,
+    )
+    assert proc.returncode == 1, proc.stderr
+    task = _task(proc)
+    assert task["status"] == "failed" and task["attempts"] == 1
+    assert "verification failed: `echo checking;" in task["error_message"]
+    assert "exited with code 4" in task["error_message"]
+    assert "E: 1 broken" in task["error_message"]
+    verification = task["verification"]
+    assert verification["passed"] is False and verification["exit_code"] == 4
+    assert verification["command"].startswith("echo checking")
+    assert verification["duration_seconds"] >= 0
+    log = Path(verification["log_file"])
+    assert log.name == "work.verify.log" and "E: 1 broken" in log.read_text()
+    # The agent's work was committed before the verification, so none of it is lost.
+    assert git(repo.root, "show", f"{task['branch']}:work.txt") == "change\n"
+
+
+def test_a_green_verification_completes_the_task_and_front_matter_wins(repo: Repo) -> None:
+    repo.shell_prompt("own.md", "echo a > a.txt", front="verify: test -s a.txt")
+    repo.shell_prompt("flag.md", "echo b > b.txt")
+    repo.commit()
+    proc = run_cli(
+        ["run", "--agent", "shell", "--json", "--verify", "test -s b.txt", "own", "flag"],
+        repo.root,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    tasks = {t["task_id"]: t for t in json.loads(proc.stdout)["tasks"]}
+    assert tasks["own"]["verification"]["command"] == "test -s a.txt"
+    assert tasks["flag"]["verification"]["command"] == "test -s b.txt"
+    for task in tasks.values():
+        assert task["status"] == "completed"
+        assert task["verification"]["passed"] is True
+        assert task["verification"]["exit_code"] == 0
+
+
+def test_no_verification_gives_a_null_verification(repo: Repo) -> None:
+    repo.shell_prompt("plain.md", "true")
+    repo.commit()
+    proc = run_cli(["run", "--agent", "shell", "--json", "plain"], repo.root)
+    assert proc.returncode == 0
+    task = _task(proc)
+    assert task["verification"] is None and task["verdict"] is None
+
+
+def test_a_failing_setup_fails_the_task_before_its_agent_starts(repo: Repo, tmp_path: Path) -> None:
+    ran = tmp_path / "agent-ran"
+    repo.shell_prompt("env.md", f"touch {ran}")
+    (repo.root / "gadugi.toml").write_text(
+        "setup_command = \"echo installing; echo 'no such package: frob' >&2; exit 9\"\n"
+    )
+    repo.commit()
+    proc = run_cli(["run", "--agent", "shell", "--json", "env"], repo.root)
+    assert proc.returncode == 1
+    task = _task(proc)
+    assert task["status"] == "failed"
+    assert "setup failed: `echo installing;" in task["error_message"]
+    assert "exited with code 9" in task["error_message"]
+    assert "no such package: frob" in task["error_message"]
+    assert not ran.exists()
+    log = Path(task["log_file"]).with_name("env.setup.log")
+    assert "no such package: frob" in log.read_text()
+
+
+def test_setup_runs_in_the_worktree_before_the_agent(repo: Repo) -> None:
+    repo.shell_prompt(
+        "env.md", "test -f .env-ready && echo used > used.txt", front="setup: touch .env-ready"
+    )
+    (repo.root / "gadugi.toml").write_text('setup_command = "exit 1"\n')  # front matter wins
+    repo.commit()
+    proc = run_cli(["run", "--agent", "shell", "--json", "env"], repo.root)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    task = _task(proc)
+    assert task["status"] == "completed"
+    assert git(repo.root, "show", f"{task['branch']}:used.txt") == "used\n"
+
+
+def test_a_red_verification_is_handed_back_to_the_agent_and_fixed_in_attempt_2(
+    repo: Repo,
+) -> None:
+    # An agent without sessions: the follow-up comes as its prompt with a heading added.
+    agent = (
+        'bash -c \'if grep -q "Follow-up from gadugi" "$GADUGI_PROMPT_FILE" && '
+        'grep -q "E: still broken" "$GADUGI_PROMPT_FILE"; then echo good > state.txt; '
+        "else echo bad > state.txt; fi'"
+    )
+    repo.prompt("fix.md", "# Fix it\n", front="retries: 1")
+    repo.commit()
+    verify = "grep -q good state.txt || { echo 'E: still broken' >&2; exit 1; }"
+    proc = run_cli(["run", "--agent-cmd", agent, "--json", "--verify", verify, "fix"], repo.root)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    task = _task(proc)
+    assert task["status"] == "completed" and task["attempts"] == 2
+    assert task["verification"]["passed"] is True
+    log = git(repo.root, "log", "--format=%s", task["branch"]).splitlines()
+    assert sum("work left uncommitted by task fix" in line for line in log) == 2
+    show = run_cli(["show", "fix", "--json"], repo.root)
+    attempts = json.loads(show.stdout)["attempts"]
+    assert [a["status"] for a in attempts] == ["follow-up", "completed"]
+    assert "verification failed" in attempts[0]["error"]
+
+
+def test_kill_9_during_verification_then_resume_verifies_once(repo: Repo, tmp_path: Path) -> None:
+    started, gate, runs = tmp_path / "verifying", tmp_path / "gate", tmp_path / "runs"
+    verify = f"echo run >> {runs}; touch {started}; while [ ! -e {gate} ]; do sleep 0.05; done"
+    repo.shell_prompt("slow.md", "echo x > x.txt", front=f"verify: {json.dumps(verify)}")
+    repo.commit()
+    orch_id = run_then_kill_9(repo, started, "slow")
+    gate.touch()
+    resumed = run_cli(["resume", orch_id, "--json"], repo.root)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    task = _task(resumed)
+    assert task["status"] == "completed" and task["attempts"] == 1
+    assert task["verification"]["passed"] is True
+    assert runs.read_text() == "run\n"  # adopted, not run again
+
+
+@pytest.mark.parametrize(
+    ("toml", "front", "said"),
+    [
+        ("verify_timeout_minutes = 0\n", None, "verify_timeout_minutes"),
+        ('setup_command = "  "\n', None, "setup_command"),
+        ("autocommit = 3\n", None, "autocommit"),
+        ("", 'verify: ""', "verify: must be a non-empty shell command"),
+        ("", "setup: [1]", "setup: must be a non-empty shell command"),
+    ],
+)
+def test_bad_phase_settings_exit_2_and_change_nothing(
+    repo: Repo, toml: str, front: str | None, said: str
+) -> None:
+    repo.shell_prompt("t.md", "true", front=front)
+    (repo.root / "gadugi.toml").write_text(toml)
+    repo.commit()
+    before = repo.snapshot()
+    proc = run_cli(["run", "--agent", "shell", "t"], repo.root)
+    assert proc.returncode == 2 and said in proc.stderr, proc.stderr
+    assert repo.snapshot() == before
