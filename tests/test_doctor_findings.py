@@ -268,3 +268,22 @@ def test_verification_importing_the_main_checkout_is_a_warning(
     assert found["project imports"] == [
         ("ok", "`python3` on PATH (no verify_command): mini found only in the worktree")
     ]
+
+    settings = project.root / "gadugi.toml"
+    base = settings.read_text()
+    settings.write_text(base + f'verify_command = "{venv}/bin/python -m pytest -q"\n')
+    code, found = doctor(project.root, env)
+    [(status, detail)] = found["project imports"]
+    assert status == "warn" and detail.startswith(f"verify_command `{venv}/bin/python -m pytest")
+    settings.write_text(base + 'verify_command = ".venv/bin/pytest -q"\n')
+    code, found = doctor(project.root, env)
+    [(status, detail)] = found["project imports"]
+    assert status == "warn" and "but no setup_command makes it there" in detail
+    settings.write_text(
+        base + 'verify_command = ".venv/bin/pytest -q"\n'
+        'setup_command = "python3 -m venv .venv && .venv/bin/pip install -e ."\n'
+    )
+    code, found = doctor(project.root, env)
+    assert found["project imports"] == [
+        ("ok", "verify_command `.venv/bin/pytest -q` uses an environment inside each worktree")
+    ]
