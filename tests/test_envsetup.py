@@ -370,3 +370,18 @@ def test_a_run_sets_up_every_worktree_from_one_build_and_verifies_its_own_code(
         files = git(package.root, "ls-tree", "-r", "--name-only", task["branch"]).split()
         assert not [f for f in files if f.startswith(".venv")]  # never autocommitted
         assert task["worktree"] is None  # the environment left it clean, so it was removed
+
+
+def test_a_restore_killed_half_way_leaves_no_half_environment(repo: Repo) -> None:
+    cfg = config(("*.lock",), ("deps",))
+    assert setup(worktree(repo, "one"), repo, "mkdir deps && echo 1 > deps/a", cfg).returncode == 0
+    two = worktree(repo, "two")
+    half = two / ".deps.gadugi-restore"  # what a SIGKILL during the copy leaves
+    half.mkdir()
+    (half / "partial").write_text("")
+
+    done = setup(two, repo, "mkdir deps && echo 1 > deps/a", cfg)
+
+    assert "restored deps (copy" in done.stdout, done.stdout + done.stderr
+    assert sorted(p.name for p in (two / "deps").iterdir()) == ["a"]
+    assert not half.exists()

@@ -455,7 +455,8 @@ class OrchestratorCoordinator:
         # An environment the setup makes is no work of the agent's: never autocommitted, and
         # no reason to keep a finished worktree. No trailing '/': it may be a symlink.
         if self.config.setup_cache_paths:
-            exclude_paths(self.root, [f"/{p.strip('/')}" for p in self.config.setup_cache_paths])
+            paths = [f"/{p.strip('/')}" for p in self.config.setup_cache_paths]
+            exclude_paths(self.root, [*paths, "*.gadugi-restore"])
 
     def _drive(
         self,

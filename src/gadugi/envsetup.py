@@ -245,24 +245,34 @@ def restore(entry: Entry, worktree: Path, spec: CacheSpec) -> list[str]:
     try:
         for rel in spec.paths:
             src, dst = entry.folder / "tree" / rel, worktree / rel
+            # Made beside its place, then renamed into it: a restore killed half-way leaves
+            # no half environment where the command or the agent would take it for whole.
+            tmp = dst.with_name(f".{dst.name}.gadugi-restore")
+            made.append(tmp)
+            discard(tmp)
             moves = entry.relocate.get(rel, [])
-            made.append(dst)
             if spec.link and not moves:
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                os.symlink(src, dst)
+                tmp.parent.mkdir(parents=True, exist_ok=True)
+                os.symlink(src, tmp)
                 how.append(f"{rel} (symlink)")
-                continue
-            clone_tree(src, dst)
-            relocate(dst, moves, entry.origin, worktree)
-            how.append(f"{rel} (copy, {len(moves)} file(s) moved to this worktree)")
-    except BaseException:
-        for dst in made:
-            if dst.is_symlink() or dst.is_file():
-                dst.unlink(missing_ok=True)
             else:
-                shutil.rmtree(dst, ignore_errors=True)
+                clone_tree(src, tmp)
+                relocate(tmp, moves, entry.origin, worktree)
+                how.append(f"{rel} (copy, {len(moves)} file(s) moved to this worktree)")
+            os.rename(tmp, dst)
+            made[-1] = dst
+    except BaseException:
+        for path in made:
+            discard(path)
         raise
     return how
+
+
+def discard(path: Path) -> None:
+    if path.is_symlink() or path.is_file():
+        path.unlink(missing_ok=True)
+    elif path.exists():
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def say(message: str) -> None:
