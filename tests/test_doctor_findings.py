@@ -287,3 +287,20 @@ def test_verification_importing_the_main_checkout_is_a_warning(
     assert found["project imports"] == [
         ("ok", "verify_command `.venv/bin/pytest -q` uses an environment inside each worktree")
     ]
+
+
+def test_a_setup_cache_key_that_matches_nothing_is_a_warning(project: Repo, tmp_path: Path) -> None:
+    settings = project.root / "gadugi.toml"
+    settings.write_text(
+        settings.read_text() + 'setup_cache_key = ["uv.lock"]\nsetup_cache_paths = [".venv"]\n'
+    )
+    env = clean_env(tmp_path, **KEY)
+
+    code, found = doctor(project.root, env)
+    assert code == 0
+    [(status, detail)] = found["setup cache"]
+    assert status == "warn" and "matches no file here" in detail
+
+    (project.root / "uv.lock").write_text("version = 1\n")
+    code, found = doctor(project.root, env)
+    assert found["setup cache"] == [("ok", ".venv keyed on uv.lock")]

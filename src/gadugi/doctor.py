@@ -102,6 +102,7 @@ def diagnose(start: Path, environ: Mapping[str, str] | None = None) -> Report:
         check_disk(report, root, config)
         check_hooks(report, root, env)
         check_imports(report, root, config, env)
+        check_setup_cache(report, root, config)
     needs = check_prompts(report, root) if root is not None else {}
     check_agents(report, config, needs, env)
     check_orchestrator_agent(report, root, env)
@@ -388,6 +389,28 @@ def check_imports(
             f"{used} imports {pkg} from {where} ({place}), not from the task's worktree, so "
             f"verification would test code the agent did not change; {WORKTREE_ENV_FIX}",
         )
+
+
+def check_setup_cache(report: Report, root: Path, config: OrchestrationConfig) -> None:
+    """A cache key that matches no file never changes, so no dependency change is seen."""
+    if not config.setup_cache_key:
+        return
+    files = envsetup.key_files(root, config.setup_cache_key)
+    globs = ", ".join(config.setup_cache_key)
+    if not files:
+        report.add(
+            "setup cache",
+            Status.WARN,
+            f"setup_cache_key ({globs}) matches no file here, so the cache is keyed on the "
+            "setup command alone and a change of dependencies would reuse a stale environment",
+        )
+        return
+    shown = ", ".join(files[:5]) + (f" and {len(files) - 5} more" if len(files) > 5 else "")
+    report.add(
+        "setup cache",
+        Status.OK,
+        f"{', '.join(config.setup_cache_paths)} keyed on {shown}",
+    )
 
 
 def check_orchestrator_agent(report: Report, root: Path | None, env: Mapping[str, str]) -> None:

@@ -21,6 +21,7 @@ src-layout project (docs/benchmarks.md): copy and rewrite 0.35 s, a fresh ``venv
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -291,6 +292,8 @@ def try_restore(entry_dir: Path, worktree: Path, spec: CacheSpec) -> bool:
     except OSError as exc:
         say(f"could not restore from cache {entry_dir.name} ({exc}); running the command instead")
         return False
+    with contextlib.suppress(OSError):
+        os.utime(entry_dir / MANIFEST)  # when it was last used, for whoever prunes the cache
     took = time.monotonic() - started
     say(f"cache {entry_dir.name}: restored {', '.join(how)} in {took:.2f}s")
     return True
