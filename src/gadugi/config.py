@@ -7,7 +7,7 @@ import math
 import os
 import resource
 import stat
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -78,6 +78,9 @@ class OrchestrationConfig:
     verify_command: str | None = None  # must pass after the agent exits (front matter wins)
     verify_timeout_minutes: float = 30.0
     autocommit: bool = True  # commit work an agent left uncommitted, as the user
+    setup_cache_key: tuple[str, ...] = field(default_factory=tuple)
+    setup_cache_paths: tuple[str, ...] = field(default_factory=tuple)
+    setup_cache_link: bool = False
 
     def __post_init__(self) -> None:
         validate(self)
@@ -174,6 +177,32 @@ def validate(cfg: OrchestrationConfig, source: str = "") -> None:
         key = f"{name}_executable"
         if not getattr(cfg, key).strip():
             raise bad(key, "cannot be empty")
+    _validate_setup_cache(cfg, bad)
+
+
+def _validate_setup_cache(cfg: OrchestrationConfig, bad: Callable[[str, str], ConfigError]) -> None:
+    """The cache's globs and paths stay inside the worktree, and come together."""
+    for key in ("setup_cache_key", "setup_cache_paths"):
+        for value in getattr(cfg, key):
+            parts = Path(value).parts
+            if not value.strip() or Path(value).is_absolute() or ".." in parts:
+                raise bad(
+                    key, f"{value!r} must be a relative path inside the worktree without '..'"
+                )
+            if not parts or parts[0] == ".git":
+                raise bad(key, f"{value!r} names the worktree itself or its .git")
+    paths = [Path(p) for p in cfg.setup_cache_paths]
+    for i, a in enumerate(paths):
+        for b in paths[i + 1 :]:
+            if a == b or a in b.parents or b in a.parents:
+                raise bad("setup_cache_paths", f"{a.as_posix()!r} and {b.as_posix()!r} overlap")
+    if bool(cfg.setup_cache_key) != bool(cfg.setup_cache_paths):
+        missing = "setup_cache_paths" if cfg.setup_cache_key else "setup_cache_key"
+        raise bad(
+            missing,
+            "setup_cache_key and setup_cache_paths go together: what decides the "
+            "environment, and what the setup command makes",
+        )
 
 
 def within(value: float, low: float, high: float) -> bool:

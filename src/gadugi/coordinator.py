@@ -531,6 +531,11 @@ class OrchestratorCoordinator:
         for path in (layout.worktrees_dir, layout.logs_dir, layout.prompts_dir):
             path.mkdir(parents=True, exist_ok=True)
         exclude_paths(self.root, [f"/{self.config.worktrees_dir.strip('/')}/", f"/{STATE_DIR}/"])
+        # An environment the setup makes is no work of the agent's: never autocommitted, and
+        # no reason to keep a finished worktree. No trailing '/': it may be a symlink.
+        if self.config.setup_cache_paths:
+            paths = [f"/{p.strip('/')}" for p in self.config.setup_cache_paths]
+            exclude_paths(self.root, [*paths, "*.gadugi-restore"])
 
     def _drive(
         self,
