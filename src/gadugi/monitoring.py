@@ -209,6 +209,7 @@ STATUS_COLUMNS = (
     "last_line",
     "error_message",
     "agent",
+    "waiting_reason",
 )
 
 
@@ -241,6 +242,10 @@ def status_document(
                 "last_line": r["last_line"],
                 "error_message": r["error_message"],
                 "agent": r["agent"],
+                # Recorded by the loop when it changes; only a queued task waits.
+                "waiting_reason": (
+                    r.get("waiting_reason") if r["status"] == TaskStatus.QUEUED else None
+                ),
             }
             for r in rows
         ],

@@ -86,6 +86,7 @@ CREATE TABLE IF NOT EXISTS tasks (
     last_line TEXT,
     not_before REAL,
     worktree_state TEXT,
+    waiting_reason TEXT,
     PRIMARY KEY (orchestration_id, task_id)
 );
 CREATE TABLE IF NOT EXISTS attempts (
@@ -110,6 +111,7 @@ ADDED_COLUMNS = {
         "conflicts_with": "TEXT NOT NULL DEFAULT '[]'",
         "not_before": "REAL",
         "worktree_state": "TEXT",  # WorktreeState: intended before git runs, then ready, removed
+        "waiting_reason": "TEXT",  # why a queued task is not starting (schedule.waiting_reasons)
     },
 }
 _IDENTIFIER = re.compile(r"[a-z_]+")
@@ -544,7 +546,9 @@ class Registry:
         rows = self._query(
             "SELECT id, state, started_at, finished_at, pid, pid_start_time, note,"
             " CASE WHEN json_valid(result)"
-            " THEN json_extract(result, '$.execution_time_seconds') END AS execution_time_seconds"
+            " THEN json_extract(result, '$.execution_time_seconds') END AS execution_time_seconds,"
+            " CASE WHEN json_valid(result)"
+            " THEN json_extract(result, '$.plan_accuracy') END AS plan_accuracy"
             " FROM orchestrations ORDER BY started_at DESC LIMIT ?",
             (limit,),
         )

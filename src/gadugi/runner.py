@@ -28,7 +28,7 @@ from .config import OrchestrationConfig
 from .errors import GadugiError, SpawnError, WorktreeError
 from .health import Admission
 from .lifecycle import Transition
-from .planning.schedule import Slot, doomed, next_to_start
+from .planning.schedule import Slot, doomed, next_to_start, waiting_reasons
 from .promptgen import Template
 from .registry import AttemptRecord, Registry
 from .tasks import Prompt, TaskStatus
@@ -120,6 +120,7 @@ class TaskRun:
     start_failures: int = 0  # failed tries to create the worktree or spawn the agent
     footprint: tuple[str, ...] = ()  # what the plan expects the task to touch
     stalled: bool = False
+    waiting_reason: str | None = None  # why it is queued and not starting, as last recorded
 
     @property
     def task_id(self) -> str:
@@ -268,6 +269,7 @@ class Runner:
                 self._check_running(run, now)
         self._cancel_doomed(now)
         self._start_ready(now)
+        self._note_waiting(now)
         if now - self._last_observe >= OBSERVE_EVERY_S:
             self._last_observe = now
             self.procs.reap()  # orphans reparented to us, so no zombie piles up
@@ -305,6 +307,28 @@ class Runner:
             run = self.by_id[task_id]
             self._start(run, self.clock())
             running += run.status is TaskStatus.RUNNING
+
+    def _note_waiting(self, now: float) -> None:
+        """Record why each queued task is not starting, for the tasks whose reason changed."""
+        statuses = {r.task_id: r.status for r in self.runs}
+        held = {
+            r.task_id: f"backing off until {_clock(r.hold_until)}"
+            for r in self.runs
+            if r.hold_until > now
+        }
+        reasons = waiting_reasons(
+            [r.slot for r in self.runs], statuses, self.parallel, held, self.waiting
+        )
+        changes: dict[str, dict[str, Any]] = {}
+        for run in self.runs:
+            reason = reasons.get(run.task_id)
+            if reason != run.waiting_reason:
+                run.waiting_reason = reason
+                changes[run.task_id] = {"waiting_reason": reason}
+        if changes:
+            # One short transaction for every change, and none in a step that changed none.
+            self.registry.update_tasks(self.layout.orchestration_id, changes, owner=self.owner)
+            self.on_dirty()
 
     def _set_waiting(self, reason: str | None) -> None:
         if reason != self.waiting:
@@ -393,6 +417,7 @@ class Runner:
                 and run.worktree is None
                 and run.hold_until <= now
                 and all(d in done for d in run.slot.depends_on)
+                and not self._stacked_unfinished(run)  # its base is not known yet
             ):
                 try:
                     self._make_worktree(run)
@@ -415,11 +440,11 @@ class Runner:
         if run.branch and run.intended is None and self.worktrees.branch_exists(run.branch):
             self._reopen_worktree(run, run.branch)
             return
-        deps = [self.by_id[d] for d in run.slot.depends_on if d in self.by_id]
-        base = deps[0].branch if deps and deps[0].branch else self.base_commit
+        sources = [r.branch for r in self._base_sources(run) if r.branch]
+        base = sources[0] if sources else self.base_commit
         path, branch = self._place_worktree(run, base)
         run.branch, run.worktree, run.intended = branch, path, None
-        others = [d.branch for d in deps[1:] if d.branch]
+        others = sources[1:]
         if others:
             # Merged again after a crash adopted the worktree: git says "up to date".
             self.worktrees.merge(run.task_id, path, others)
@@ -435,6 +460,22 @@ class Runner:
             base_commit=run.base_commit,
             worktree_state=WorktreeState.READY.value,
         )
+
+    def _base_sources(self, run: TaskRun) -> list[TaskRun]:
+        """The tasks whose branches a new worktree starts from: its dependencies, then
+        the completed tasks it is stacked after, the latest first (it holds the earlier
+        ones of a chain, so merging those is a no-op). A stacked task that failed or was
+        cancelled adds nothing: the task then starts from the base."""
+        deps = [self.by_id[d] for d in run.slot.depends_on if d in self.by_id]
+        stacked = [
+            self.by_id[e]
+            for e in reversed(run.slot.after)
+            if e in self.by_id and self.by_id[e].status is TaskStatus.COMPLETED
+        ]
+        return deps + stacked
+
+    def _stacked_unfinished(self, run: TaskRun) -> bool:
+        return any(e in self.by_id and not self.by_id[e].status.finished for e in run.slot.after)
 
     def _reopen_worktree(self, run: TaskRun, branch: str) -> None:
         """A task run again after its worktree was removed goes on from its own branch:
@@ -867,6 +908,10 @@ class Runner:
         self.on_dirty()
         if self.listener:
             self.listener.changed(run)
+
+
+def _clock(at: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(at))
 
 
 def _code(child: procs.Child) -> int | None:
