@@ -1,6 +1,6 @@
 """Benchmark: the makespan of each ``conflict_policy`` on a batch with conflicting pairs.
 
-Ten shell-agent tasks at ``--max-parallel 4`` on a real repository: three pairs that
+Ten shell-agent tasks at ``--max-parallel`` 4 and 8 on a real repository: three pairs that
 rewrite the same line of the same file (declared with ``touches``), one pair related
 only through an import (a test's docstring and the module it imports: never a
 conflict), a chain of two (a dependency), and two free tasks. Each task sleeps its
@@ -35,7 +35,6 @@ from typing import Any
 import benchkit as bk
 
 POLICIES = ("serialize", "stack", "optimistic")
-PARALLEL = 4
 # name: (seconds, touches, depends_on, edit)
 TASKS: dict[str, tuple[float, str | None, str | None, str]] = {
     "a1": (6, "conf/a.txt", None, "sed -i 's/^.*$/a = 1/' conf/a.txt"),
@@ -81,13 +80,13 @@ def make_batch(path: Path, scale: float) -> list[str]:
     return names
 
 
-def lower_bound(policy: str, scale: float) -> float:
+def lower_bound(policy: str, scale: float, parallel: int) -> float:
     """The longest chain the policy must respect, or the work over the slots."""
     seconds = {n: t[0] * scale for n, t in TASKS.items()}
     chains = [seconds["x1"] + seconds["x2"], *seconds.values()]
     if policy != "optimistic":
         chains += [seconds[f"{p}1"] + seconds[f"{p}2"] for p in "abc"]
-    return max(*chains, sum(seconds.values()) / PARALLEL)
+    return max(*chains, sum(seconds.values()) / parallel)
 
 
 def landing_conflicts(repo: Path, result: dict[str, Any]) -> int:
@@ -119,28 +118,30 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every duration")
     parser.add_argument("--repeat", type=int, default=1, help="runs per policy (best shown)")
+    parser.add_argument("--parallel", type=bk.int_list, default=[4, 8], help="P values: 4,8")
     bk.common_arguments(parser)
     args = parser.parse_args(argv)
     exe = bk.require_gadugi()
     rows: list[dict[str, Any]] = []
     with bk.workdir(args.workdir, args.keep, "gadugi-bench-conflicts-") as work:
-        for policy in POLICIES:
+        for parallel, policy in [(p, policy) for p in args.parallel for policy in POLICIES]:
             best: dict[str, Any] | None = None
             for rep in range(args.repeat):
-                repo = work / f"{policy}-{rep}"
+                repo = work / f"{policy}-p{parallel}-{rep}"
                 names = make_batch(repo, args.scale)
-                bk.log(f"{policy}: {len(names)} tasks at P={PARALLEL}")
+                bk.log(f"{policy}: {len(names)} tasks at P={parallel}")
                 run = bk.run_gadugi_cli(
                     exe,
                     repo,
                     names,
-                    PARALLEL,
+                    parallel,
                     timeout_s=600,
                     extra=["--conflict-policy", policy],
                 )
-                bound = lower_bound(policy, args.scale)
+                bound = lower_bound(policy, args.scale, parallel)
                 makespan = run.result["execution_time_seconds"]
                 row = {
+                    "max_parallel": parallel,
                     "policy": policy,
                     "makespan_s": makespan,
                     "wall_s": run.wall_s,
@@ -157,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         bk.markdown_table(
             [
+                "P",
                 "policy",
                 "makespan s",
                 "lower bound s",
@@ -168,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
             ],
             [
                 [
+                    r["max_parallel"],
                     r["policy"],
                     r["makespan_s"],
                     r["lower_bound_s"],

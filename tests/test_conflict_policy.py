@@ -26,6 +26,8 @@ THIRD = "sed -i 's/$/  # and 3/' shared.py\ngit commit -qam 'third: annotate aga
 
 
 def _repo_with_shared(repo: Repo) -> None:
+    # Admission control off: a busy test machine must not turn "a slot" into "the load".
+    (repo.root / "gadugi.toml").write_text("max_load_per_cpu = 0\nmin_available_memory_mb = 0\n")
     (repo.root / "shared.py").write_text(SHARED)
     (repo.root / "docs").mkdir()
     (repo.root / "docs/shared.md").write_text("# shared\n")

@@ -13,9 +13,10 @@ import pytest
 
 from gadugi.errors import PlanError
 from gadugi.planning import footprint as footprint_module
+from gadugi.planning.accuracy import plan_accuracy
 from gadugi.planning.plan import Plan, analyze, render_plan, sequential_plan
 from gadugi.planning.prompts import read_prompt
-from gadugi.tasks import Prompt
+from gadugi.tasks import ConflictPolicy, Prompt
 
 SOURCES = {
     "README.md": "# demo\n",
@@ -601,3 +602,41 @@ def test_no_prompts_and_bad_parallelism(tmp_path: Path) -> None:
     assert empty.estimated_speedup == 1.0
     with pytest.raises(PlanError, match="max_parallel"):
         analyze([], tmp_path, [], 0)
+
+
+@pytest.mark.parametrize(
+    ("policy", "waves", "minutes"),
+    [
+        (ConflictPolicy.STACK, (("a", "c"), ("b",)), 20),
+        (ConflictPolicy.SERIALIZE, (("a", "c"), ("b",)), 20),
+        (ConflictPolicy.OPTIMISTIC, (("a", "b", "c"),), 10),
+    ],
+)
+def test_waves_simulate_the_conflict_policy(
+    tmp_path: Path, policy: ConflictPolicy, waves: tuple[tuple[str, ...], ...], minutes: float
+) -> None:
+    files = write_repo(tmp_path)
+    specs = {
+        "a.md": front(estimate_minutes=10) + "# A\n\nEdit README.md\n",
+        "b.md": front(estimate_minutes=10) + "# B\n\nEdit README.md\n",
+        "c.md": front(estimate_minutes=5) + "# C\n\nEdit docs/api.md\n",
+    }
+    plan = analyze(prompts_from(tmp_path, specs), tmp_path, files, 4, policy)
+    assert plan.waves == waves
+    assert plan.estimated_parallel_minutes == minutes
+    assert plan.to_json()["conflict_policy"] == policy.value
+    stacked = {s.task_id: s.after for s in plan.slots()}
+    assert stacked["b"] == (("a",) if policy is ConflictPolicy.STACK else ())
+
+
+def test_plan_accuracy_counts_only_judged_pairs() -> None:
+    predicted = {"a": ["b", "c"], "b": ["a"], "c": ["a"], "d": []}
+    changed = {"a": ["x.py"], "b": ["y.py"], "d": ["x.py", "z.py"]}  # c did not complete
+    assert plan_accuracy(predicted, changed) == {
+        "predicted_pairs": [["a", "b"]],
+        "actual_pairs": [["a", "d"]],
+        "precision": 0.0,
+        "recall": 0.0,
+    }
+    nothing = plan_accuracy({"a": [], "b": []}, {"a": ["x"], "b": ["y"]})
+    assert nothing["precision"] is None and nothing["recall"] is None
