@@ -15,8 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rich.console import Console
 
 from conftest import GIT_ENV, Repo, git, run_cli, start_cli, wait_until
+from gadugi.agents import profile_for
+from gadugi.cli.livetable import LiveTable
+from gadugi.config import OrchestrationConfig
+from gadugi.planning.schedule import Slot
+from gadugi.runner import TaskRun
+from gadugi.tasks import Prompt
 
 SHARED = "value = 0\n"
 # Each edit rewrites line 1 on top of whatever is there: from the base, two of them clash.
@@ -264,6 +271,8 @@ def test_every_queued_task_says_why_it_waits(repo: Repo, tmp_path: Path) -> None
             )
 
         wait_until(monitored)
+        shown = json.loads(run_cli(["show", "free", "--json"], repo.root).stdout)
+        assert shown["waiting_reason"] == expected["free"]
         gate.touch()
         out, err = run.communicate(timeout=120)
     finally:
@@ -273,3 +282,19 @@ def test_every_queued_task_says_why_it_waits(repo: Repo, tmp_path: Path) -> None
     assert all(t["status"] == "completed" for t in json.loads(out)["tasks"])
     final = json.loads(run_cli(["status", "--json"], repo.root).stdout)
     assert all(t["waiting_reason"] is None for t in final["tasks"])
+
+
+def test_the_live_table_shows_why_a_queued_task_waits(tmp_path: Path) -> None:
+    prompt = Prompt(
+        path=tmp_path / "a.md", rel_path="prompts/a.md", task_id="a", title="A", body="", text=""
+    )
+    run = TaskRun(
+        prompt=prompt,
+        slot=Slot("a", 0),
+        profile=profile_for("shell", OrchestrationConfig()),
+        waiting_reason="waiting for a slot: 1 of 1 running",
+        last_line="an old line",
+    )
+    console = Console(record=True, width=120, height=30)
+    console.print(LiveTable(console).render([run], 0.0))
+    assert "waiting for a slot: 1 of 1 running" in console.export_text()
