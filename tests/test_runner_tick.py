@@ -21,7 +21,7 @@ from fakes import Clock, FakeProcesses, FakeWorktrees, Machine
 from gadugi import procs
 from gadugi.agents import AgentContext, AgentProfile, Launch, Outcome, profile_for
 from gadugi.config import OrchestrationConfig
-from gadugi.errors import SpawnError
+from gadugi.errors import SpawnError, WorktreeError
 from gadugi.health import Admission
 from gadugi.lifecycle import LostRace
 from gadugi.planning.schedule import Slot, with_policy
@@ -713,3 +713,30 @@ def test_optimistic_runs_a_conflicting_pair_together(rig: MakeRig) -> None:
     conflicting(r, {"a": "b"}, ConflictPolicy.OPTIMISTIC)
     r.step(T0)
     assert r.procs.spawned() == ["a", "b"]
+
+
+class ClashingWorktrees(FakeWorktrees):
+    """Merging ``clash`` fails as a real conflicting merge does (git aborts it)."""
+
+    clash = ""
+
+    def merge(self, task_id: str, path: Path, branches: Sequence[str]) -> None:
+        if self.clash in branches:
+            raise WorktreeError(task_id, f"merge of {self.clash}", "CONFLICT (content)", 1)
+        super().merge(task_id, path, branches)
+
+
+def test_a_stack_whose_branches_clash_starts_from_what_merges(rig: MakeRig) -> None:
+    r = rig([task("a"), task("b"), task("c")], max_parallel_tasks=2)
+    r.worktrees = r.runner.worktrees = ClashingWorktrees(r.layout.root)
+    conflicting(r, {"a": "c", "b": "c"}, ConflictPolicy.STACK)  # a and b: no conflict
+    assert r.runner.by_id["c"].slot.after == ("a", "b")
+    r.step(T0)
+    assert r.procs.spawned() == ["a", "b"]
+    r.worktrees.clash = r.row("a")["branch"]
+    r.exit("a", 0)
+    r.exit("b", 0)
+    r.step(T0 + 1)
+    assert r.status("c") is R  # the clash between a and b cost c nothing but a's work
+    assert r.worktrees.created[-1][::3] == ("c", r.row("b")["branch"])
+    assert r.worktrees.merged == []

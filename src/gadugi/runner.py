@@ -440,14 +440,21 @@ class Runner:
         if run.branch and run.intended is None and self.worktrees.branch_exists(run.branch):
             self._reopen_worktree(run, run.branch)
             return
-        sources = [r.branch for r in self._base_sources(run) if r.branch]
-        base = sources[0] if sources else self.base_commit
+        deps, stacked = self._base_sources(run)
+        base = (deps + stacked)[0] if deps or stacked else self.base_commit
         path, branch = self._place_worktree(run, base)
         run.branch, run.worktree, run.intended = branch, path, None
-        others = sources[1:]
-        if others:
+        others = (deps + stacked)[1:]
+        if deps[1:]:
             # Merged again after a crash adopted the worktree: git says "up to date".
-            self.worktrees.merge(run.task_id, path, others)
+            self.worktrees.merge(run.task_id, path, deps[1:])
+        for other in stacked[1:] if not deps else stacked:
+            try:
+                self.worktrees.merge(run.task_id, path, [other])
+            except WorktreeError as exc:
+                # A stack edge is an ordering: branches that clash with each other cost
+                # the task their composition, never the task itself.
+                log.warning("%s: starting without %s: %s", run.task_id, other, exc)
         # Without a merge the new HEAD is the base itself: no need to ask git again.
         run.base_commit = (
             base if base == self.base_commit and not others else self.worktrees.head(path)
@@ -461,18 +468,18 @@ class Runner:
             worktree_state=WorktreeState.READY.value,
         )
 
-    def _base_sources(self, run: TaskRun) -> list[TaskRun]:
-        """The tasks whose branches a new worktree starts from: its dependencies, then
-        the completed tasks it is stacked after, the latest first (it holds the earlier
-        ones of a chain, so merging those is a no-op). A stacked task that failed or was
+    def _base_sources(self, run: TaskRun) -> tuple[list[str], list[str]]:
+        """The branches a new worktree starts from: its dependencies', then those of the
+        completed tasks it is stacked after, the latest first (it holds the earlier ones
+        of a chain, so merging those is a no-op). A stacked task that failed or was
         cancelled adds nothing: the task then starts from the base."""
-        deps = [self.by_id[d] for d in run.slot.depends_on if d in self.by_id]
+        deps = [self.by_id[d].branch for d in run.slot.depends_on if d in self.by_id]
         stacked = [
-            self.by_id[e]
+            self.by_id[e].branch
             for e in reversed(run.slot.after)
             if e in self.by_id and self.by_id[e].status is TaskStatus.COMPLETED
         ]
-        return deps + stacked
+        return [b for b in deps if b], [b for b in stacked if b]
 
     def _stacked_unfinished(self, run: TaskRun) -> bool:
         return any(e in self.by_id and not self.by_id[e].status.finished for e in run.slot.after)
