@@ -307,6 +307,7 @@ def test_status_export_and_monitoring_files_describe_the_run(repo: Repo, tmp_pat
         "error_summary",
         "tasks",
         "agent_totals",
+        "plan_accuracy",
     }
     assert set(result["tasks"][0]) == {
         "task_id",

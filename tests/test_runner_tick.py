@@ -11,7 +11,7 @@ import errno
 import os
 import signal
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +21,14 @@ from fakes import Clock, FakeProcesses, FakeWorktrees, Machine
 from gadugi import procs
 from gadugi.agents import AgentContext, AgentProfile, Launch, Outcome, profile_for
 from gadugi.config import OrchestrationConfig
-from gadugi.errors import SpawnError
+from gadugi.errors import SpawnError, WorktreeError
 from gadugi.health import Admission
 from gadugi.lifecycle import LostRace
-from gadugi.planning.schedule import Slot
+from gadugi.planning.schedule import Slot, with_policy
 from gadugi.promptgen import load_template
 from gadugi.registry import OwnerChanged, Registry
 from gadugi.runner import Layout, Runner, TaskRun
-from gadugi.tasks import Prompt, TaskStatus
+from gadugi.tasks import ConflictPolicy, Prompt, TaskStatus
 
 T0 = 1_700_000_000.0
 ORCH = "orch-20231114-221320-beef"
@@ -625,3 +625,118 @@ def test_no_agent_starts_after_an_interrupt_that_came_while_git_ran(rig: MakeRig
     assert not r.step(T0 + 1)
     assert [r.status(t) for t in "ab"] == [X, X]
     assert r.attempts("a") == [] and r.row("a")["attempts"] == 0
+
+
+# -- conflict policies and waiting reasons ----------------------------------------
+
+
+def conflicting(r: Rig, pairs: dict[str, str], policy: ConflictPolicy) -> None:
+    """Give the rig's tasks the plan's predicted conflicts (both ways) under ``policy``."""
+    found: dict[str, set[str]] = {}
+    for a, b in pairs.items():
+        found.setdefault(a, set()).add(b)
+        found.setdefault(b, set()).add(a)
+    slots = [
+        replace(run.slot, conflicts_with=frozenset(found.get(run.task_id, ())))
+        for run in r.runner.runs
+    ]
+    for run, slot in zip(r.runner.runs, with_policy(slots, policy), strict=True):
+        run.slot = slot
+
+
+def reason_writes(r: Rig, monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """Every write of waiting reasons the loop makes, as it makes them."""
+    writes: list[dict[str, Any]] = []
+    real = r.registry.update_tasks
+
+    def counting(orch_id: str, changes: Any, *, owner: str | None = None) -> None:
+        found = {t: f["waiting_reason"] for t, f in changes.items() if "waiting_reason" in f}
+        if found:
+            writes.append(found)
+        real(orch_id, changes, owner=owner)
+
+    monkeypatch.setattr(r.registry, "update_tasks", counting)
+    return writes
+
+
+def test_stack_starts_the_later_task_from_the_earlier_branch_and_says_why_it_waits(
+    rig: MakeRig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    r = rig([task("a"), task("b"), task("free")], max_parallel_tasks=2)
+    conflicting(r, {"a": "b"}, ConflictPolicy.STACK)
+    writes = reason_writes(r, monkeypatch)
+    r.step(T0)
+    assert r.procs.spawned() == ["a", "free"]  # b is stacked after a, though a slot is free
+    stacked = "stacked after a (running): starts from its branch once it completes"
+    assert r.row("b")["waiting_reason"] == stacked
+    assert writes == [{"b": stacked}]
+    for n in range(1, 4):
+        r.step(T0 + n / 10)
+    assert len(writes) == 1  # nothing changed, nothing written
+    r.exit("free", 0)
+    r.step(T0 + 1)
+    assert r.procs.spawned() == ["a", "free"]
+    r.exit("a", 0)
+    r.step(T0 + 2)
+    assert r.procs.spawned() == ["a", "free", "b"]
+    assert r.worktrees.created[-1][::3] == ("b", r.row("a")["branch"])  # from a's branch
+    assert r.row("b")["waiting_reason"] is None
+
+
+def test_under_stack_a_failed_earlier_task_leaves_the_later_one_to_start_from_the_base(
+    rig: MakeRig,
+) -> None:
+    r = rig([task("a", retries=0), task("b")])
+    conflicting(r, {"a": "b"}, ConflictPolicy.STACK)
+    r.step(T0)
+    assert r.procs.spawned() == ["a"]
+    r.exit("a", 3)
+    r.step(T0 + 1)
+    assert r.status("a") is F and r.status("b") is R
+    assert r.worktrees.created[-1][::3] == ("b", BASE)
+    assert r.worktrees.merged == []
+
+
+def test_serialize_keeps_a_pair_apart_and_starts_each_from_the_base(rig: MakeRig) -> None:
+    r = rig([task("a"), task("b"), task("c"), task("d")])
+    conflicting(r, {"a": "b"}, ConflictPolicy.SERIALIZE)
+    r.step(T0)
+    assert r.procs.spawned() == ["a", "c", "d"]
+    assert r.row("b")["waiting_reason"] == "waiting for conflicting task a (running)"
+    r.exit("a", 0)
+    r.step(T0 + 1)
+    assert r.worktrees.created[-1][::3] == ("b", BASE)
+
+
+def test_optimistic_runs_a_conflicting_pair_together(rig: MakeRig) -> None:
+    r = rig([task("a"), task("b")])
+    conflicting(r, {"a": "b"}, ConflictPolicy.OPTIMISTIC)
+    r.step(T0)
+    assert r.procs.spawned() == ["a", "b"]
+
+
+class ClashingWorktrees(FakeWorktrees):
+    """Merging ``clash`` fails as a real conflicting merge does (git aborts it)."""
+
+    clash = ""
+
+    def merge(self, task_id: str, path: Path, branches: Sequence[str]) -> None:
+        if self.clash in branches:
+            raise WorktreeError(task_id, f"merge of {self.clash}", "CONFLICT (content)", 1)
+        super().merge(task_id, path, branches)
+
+
+def test_a_stack_whose_branches_clash_starts_from_what_merges(rig: MakeRig) -> None:
+    r = rig([task("a"), task("b"), task("c")], max_parallel_tasks=2)
+    r.worktrees = r.runner.worktrees = ClashingWorktrees(r.layout.root)
+    conflicting(r, {"a": "c", "b": "c"}, ConflictPolicy.STACK)  # a and b: no conflict
+    assert r.runner.by_id["c"].slot.after == ("a", "b")
+    r.step(T0)
+    assert r.procs.spawned() == ["a", "b"]
+    r.worktrees.clash = r.row("a")["branch"]
+    r.exit("a", 0)
+    r.exit("b", 0)
+    r.step(T0 + 1)
+    assert r.status("c") is R  # the clash between a and b cost c nothing but a's work
+    assert r.worktrees.created[-1][::3] == ("c", r.row("b")["branch"])
+    assert r.worktrees.merged == []

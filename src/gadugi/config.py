@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, RepositoryError
+from .tasks import ConflictPolicy
 
 STALL_ACTIONS = ("warn", "restart")
+CONFLICT_POLICIES = tuple(p.value for p in ConflictPolicy)
 AGENTS = ("claude", "shell", "command", "codex", "gemini", "aider")
 CODEX_SANDBOXES = ("read-only", "workspace-write", "danger-full-access")
 ENVIRONMENT = {
@@ -53,6 +55,7 @@ class OrchestrationConfig:
     kill_grace_seconds: float = 5.0
     stall_timeout_minutes: float | None = 15.0
     stall_action: str = "warn"
+    conflict_policy: str = ConflictPolicy.STACK.value  # what overlapping footprints cost
     min_available_memory_mb: int = 256
     max_load_per_cpu: float = 3.0
     memory_limit_mb: int | None = None
@@ -145,6 +148,9 @@ def validate(cfg: OrchestrationConfig, source: str = "") -> None:
         )
     if cfg.stall_action not in STALL_ACTIONS:
         raise bad("stall_action", f"must be one of: {', '.join(STALL_ACTIONS)}")
+    if cfg.conflict_policy not in CONFLICT_POLICIES:
+        shown = repr(cfg.conflict_policy)[:40]
+        raise bad("conflict_policy", f"{shown} is not one of: {', '.join(CONFLICT_POLICIES)}")
     total_mb = machine_memory_mb()
     # A floor at or above the machine's memory would hold every task back for ever.
     if not 0 <= cfg.min_available_memory_mb < total_mb:

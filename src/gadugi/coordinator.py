@@ -30,13 +30,15 @@ from .landing import (
 from .lifecycle import Transition
 from .monitoring import Monitor
 from .planning import plan as planning
+from .planning.accuracy import plan_accuracy
 from .planning.prompts import read_prompt, unique_ids
 from .planning.request import Resolution, resolve_names
 from .procs import process_start_time
 from .promptgen import Template, load_template
 from .registry import Registry
 from .runner import Layout, Listener, Runner, TaskRun
-from .tasks import Prompt, TaskStatus, iso
+from .tasks import ConflictPolicy, Prompt, TaskStatus, iso
+from .views import diffstat
 from .worktrees import (
     Worktrees,
     exclude_paths,
@@ -97,6 +99,7 @@ class OrchestrationResult:
     tasks: list[TaskResult] = field(default_factory=list)
     agent_totals: dict[str, float] = field(default_factory=dict)
     landing: dict[str, Any] | None = None  # landing.orchestration_landing
+    plan_accuracy: dict[str, Any] | None = None  # planning/accuracy.py, once the run ends
     interrupted: bool = False
 
     def to_json(self) -> dict[str, Any]:
@@ -144,6 +147,24 @@ def build_result(
         landing=orchestration_landing(orch, rows),
         interrupted=interrupted,
     )
+
+
+def measure_accuracy(root: Path, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The plan's predicted conflicts against the files each completed branch changed
+    since its own base (the list the task recorded, where it did)."""
+    changed: dict[str, list[str]] = {}
+    for row in rows:
+        if row["status"] != TaskStatus.COMPLETED or not row["branch"] or not row["base_commit"]:
+            continue
+        recorded = row.get("changed_files")
+        if isinstance(recorded, list) and all(isinstance(p, str) for p in recorded):
+            changed[row["task_id"]] = recorded
+            continue
+        stat = diffstat(root, row["base_commit"], row["branch"])
+        if stat is not None:
+            changed[row["task_id"]] = [f["path"] for f in stat.files]
+    predicted = {row["task_id"]: row["conflicts_with"] or [] for row in rows}
+    return plan_accuracy(predicted, changed)
 
 
 def _agent_totals(tasks: list[TaskResult]) -> dict[str, float]:
@@ -237,16 +258,18 @@ class OrchestratorCoordinator:
             raise RequestError(f"nothing to run: {what}")
         prompts = unique_ids(read_prompt(p, self.root) for p in resolution.paths)
         parallel = self.config.max_parallel_tasks
+        policy = ConflictPolicy(self.config.conflict_policy)
         fallback = False
         try:
-            plan = planning.analyze(prompts, self.root, tracked_files(self.root), parallel)
+            files = tracked_files(self.root)
+            plan = planning.analyze(prompts, self.root, files, parallel, policy)
         except PlanError:
             raise
         except Exception as exc:  # analysis is best effort; the seed falls back to sequential
             if not self.config.fallback_to_sequential:
                 raise PlanError(f"task analysis failed: {exc!r} (fallback disabled)") from exc
             self.warn(f"task analysis failed ({exc!r}); running the tasks one at a time")
-            plan, fallback = planning.sequential_plan(prompts, parallel), True
+            plan, fallback = planning.sequential_plan(prompts, parallel, policy), True
         check_directories(self.root, self.config, STATE_DIR)
         load_template(self.root)  # checks it, so `plan` refuses what `run` would
         check_prompts(prompts, self.config.agent)
@@ -613,6 +636,7 @@ class OrchestratorCoordinator:
             result.error_summary.insert(0, f"orchestration stopped: {runner.fatal}")
         if lander is not None:
             result.error_summary += [f"landing: {note}" for note in lander.notes]
+        result.plan_accuracy = measure_accuracy(self.root, registry.tasks(orch_id))
         registry.finish_orchestration(orch_id, state, result.to_json(), owner=held.token)
         monitor.write(state)
         monitor.write_final(result.to_json())

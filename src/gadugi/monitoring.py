@@ -224,6 +224,7 @@ STATUS_COLUMNS = (
     "landing_commit",
     "landing_attempts",
     "landing_note",
+    "waiting_reason",
 )
 
 
@@ -259,6 +260,10 @@ def status_document(
                 # The running attempt's phase (setup, agent, verify), and how a task ended.
                 **{key: r.get(key) for key in VERDICT_COLUMNS},
                 "landing": task_landing(r),
+                # Recorded by the loop when it changes; only a queued task waits.
+                "waiting_reason": (
+                    r.get("waiting_reason") if r["status"] == TaskStatus.QUEUED else None
+                ),
             }
             for r in rows
         ],

@@ -105,6 +105,7 @@ CREATE TABLE IF NOT EXISTS tasks (
     changed_files INTEGER,
     insertions INTEGER,
     deletions INTEGER,
+    waiting_reason TEXT,
     PRIMARY KEY (orchestration_id, task_id)
 );
 CREATE TABLE IF NOT EXISTS attempts (
@@ -158,6 +159,7 @@ ADDED_COLUMNS = {
         "changed_files": "INTEGER",  # the branch's diffstat against its base, once finished
         "insertions": "INTEGER",
         "deletions": "INTEGER",
+        "waiting_reason": "TEXT",  # why a queued task is not starting (schedule.waiting_reasons)
     },
 }
 _IDENTIFIER = re.compile(r"[a-z_]+")
@@ -609,7 +611,9 @@ class Registry:
         rows = self._query(
             "SELECT id, state, started_at, finished_at, pid, pid_start_time, note,"
             " CASE WHEN json_valid(result)"
-            " THEN json_extract(result, '$.execution_time_seconds') END AS execution_time_seconds"
+            " THEN json_extract(result, '$.execution_time_seconds') END AS execution_time_seconds,"
+            " CASE WHEN json_valid(result)"
+            " THEN json_extract(result, '$.plan_accuracy') END AS plan_accuracy"
             " FROM orchestrations ORDER BY started_at DESC LIMIT ?",
             (limit,),
         )

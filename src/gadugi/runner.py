@@ -30,7 +30,7 @@ from .errors import GadugiError, RequestError, SpawnError, WorktreeError
 from .health import Admission
 from .lifecycle import Transition
 from .phases import followup_prompt, phase_failed, verify_followup
-from .planning.schedule import Slot, doomed, next_to_start
+from .planning.schedule import Slot, doomed, next_to_start, waiting_reasons
 from .promptgen import Template
 from .registry import AttemptRecord, Registry
 from .tasks import Phase, Prompt, TaskStatus, Verdict
@@ -143,6 +143,7 @@ class TaskRun:
     verdict: str | None = None  # Verdict, when the agent gives one
     summary: str | None = None
     verification: dict[str, Any] | None = None
+    waiting_reason: str | None = None  # why it is queued and not starting, as last recorded
 
     @property
     def task_id(self) -> str:
@@ -302,6 +303,7 @@ class Runner:
                 self._check_running(run, now)
         self._cancel_doomed(now)
         self._start_ready(now)
+        self._note_waiting(now)
         if now - self._last_observe >= OBSERVE_EVERY_S:
             self._last_observe = now
             self.procs.reap()  # orphans reparented to us, so no zombie piles up
@@ -341,6 +343,28 @@ class Runner:
             run = self.by_id[task_id]
             self._start(run, self.clock())
             running += run.status is TaskStatus.RUNNING
+
+    def _note_waiting(self, now: float) -> None:
+        """Record why each queued task is not starting, for the tasks whose reason changed."""
+        statuses = {r.task_id: r.status for r in self.runs}
+        held = {
+            r.task_id: f"backing off until {_clock(r.hold_until)}"
+            for r in self.runs
+            if r.hold_until > now
+        }
+        reasons = waiting_reasons(
+            [r.slot for r in self.runs], statuses, self.parallel, held, self.waiting
+        )
+        changes: dict[str, dict[str, Any]] = {}
+        for run in self.runs:
+            reason = reasons.get(run.task_id)
+            if reason != run.waiting_reason:
+                run.waiting_reason = reason
+                changes[run.task_id] = {"waiting_reason": reason}
+        if changes:
+            # One short transaction for every change, and none in a step that changed none.
+            self.registry.update_tasks(self.layout.orchestration_id, changes, owner=self.owner)
+            self.on_dirty()
 
     def _set_waiting(self, reason: str | None) -> None:
         if reason != self.waiting:
@@ -504,6 +528,7 @@ class Runner:
                 and run.worktree is None
                 and run.hold_until <= now
                 and all(d in done for d in run.slot.depends_on)
+                and not self._stacked_unfinished(run)  # its base is not known yet
             ):
                 try:
                     self._make_worktree(run)
@@ -526,15 +551,22 @@ class Runner:
         if run.branch and run.intended is None and self.worktrees.branch_exists(run.branch):
             self._reopen_worktree(run, run.branch)
             return
-        deps = [self.by_id[d] for d in run.slot.depends_on if d in self.by_id]
-        base = deps[0].branch if deps and deps[0].branch else self.base_commit
+        deps, stacked = self._base_sources(run)
+        base = (deps + stacked)[0] if deps or stacked else self.base_commit
         path, branch = self._place_worktree(run, base)
         run.branch, run.worktree, run.intended = branch, path, None
         run.needs_setup = True
-        others = [d.branch for d in deps[1:] if d.branch]
-        if others:
+        others = (deps + stacked)[1:]
+        if deps[1:]:
             # Merged again after a crash adopted the worktree: git says "up to date".
-            self.worktrees.merge(run.task_id, path, others)
+            self.worktrees.merge(run.task_id, path, deps[1:])
+        for other in stacked[1:] if not deps else stacked:
+            try:
+                self.worktrees.merge(run.task_id, path, [other])
+            except WorktreeError as exc:
+                # A stack edge is an ordering: branches that clash with each other cost
+                # the task their composition, never the task itself.
+                log.warning("%s: starting without %s: %s", run.task_id, other, exc)
         # Without a merge the new HEAD is the base itself: no need to ask git again.
         run.base_commit = (
             base if base == self.base_commit and not others else self.worktrees.head(path)
@@ -547,6 +579,22 @@ class Runner:
             base_commit=run.base_commit,
             worktree_state=WorktreeState.READY.value,
         )
+
+    def _base_sources(self, run: TaskRun) -> tuple[list[str], list[str]]:
+        """The branches a new worktree starts from: its dependencies', then those of the
+        completed tasks it is stacked after, the latest first (it holds the earlier ones
+        of a chain, so merging those is a no-op). A stacked task that failed or was
+        cancelled adds nothing: the task then starts from the base."""
+        deps = [self.by_id[d].branch for d in run.slot.depends_on if d in self.by_id]
+        stacked = [
+            self.by_id[e].branch
+            for e in reversed(run.slot.after)
+            if e in self.by_id and self.by_id[e].status is TaskStatus.COMPLETED
+        ]
+        return [b for b in deps if b], [b for b in stacked if b]
+
+    def _stacked_unfinished(self, run: TaskRun) -> bool:
+        return any(e in self.by_id and not self.by_id[e].status.finished for e in run.slot.after)
 
     def _reopen_worktree(self, run: TaskRun, branch: str) -> None:
         """A task run again after its worktree was removed goes on from its own branch:
@@ -1156,6 +1204,10 @@ class Runner:
         self.on_dirty()
         if self.listener:
             self.listener.changed(run)
+
+
+def _clock(at: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(at))
 
 
 def _code(child: procs.Child) -> int | None:

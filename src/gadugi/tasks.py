@@ -37,6 +37,14 @@ class Verdict(StrEnum):
     NO_CHANGE = "no_change"
 
 
+class ConflictPolicy(StrEnum):
+    """What the scheduler does with two tasks whose footprints overlap."""
+
+    STACK = "stack"  # one after the other; the later starts from the earlier's branch
+    SERIALIZE = "serialize"  # never together; each starts from its own base
+    OPTIMISTIC = "optimistic"  # together; landing resolves what really clashes
+
+
 @dataclass(frozen=True)
 class Prompt:
     """One prompt file as read from disk: front matter applied, nothing inferred."""

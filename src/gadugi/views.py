@@ -10,6 +10,7 @@ not record (landing) come from the recorded result when it carries them, else nu
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -222,11 +223,18 @@ def _recorded(orch: dict[str, Any], task_id: str) -> dict[str, Any]:
 def waiting_reason(
     registry: Registry, orch: dict[str, Any], task: dict[str, Any], now: float
 ) -> str | None:
-    """Why a queued task has not started; None for any other task."""
+    """Why a queued task has not started; None for any other task.
+
+    The loop records the reason when it changes (``schedule.waiting_reasons``); a
+    registry from before that column, or a task the loop has not looked at yet, gets
+    the reason worked out here from what the registry holds.
+    """
     if task["status"] != TaskStatus.QUEUED:
         return None
     if orch["state"] != "running":
         return f"its orchestration is {orch['state']}"
+    if task.get("waiting_reason"):
+        return str(task["waiting_reason"])
     status = {t["task_id"]: t["status"] for t in registry.tasks(orch["id"], ("task_id", "status"))}
     reasons = []
     deps = [d for d in task["depends_on"] or () if status.get(d) != TaskStatus.COMPLETED]
@@ -409,6 +417,7 @@ def orchestration_list(
                 "total_tasks": sum(counts.values()),
                 "tasks_by_status": {s.value: counts[s] for s in TaskStatus if s in counts},
                 "cost_usd": None if row["cost_usd"] is None else round(row["cost_usd"], 6),
+                "plan_accuracy": _stored_object(row.get("plan_accuracy")),
             }
         )
     return {"total": total, "orchestrations": items}
@@ -427,12 +436,45 @@ def render_list(doc: dict[str, Any]) -> list[str]:
             f"{o['orchestration_id']}  {state:<9}  {started}  "
             f"{duration(o['duration_seconds']):>7}  {breakdown}{cost}"
         )
+        accuracy = accuracy_line(o.get("plan_accuracy"))
+        if accuracy:
+            lines.append(f"  {accuracy}")
     more = doc["total"] - len(doc["orchestrations"])
     if more > 0:
         lines.append(f"({more} more; --limit {doc['total']} lists them all)")
     if not lines:
         lines.append("no orchestrations yet")
     return lines
+
+
+def accuracy_line(accuracy: dict[str, Any] | None) -> str | None:
+    """The plan's accuracy in a line: "plan: 2 conflicting pairs predicted, 1 real
+    (1 predicted); precision 0.50, recall 1.00"; None when there is none."""
+    if not isinstance(accuracy, dict):
+        return None
+    predicted, actual = accuracy.get("predicted_pairs") or [], accuracy.get("actual_pairs") or []
+    hits = sum(p in predicted for p in actual)
+
+    def share(key: str) -> str:
+        value = accuracy.get(key)
+        return f"{value:.2f}" if isinstance(value, int | float) else "n/a"
+
+    return (
+        f"plan: {_plural(len(predicted), 'conflicting pair')} predicted, "
+        f"{len(actual)} real ({hits} of them predicted); "
+        f"precision {share('precision')}, recall {share('recall')}"
+    )
+
+
+def _stored_object(text: Any) -> dict[str, Any] | None:
+    """A JSON object SQLite's json_extract handed back as text, or None."""
+    if not isinstance(text, str):
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def duration(seconds: float) -> str:

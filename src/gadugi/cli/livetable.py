@@ -55,6 +55,8 @@ class LiveTable:
         shown = _most_relevant(runs, room)
         for run in shown:
             note = run.error if run.status.finished and run.error else run.last_line
+            if run.status is TaskStatus.QUEUED and run.waiting_reason:
+                note = run.waiting_reason
             table.add_row(
                 run.task_id,
                 Text(run.status.value, style=_STYLE[run.status]),

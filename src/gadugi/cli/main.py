@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from .. import __version__
-from ..config import AGENTS, OrchestrationConfig, load_config
+from ..config import AGENTS, CONFLICT_POLICIES, OrchestrationConfig, load_config
 from ..errors import GadugiError, RequestError
 from ..planning.request import parse_request
 from ..worktrees import repository_root
@@ -78,6 +78,12 @@ def selection_options(func: F) -> F:
             "(a prompt's verify: wins over it).",
         ),
         click.option(
+            "--conflict-policy",
+            type=click.Choice(CONFLICT_POLICIES),
+            help="Conflicting tasks: stack (one after the other, the later on the earlier's "
+            "branch; default), serialize (never together), optimistic (together).",
+        ),
+        click.option(
             "--no-fallback",
             is_flag=True,
             help="Exit 2 instead of running sequentially when analysis fails.",
@@ -131,6 +137,7 @@ def _config(root: Path, **flags: Any) -> OrchestrationConfig:
         "retries": "retries",
         "into": "land_into",
         "verify": "verify_command",
+        "conflict_policy": "conflict_policy",
     }
     values = {mapping[k]: v for k, v in flags.items() if k in mapping and v is not None}
     if flags.get("no_fallback"):
@@ -291,6 +298,11 @@ def _report(result: OrchestrationResult, as_json: bool, quiet: bool) -> None:
     stopped = [line for line in result.error_summary if line.startswith("orchestration stopped")]
     for line in stopped:
         click.echo(line)
+    from ..views import accuracy_line
+
+    accuracy = accuracy_line(result.plan_accuracy)
+    if accuracy:
+        click.echo(accuracy)
     totals = result.agent_totals
     if totals:
         click.echo(

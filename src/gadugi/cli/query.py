@@ -75,7 +75,7 @@ def status(orch_id: str | None, project_root: str | None, as_json: bool) -> None
         shown = f"{secs:.1f}s" if secs is not None else "-"
         click.echo(
             f"  {task['task_id']:<24} {task['status']:<10} {shown:>8}  "
-            f"{task['error_message'] or task['last_line'] or ''}"
+            f"{task['waiting_reason'] or task['error_message'] or task['last_line'] or ''}"
         )
 
 
