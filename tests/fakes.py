@@ -65,10 +65,19 @@ class FakeProcesses(Processes):
         self.children.append(child)
         return child
 
-    def begin_stop(self, child: procs.Child, now: float, grace_s: float) -> None:
+    def begin_stop(
+        self, child: procs.Child, now: float, grace_s: float, gracefully: bool = True
+    ) -> None:
         assert isinstance(child, FakeChild)
-        if child.kill_at is None:
-            child.kill_at = now + grace_s
+        if child.kill_at is not None:
+            return  # as the real one: a stop already begun sends nothing more
+        if not gracefully:
+            child.kill_at = now
+            self.signals.append((child.task_id, signal.SIGKILL))
+            if child.exit is None:
+                child.end(-signal.SIGKILL, now)
+            return
+        child.kill_at = now + grace_s
         self.signals.append((child.task_id, signal.SIGTERM))
         if child.exit is None and not child.ignores_term:
             child.end(-signal.SIGTERM, now)
@@ -113,6 +122,7 @@ class FakeWorktrees(Worktrees):
         self.created: list[tuple[str, Path, str, str]] = []  # task, path, branch, base
         self.merged: list[tuple[str, list[str]]] = []
         self.removed: list[str] = []
+        self.commits_after: dict[tuple[str, str], int] = {}  # (branch, base): commits
 
     def branch_exists(self, branch: str) -> bool:
         return any(b == branch for _, _, b, _ in self.created)
@@ -146,8 +156,11 @@ class FakeWorktrees(Worktrees):
     def is_clean(self, path: Path) -> bool:
         return True
 
+    def branch_head(self, branch: str) -> str | None:
+        return f"head-of-{branch}" if self.branch_exists(branch) else None
+
     def commits_ahead(self, branch: str, base: str) -> int:
-        return 0
+        return self.commits_after.get((branch, base), 0)
 
     def remove(self, task_id: str, path: Path) -> None:
         shutil.rmtree(path)

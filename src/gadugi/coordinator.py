@@ -58,6 +58,7 @@ class TaskResult:
     commits: int
     error_message: str | None
     agent: dict[str, Any]
+    commits_after_cancel: int | None = None  # set when the task was stopped: what landed after
 
 
 @dataclass
@@ -74,6 +75,9 @@ class OrchestrationResult:
     error_summary: list[str]
     tasks: list[TaskResult] = field(default_factory=list)
     agent_totals: dict[str, float] = field(default_factory=dict)
+    waited_seconds: dict[str, float] = field(default_factory=dict)  # admission, per reason
+    budget_usd: float | None = None
+    spent_usd: float | None = None  # what the agents cost, as they reported it
     interrupted: bool = False
 
     def to_json(self) -> dict[str, Any]:
@@ -114,7 +118,23 @@ def build_result(
         tasks=tasks,
         agent_totals=_agent_totals(tasks),
         interrupted=interrupted,
+        **_accounts(orch, tasks),
     )
+
+
+def _accounts(orch: dict[str, Any], tasks: list[TaskResult]) -> dict[str, Any]:
+    """``waited_seconds``, ``budget_usd`` and ``spent_usd`` as the loop recorded them."""
+    config = orch.get("config")
+    config = config if isinstance(config, dict) else {}
+    waited = orch.get("waited_seconds")
+    spent = orch.get("spent_usd")
+    if spent is None:
+        spent = _agent_totals(tasks).get("cost_usd")
+    return {
+        "waited_seconds": waited if isinstance(waited, dict) else {},
+        "budget_usd": config.get("budget_usd"),
+        "spent_usd": None if spent is None else round(float(spent), 6),
+    }
 
 
 def _agent_totals(tasks: list[TaskResult]) -> dict[str, float]:
@@ -145,6 +165,7 @@ def _task_result(row: dict[str, Any]) -> TaskResult:
         commits=row["commits"] or 0,
         error_message=row["error_message"],
         agent=row["agent"] or {},
+        commits_after_cancel=row.get("commits_after_cancel"),
     )
 
 

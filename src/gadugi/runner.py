@@ -27,6 +27,7 @@ from .agents.base import ATTEMPT_MARK, last_line
 from .config import OrchestrationConfig
 from .errors import GadugiError, SpawnError, WorktreeError
 from .health import Admission
+from .holds import Budget, UsageLimits, WaitTally, clock_time, cost_of
 from .lifecycle import Transition
 from .planning.schedule import Slot, doomed, next_to_start
 from .promptgen import Template
@@ -69,8 +70,10 @@ class Processes:
     ) -> procs.Child:
         return procs.spawn(argv, cwd, env, stdout, stderr, result_file, limits)
 
-    def begin_stop(self, child: procs.Child, now: float, grace_s: float) -> None:
-        procs.begin_stop(child, now, grace_s)
+    def begin_stop(
+        self, child: procs.Child, now: float, grace_s: float, gracefully: bool = True
+    ) -> None:
+        procs.begin_stop(child, now, grace_s, gracefully)
 
     def finish_stop(self, child: procs.Child, now: float) -> bool:
         return procs.finish_stop(child, now)
@@ -120,6 +123,9 @@ class TaskRun:
     start_failures: int = 0  # failed tries to create the worktree or spawn the agent
     footprint: tuple[str, ...] = ()  # what the plan expects the task to touch
     stalled: bool = False
+    head_at_stop: str | None = None  # the branch's commit when a stop was asked for
+    spent_usd: float = 0.0  # what the task's ended attempts cost, as their agents reported
+    attempt_cost: float = 0.0  # what the running attempt has cost so far
 
     @property
     def task_id(self) -> str:
@@ -206,6 +212,13 @@ class Runner:
         self.parallel = config.max_parallel_tasks
         self._paused_until = 0.0  # backing off after a fork failure in the loop itself
         self._pauses = 0
+        self.budget = Budget(config.budget_usd, config.budget_hard)
+        self.limits = UsageLimits(config.usage_limit_margin_seconds)
+        self.waits = WaitTally()
+        self._accounts: tuple[float, dict[str, float]] | None = None  # as last recorded
+        for run in runs:
+            if run.status is not TaskStatus.RUNNING:  # taken over by resume or retry
+                run.spent_usd = cost_of(run.agent_info)
 
     # -- the loop ---------------------------------------------------------------------
 
@@ -259,7 +272,11 @@ class Runner:
         self._pauses = 0
         if self.listener:
             self.listener.ticked(self.runs, now, self.waiting)
-        return any(not r.status.finished for r in self.runs)
+        going = any(not r.status.finished for r in self.runs)
+        if not going:
+            self.waits.observe((), now)
+            self._record_accounts(now)
+        return going
 
     def _step(self, now: float) -> None:
         self._apply_cancel_requests(now)
@@ -268,6 +285,9 @@ class Runner:
                 self._check_running(run, now)
         self._cancel_doomed(now)
         self._start_ready(now)
+        self._enforce_budget(now)
+        if self.waits.observe(self._waiting_kinds(now), now):
+            self._record_accounts(now)
         if now - self._last_observe >= OBSERVE_EVERY_S:
             self._last_observe = now
             self.procs.reap()  # orphans reparented to us, so no zombie piles up
@@ -292,9 +312,14 @@ class Runner:
         if free <= 0:
             return
         statuses = {r.task_id: r.status for r in self.runs}
-        held = frozenset(r.task_id for r in self.runs if r.hold_until > now)
+        held = frozenset(
+            r.task_id
+            for r in self.runs
+            if r.hold_until > now or self.limits.holds(r.profile.name, r.task_id, now)
+        )
         ready = next_to_start([r.slot for r in self.runs], statuses, free, held)
-        self._set_waiting(self.admission.blocked(now) if ready else None)
+        budget = self.budget.waiting(self.spent_usd()) if ready else None
+        self._set_waiting(budget or (self.admission.blocked(now) if ready else None))
         if self.waiting:
             return  # running tasks go on; new ones wait until the machine has room
         for task_id in ready:
@@ -333,8 +358,10 @@ class Runner:
         except (GadugiError, OSError) as exc:
             self._start_failed(run, exc, now)
             return
-        run.child, run.ctx = child, ctx
+        run.child, run.ctx, run.head_at_stop = child, ctx, None
         self.exits.watch(child)
+        run.attempt_cost = 0.0
+        self.limits.started(run.profile.name, run.task_id, now)
         if self.parallel < self.config.max_parallel_tasks:
             self.parallel += 1
         run.started_at = run.started_at or now
@@ -541,7 +568,8 @@ class Runner:
         elif not self.procs.finish_stop(child, now):
             # The agent left processes behind in its group: they must not outlive it.
             if child.kill_at is None:
-                self.procs.begin_stop(child, now, self.config.kill_grace_seconds)
+                gracefully = bool(getattr(run.profile, "stop_gracefully", True))
+                self.procs.begin_stop(child, now, self.config.kill_grace_seconds, gracefully)
         elif ended.out_of_resources:
             self._not_started(run, ended, now)
         else:
@@ -607,11 +635,26 @@ class Runner:
         )
 
     def _stop(self, run: TaskRun, status: TaskStatus, why: str, now: float) -> None:
-        """Begin stopping a running task: SIGTERM now, SIGKILL after the grace period."""
+        """Begin stopping a running task: its tree frozen now, then ended (see _begin_stop)."""
         assert run.child is not None
-        self.procs.begin_stop(run.child, now, self.config.kill_grace_seconds)
+        self._begin_stop(run, now)
         run.stopping = (status, why, now + self.config.kill_grace_seconds)
         log.info("%s: stopping (%s)", run.task_id, why)
+
+    def _begin_stop(self, run: TaskRun, now: float) -> None:
+        """Freeze the task's tree and end it, politely or, for an agent that keeps working
+        after SIGTERM (its profile's ``stop_gracefully`` is false), with SIGKILL at once.
+
+        The branch's commit is noted first: a commit that lands after it is reported
+        (``commits_after_cancel``), never hidden.
+        """
+        assert run.child is not None
+        if run.child.kill_at is not None:
+            return
+        if run.branch and run.head_at_stop is None:
+            run.head_at_stop = self.worktrees.branch_head(run.branch)
+        gracefully = bool(getattr(run.profile, "stop_gracefully", True))
+        self.procs.begin_stop(run.child, now, self.config.kill_grace_seconds, gracefully)
 
     def _exited(self, run: TaskRun, ended: procs.Exit, now: float) -> None:
         assert run.ctx is not None
@@ -622,6 +665,8 @@ class Runner:
         self.observe(run, now)
         outcome: Outcome = run.profile.judge(run.ctx, code)
         run.agent_info.update(outcome.agent)
+        if "cost_usd" in outcome.agent:
+            run.attempt_cost = cost_of(outcome.agent)
         if outcome.success:
             self._end_attempt(run, TaskStatus.COMPLETED, now, None, recorded)
         elif outcome.fatal:
@@ -630,12 +675,9 @@ class Runner:
         elif isinstance(outcome.agent.get("retry_after"), int | float):
             # A usage limit with a reset time: park the task until then; this is not
             # the task's fault, so it costs none of its retry budget.
-            until = float(outcome.agent["retry_after"])
-            why = (
-                f"{outcome.error}; parked until {time.strftime('%H:%M:%S', time.localtime(until))}"
-            )
-            run.hold_until = until
+            why = outcome.error or "usage limit reached"
             self._requeue(run, now, "parked", why, why, recorded, exit_code=recorded)
+            self._park(run.profile.name, float(outcome.agent["retry_after"]))
         elif outcome.transient and run.retries_left > 0:
             run.retries_left -= 1
             delay = min(
@@ -648,6 +690,61 @@ class Runner:
             self._requeue(run, now, "retrying", outcome.error, why, recorded, exit_code=recorded)
         else:
             self._end_attempt(run, TaskStatus.FAILED, now, outcome.error, recorded)
+
+    def _park(self, agent: str, reset_at: float) -> None:
+        """Every queued task of ``agent`` waits for its usage limit's reset (plus a margin);
+        the wait is recorded (``not_before``), so a resumed orchestrator keeps it."""
+        until = self.limits.park(agent, reset_at)
+        why = self.limits.reason(agent)
+        log.warning("%s; its tasks wait until %s", why, clock_time(until))
+        for run in self.runs:
+            if run.status is TaskStatus.QUEUED and run.profile.name == agent:
+                run.hold_until = max(run.hold_until, until)
+                self._record(run, error_message=why, not_before=run.hold_until)
+
+    def _enforce_budget(self, now: float) -> None:
+        """Once the budget is spent: with ``budget_hard`` stop the running tasks; once
+        nothing runs, cancel what is still queued, so the orchestration ends."""
+        spent = self.spent_usd()
+        if not self.budget.spent_out(spent):
+            return
+        why = self.budget.spent_message()
+        running = [r for r in self.runs if r.status is TaskStatus.RUNNING]
+        if self.budget.hard:
+            for run in running:
+                if run.stopping is None:
+                    self._stop(run, TaskStatus.CANCELLED, why, now)
+        if not running:
+            for run in self.runs:
+                if run.status is TaskStatus.QUEUED:
+                    self._finish(run, TaskStatus.CANCELLED, now, error=why)
+
+    def spent_usd(self) -> float:
+        """What the agents have cost: ended attempts, and running ones so far."""
+        return sum(r.spent_usd + r.attempt_cost for r in self.runs)
+
+    def _waiting_kinds(self, now: float) -> list[str]:
+        kinds = []
+        if self.waiting:
+            kinds.append(
+                "budget" if self.budget.waiting(self.spent_usd()) else self.admission.kind or "load"
+            )
+        if any(
+            r.status is TaskStatus.QUEUED and self.limits.holds(r.profile.name, r.task_id, now)
+            for r in self.runs
+        ):
+            kinds.append("usage_limit")
+        return kinds
+
+    def waited_seconds(self, now: float) -> dict[str, float]:
+        return self.waits.seconds(now)
+
+    def _record_accounts(self, now: float) -> None:
+        """The orchestration's spend and waits, written when they change."""
+        accounts = (round(self.spent_usd(), 6), self.waits.seconds(now))
+        if accounts != self._accounts:
+            self._accounts = accounts
+            self.registry.set_accounts(self.layout.orchestration_id, *accounts)
 
     def _end_attempt(
         self, run: TaskRun, status: TaskStatus, now: float, error: str | None, code: int | None
@@ -688,6 +785,11 @@ class Runner:
                 head = self.worktrees.secure_head(run.task_id, run.worktree, run.branch)
             if run.branch and run.base_commit:
                 fields["commits"] = self.worktrees.commits_ahead(run.branch, run.base_commit)
+            if run.branch and run.head_at_stop:
+                after = self.worktrees.commits_ahead(run.branch, run.head_at_stop)
+                fields["commits_after_cancel"] = after
+                if after:
+                    log.warning("%s: %d commit(s) landed after the stop", run.task_id, after)
             # A completed task's worktree goes if all its work is committed; so does one
             # made ahead for a task that never started (nothing ran in it). One whose HEAD
             # holds commits the branch does not stays with them.
@@ -766,8 +868,7 @@ class Runner:
             child = run.child
             if run.status is not TaskStatus.RUNNING or child is None:
                 continue
-            if child.kill_at is None:
-                self.procs.begin_stop(child, now, self.config.kill_grace_seconds)
+            self._begin_stop(run, now)
             if self.procs.finish_stop(child, now):
                 self._end_attempt(
                     run, TaskStatus.CANCELLED, _ended_at(child, now), why, _code(child)
@@ -796,6 +897,11 @@ class Runner:
         if progress is not None and sizes[1]:
             run.progress_offset, info = progress(ctx.events_file, run.progress_offset)
             run.agent_info.update({k: v for k, v in info.items() if v is not None})
+            if info.get("cost_usd") is not None:
+                run.attempt_cost = cost_of(info)
+            if info.get("last_tool") and self.limits.is_canary(run.profile.name, run.task_id):
+                # The model answered with work: the limit has lifted, the others may start.
+                self.limits.passed(run.profile.name, run.task_id)
         if reading is not None:
             cpu_s, run.memory_mb = reading
             if run.cpu is not None and now > run.cpu[1]:
@@ -852,7 +958,13 @@ class Runner:
         self.registry.transition(
             self.layout.orchestration_id, change, now, owner=self.owner, attempt=attempt, **fields
         )
+        ended = run.status is TaskStatus.RUNNING
         run.status, run.error = status, why
+        if ended:
+            run.spent_usd, run.attempt_cost = run.spent_usd + run.attempt_cost, 0.0
+            # A canary that ended lets the others go (a new limit parks them again).
+            self.limits.passed(run.profile.name, run.task_id)
+            self._record_accounts(now)
         self._changed(run)
 
     def _record(self, run: TaskRun, **fields: Any) -> None:

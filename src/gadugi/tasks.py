@@ -41,6 +41,7 @@ class Prompt:
     estimate_minutes: float | None = None
     memory_limit_mb: int | None = None  # RLIMIT_AS for the agent's processes
     open_files_limit: int | None = None  # RLIMIT_NOFILE
+    max_cost_usd: float | None = None  # the agent's own spending cap (claude --max-budget-usd)
 
     @property
     def name(self) -> str:

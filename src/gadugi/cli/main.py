@@ -123,10 +123,13 @@ def _config(root: Path, **flags: Any) -> OrchestrationConfig:
         "agent_cmd": "agent_cmd",
         "base": "base_ref",
         "retries": "retries",
+        "budget_usd": "budget_usd",
     }
     values = {mapping[k]: v for k, v in flags.items() if k in mapping and v is not None}
     if flags.get("no_fallback"):
         values["fallback_to_sequential"] = False
+    if flags.get("budget_hard"):
+        values["budget_hard"] = True
     return load_config(root, values)
 
 
@@ -189,6 +192,14 @@ def _listener(as_json: bool, quiet: bool) -> LiveTable | PlainLines | Silent:
     is_flag=True,
     help="Run the orchestrator in the background, immune to this terminal and its caller; "
     "print its id at once (see `gadugi wait`).",
+)
+@click.option(
+    "--budget-usd",
+    type=float,
+    help="Start no new task once the agents' cost reaches this many US dollars.",
+)
+@click.option(
+    "--budget-hard", is_flag=True, help="Also stop running tasks when the budget is reached."
 )
 def run(detach: bool, **kw: Any) -> None:
     """Run the named prompts from prompts/ in parallel worktrees."""

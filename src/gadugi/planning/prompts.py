@@ -9,7 +9,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..config import AGENTS, MAX_TIMEOUT_HOURS, MIN_RESOURCE_LIMIT, limit_ceiling, within
+from ..config import (
+    AGENTS,
+    MAX_BUDGET_USD,
+    MAX_TIMEOUT_HOURS,
+    MIN_RESOURCE_LIMIT,
+    limit_ceiling,
+    within,
+)
 from ..errors import PromptError
 from ..tasks import Prompt
 
@@ -39,6 +46,7 @@ KNOWN_KEYS = frozenset(
         "estimate_minutes",
         "memory_limit_mb",
         "open_files_limit",
+        "max_cost_usd",
     }
 )
 TASK_TYPES = ("feature", "bug fix", "tests", "docs", "refactor", "config")
@@ -197,6 +205,11 @@ def _check(key: str, value: Any, rel: str) -> Any:
         if not _integer(value) or not -MAX_PRIORITY <= value <= MAX_PRIORITY:
             raise bad(f"must be an integer between {-MAX_PRIORITY} and {MAX_PRIORITY}")
         return value
+    if key == "max_cost_usd":
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if not (number and value > 0 and within(value, 0, MAX_BUDGET_USD)):
+            raise bad(f"must be a number of US dollars more than 0 and at most {MAX_BUDGET_USD:g}")
+        return float(value)
     if key == "retries":
         if not _integer(value) or not 0 <= value <= 100:
             raise bad("must be an integer between 0 and 100")
