@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -189,3 +191,61 @@ def limited_once(reset_at: Callable[[], int]) -> Callable[[Turn], Reply | Failur
         return write_commit(turn)
 
     return script
+
+
+def test_a_usage_limit_parks_the_agents_tasks_then_a_canary_resumes_first(
+    make_claude_rig: Callable[..., ClaudeRig],
+) -> None:
+    resets: list[int] = []
+
+    def reset_at() -> int:
+        resets.append(int(time.time()) + 4)
+        return resets[-1]
+
+    rig = make_claude_rig(script={"limited": limited_once(reset_at)})
+    # The reset time reaches the events only for a claude.ai login (see test_claude_agent).
+    del rig.env["ANTHROPIC_API_KEY"]
+    rig.env["CLAUDE_CODE_OAUTH_TOKEN"] = "sk-ant-oat01-test-not-real"
+    setup_project(
+        rig, dict.fromkeys(("a", "b", "c"), "limited"), "usage_limit_margin_seconds = 0\n"
+    )
+    run = start_gadugi(
+        rig, "run", "--agent", "claude", "--json", "--max-parallel", "1", "a", "b", "c"
+    )
+    try:
+        shown: list[str] = []
+
+        def parked() -> bool:
+            status = gadugi(rig, "status")
+            shown.append(status.stdout)
+            return "usage limit of claude: resets at" in status.stdout
+
+        wait_until(parked, timeout=60)
+        out, err = run.communicate(timeout=120)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    assert run.returncode == 0, err
+    result = json.loads(out)
+    tasks = {t["task_id"]: t for t in result["tasks"]}
+    assert [tasks[n]["status"] for n in "abc"] == ["completed"] * 3
+    assert [tasks[n]["attempts"] for n in "abc"] == [2, 1, 1]  # no retry budget was needed
+    reset = time.strftime("%H:%M:%S", time.localtime(resets[0]))
+    assert any(f"usage limit of claude: resets at {reset}" in s for s in shown)
+    # Nothing started before the reset, and the canary (a) answered before b or c asked.
+    calls = [r for r in rig.server.messages("limited") if r.status == 200]
+    assert calls[0].body is not None
+    first_after = [_task_of(r.body or {}) for r in calls]
+    assert first_after[0] == "a" and set(first_after) == {"a", "b", "c"}
+    for name in "bc":
+        assert datetime.fromisoformat(tasks[name]["started_at"]).timestamp() >= resets[0]
+    assert result["waited_seconds"]["usage_limit"] > 0
+
+
+def _task_of(body: dict[str, Any]) -> str:
+    """The task a request came from: its worktree, named in the system prompt."""
+    system = body.get("system") or []
+    text = "\n".join(b.get("text", "") for b in system if isinstance(b, dict))
+    found = re.search(r"/\.worktrees/([a-z])-", text)
+    return found.group(1) if found else "?"
