@@ -294,6 +294,8 @@ def _report(result: OrchestrationResult, as_json: bool, quiet: bool) -> None:
             f"agents: ${totals.get('cost_usd', 0):.4f}, {int(totals.get('input_tokens', 0))} "
             f"input and {int(totals.get('output_tokens', 0))} output tokens"
         )
+    for line in _accounts_lines(result):
+        click.echo(line)
     for task in result.tasks:
         where = f"worktree kept at {task.worktree}" if task.worktree else "worktree removed"
         where = where if task.worktree or task.branch else "no worktree was made"
@@ -303,8 +305,22 @@ def _report(result: OrchestrationResult, as_json: bool, quiet: bool) -> None:
         )
         if task.error_message:
             click.echo(f"  {'':<24} {task.error_message}")
+        if task.commits_after_cancel:
+            click.echo(f"  {'':<24} {task.commits_after_cancel} commit(s) landed after the stop")
         if task.status != "completed" and task.log_file:
             click.echo(f"  {'':<24} log: gadugi logs {task.task_id}")
+
+
+def _accounts_lines(result: OrchestrationResult) -> list[str]:
+    """The budget and the time spent waiting for admission, when there is something to say."""
+    lines = []
+    if result.budget_usd is not None:
+        lines.append(f"budget: ${result.spent_usd or 0:.4f} of ${result.budget_usd:g} spent")
+    waited = {k: v for k, v in result.waited_seconds.items() if v > 0}
+    if waited:
+        parts = ", ".join(f"{k.replace('_', ' ')} {v:.1f}s" for k, v in sorted(waited.items()))
+        lines.append(f"waited for admission: {parts}")
+    return lines
 
 
 @main.command()
