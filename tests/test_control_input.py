@@ -44,7 +44,7 @@ def test_a_bad_budget_setting_exits_2_naming_the_key(repo: Repo, setting: str) -
     repo.commit()
     done = run_cli(["run", "--agent", "shell", "a"], repo.root)
     assert done.returncode == 2, done.stdout + done.stderr
-    assert setting.split(" ")[0] in done.stderr
+    assert setting.split(" ", maxsplit=1)[0] in done.stderr
     assert not (repo.root / ".gadugi").exists()
 
 

@@ -673,8 +673,10 @@ class Costly(AgentProfile):
         self, cost_usd: float = 0.0, limited: tuple[str, ...] = (), reset_at: float = 0.0
     ) -> None:
         self.cost_usd, self.limited, self.reset_at = cost_usd, set(limited), reset_at
+        self.caps: list[tuple[str, float | None]] = []  # the max_cost_usd each start got
 
     def prepare(self, ctx: AgentContext, prompt: Prompt) -> Launch:
+        self.caps.append((ctx.task_id, prompt.max_cost_usd))
         return profile_for("shell", OrchestrationConfig(agent="shell")).prepare(ctx, prompt)
 
     def judge(self, ctx: AgentContext, exit_code: int) -> Outcome:
@@ -782,3 +784,24 @@ def test_waiting_for_memory_and_load_is_counted_per_reason(rig: MakeRig) -> None
     waited = {"memory": 5.0, "load": 3.0}
     assert r.runner.waited_seconds(T0 + 10) == waited
     assert r.other.orchestration(ORCH)["waited_seconds"] == waited
+
+
+def test_without_a_hard_budget_only_the_prompts_own_cap_is_passed(rig: MakeRig) -> None:
+    profile = Costly(cost_usd=0.3)
+    capped = Prompt(**{**asdict(task("b")), "max_cost_usd": 0.5})
+    r = rig([task("a"), capped, task("c")], profile, max_parallel_tasks=1, budget_usd=1.0)
+    r.step(T0)
+    r.exit("a", 0)
+    r.step(T0 + 1)
+    r.exit("b", 0)
+    r.step(T0 + 2)
+    assert profile.caps == [("a", None), ("b", 0.5), ("c", None)]  # not hard: no cap added
+
+
+def test_a_hard_budget_caps_each_start_at_what_is_left_of_it(rig: MakeRig) -> None:
+    hard = Costly(cost_usd=0.3)
+    r2 = rig([task("a2"), task("b2")], hard, max_parallel_tasks=1, budget_usd=1.0, budget_hard=True)
+    r2.step(T0)
+    r2.exit("a2", 0)
+    r2.step(T0 + 1)
+    assert hard.caps == [("a2", 1.0), ("b2", pytest.approx(0.7))]

@@ -36,6 +36,10 @@ class Budget:
     def spent_out(self, spent_usd: float) -> bool:
         return self.limit_usd is not None and spent_usd >= self.limit_usd
 
+    def left(self, spent_usd: float) -> float | None:
+        """What is left of the budget, or None without one."""
+        return None if self.limit_usd is None else self.limit_usd - spent_usd
+
     def waiting(self, spent_usd: float) -> str | None:
         """Why no new task may start, or None while the budget lasts."""
         if not self.spent_out(spent_usd):

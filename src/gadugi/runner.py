@@ -17,7 +17,7 @@ import resource
 import signal
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -519,11 +519,21 @@ class Runner:
         prompt_file = ctx.prompt_file
         prompt_file.parent.mkdir(parents=True, exist_ok=True)
         prompt_file.write_text(self._render_prompt(run), encoding="utf-8")
-        launch = run.profile.prepare(ctx, run.prompt)
+        launch = run.profile.prepare(ctx, self._capped(run.prompt))
         if run.attempt > 1:
             with ctx.log_file.open("a", encoding="utf-8") as fh:
                 fh.write(f"\n{ATTEMPT_MARK}{run.attempt} ---\n")
         return ctx, launch
+
+    def _capped(self, prompt: Prompt) -> Prompt:
+        """With a hard budget, an agent that can cap its own spending (``max_cost_usd``:
+        claude's ``--max-budget-usd``) gets at most what is left of the budget: its cost is
+        only known when an attempt ends, too late to stop it from outside."""
+        left = self.budget.left(self.spent_usd()) if self.budget.hard else None
+        if left is None or left <= 0:
+            return prompt
+        cap = min(left, prompt.max_cost_usd or left)
+        return replace(prompt, max_cost_usd=max(round(cap, 6), 1e-6))
 
     def _render_prompt(self, run: TaskRun) -> str:
         deps = [f"{d} (branch {self.by_id[d].branch})" for d in run.slot.depends_on]
