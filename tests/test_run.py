@@ -276,6 +276,9 @@ def test_status_export_and_monitoring_files_describe_the_run(repo: Repo, tmp_pat
         "error_summary",
         "tasks",
         "agent_totals",
+        "waited_seconds",
+        "budget_usd",
+        "spent_usd",
     }
     assert set(result["tasks"][0]) == {
         "task_id",
@@ -293,6 +296,7 @@ def test_status_export_and_monitoring_files_describe_the_run(repo: Repo, tmp_pat
         "commits",
         "error_message",
         "agent",
+        "commits_after_cancel",
     }
     assert datetime.fromisoformat(result["started_at"]).utcoffset() is not None
     log = Path(result["tasks"][0]["log_file"])
