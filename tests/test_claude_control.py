@@ -38,7 +38,8 @@ TURN_COST = (1000 * 3 + 100 * 15) / 1e6  # one turn of 1000 in / 100 out at Sonn
 
 def setup_project(rig: ClaudeRig, scenarios: dict[str, str], settings: str = "") -> None:
     (rig.repo / "gadugi.toml").write_text(
-        f'claude_model = "{TEST_MODEL}"\nretries = 0\n{settings}', encoding="utf-8"
+        f'claude_model = "{TEST_MODEL}"\nretries = 0\nmax_load_per_cpu = 0\n{settings}',
+        encoding="utf-8",
     )
     for name, scenario in scenarios.items():
         prompt = rig.repo / "prompts" / f"{name}.md"

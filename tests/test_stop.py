@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import time
 from pathlib import Path
@@ -20,6 +21,9 @@ TRAPPER = (
     "while :; do sleep 0.05; done'"
 )
 
+# The shared test machine's load often passes the default ceiling; these tests are not about it.
+NO_LOAD_CEILING = "max_load_per_cpu = 0\n"
+
 
 def _spawn(tmp_path: Path, script: str) -> procs.Child:
     log = tmp_path / "log"
@@ -29,7 +33,7 @@ def _spawn(tmp_path: Path, script: str) -> procs.Child:
 
 
 def _pids(path: Path, count: int) -> list[int]:
-    wait_until(lambda: path.exists() and len(path.read_text().split()) >= count, timeout=10)
+    wait_until(lambda: path.exists() and len(path.read_text().split()) >= count, timeout=60)
     return [int(p) for p in path.read_text().split()]
 
 
@@ -67,7 +71,8 @@ def test_a_polite_agent_still_ends_its_own_way(tmp_path: Path) -> None:
     now = time.time()
 
     procs.begin_stop(child, now, grace_s=3600)
-    assert psutil.Process(sleeper).status() == psutil.STATUS_STOPPED  # frozen, not asked
+    # Frozen, never asked to stop (a signal takes effect when the process next runs).
+    wait_until(lambda: psutil.Process(sleeper).status() == psutil.STATUS_STOPPED, timeout=10)
     wait_until(lambda: procs.finish_stop(child, now), timeout=10)  # well before the deadline
 
     assert said.read_text() == "bye\n" and child.returncode == 3
@@ -94,6 +99,7 @@ def test_an_agent_that_works_on_after_sigterm_is_killed_frozen(tmp_path: Path) -
 def test_cancel_freezes_the_task_and_reports_no_commit_after_it(repo: Repo) -> None:
     after, pids = repo.root.parent / "after", repo.root.parent / "pids"
     repo.shell_prompt("long.md", TRAPPER.format(after=after, pids=pids))
+    (repo.root / "gadugi.toml").write_text(NO_LOAD_CEILING)
     repo.commit()
     run = start_cli(["run", "--agent", "shell", "--json", "long"], repo.root)
     try:
@@ -121,6 +127,7 @@ def test_a_commit_made_after_the_cancel_is_reported(repo: Repo) -> None:
         f"sleep 100 & echo $! > {ready}\nwait\n"
     )
     repo.shell_prompt("late.md", script)
+    (repo.root / "gadugi.toml").write_text(NO_LOAD_CEILING)
     repo.commit()
     run = start_cli(["run", "--agent", "shell", "--json", "late"], repo.root)
     try:
@@ -134,3 +141,25 @@ def test_a_commit_made_after_the_cancel_is_reported(repo: Repo) -> None:
     task = json.loads(out)["tasks"][0]
     assert task["status"] == "cancelled", err
     assert task["commits"] == 1 and task["commits_after_cancel"] == 1
+
+
+def test_a_daemon_the_task_left_reparented_to_us_is_frozen_with_it(tmp_path: Path) -> None:
+    after, daemons, tools = tmp_path / "after", tmp_path / "daemons", tmp_path / "tools"
+    daemon_script = TRAPPER.format(after=after, pids=daemons)
+    tool_script = TRAPPER.format(after=after, pids=tools)
+    # The daemon's parent exits at once: it is reparented to the subreaper, out of the tree.
+    script = f"bash -c {shlex.quote(f'setsid {daemon_script} & exit 0')}; {tool_script}"
+    env = {**os.environ, "GADUGI_ORCHESTRATION_ID": "orch-d", "GADUGI_TASK_ID": "leaves"}
+    with procs.subreaper() as reaping:
+        assert reaping
+        log = tmp_path / "log"
+        child = procs.spawn(["bash", "-c", script], tmp_path, env, log, log, tmp_path / "r.json")
+        daemon, tool = _pids(daemons, 1)[0], _pids(tools, 1)[0]
+        wait_until(lambda: daemon in {p.pid for p in procs.orphans()}, timeout=10)
+
+        # The agent here is the tool itself (bash runs its last command with exec): its
+        # trap waits on its frozen child, so only the deadline's SIGKILL ends it.
+        procs.terminate([child], grace_s=1)
+
+        assert all(_gone(pid) for pid in (daemon, tool)) and not after.exists()
+        procs.reap_orphans()

@@ -163,6 +163,7 @@ class Child:
     kill_at: float | None = None  # when a stop begun with SIGTERM turns to SIGKILL
     killed: bool = False  # SIGKILL has been sent to the agent itself
     frozen: bool = False  # part of the tree is held by SIGSTOP until it is killed
+    task: tuple[str, str] | None = None  # (orchestration, task) its environment names
 
     @property
     def returncode(self) -> int | None:
@@ -304,7 +305,9 @@ def spawn(
         if err_fd != out_fd:
             os.close(err_fd)
     started = process_start_time(popen.pid) or time.time()
-    return Child(popen.pid, started, result_file, popen=popen)
+    orch_id, task_id = env.get("GADUGI_ORCHESTRATION_ID"), env.get("GADUGI_TASK_ID")
+    task = (orch_id, task_id) if orch_id and task_id else None
+    return Child(popen.pid, started, result_file, popen=popen, task=task)
 
 
 def find_agent(orchestration_id: str, task_id: str) -> tuple[int, float] | None:
@@ -442,6 +445,23 @@ def reap_orphans() -> list[int]:
                 if proc.status() == psutil.STATUS_ZOMBIE and os.waitpid(proc.pid, os.WNOHANG)[0]:
                     reaped.append(proc.pid)
     return reaped
+
+
+def orphans_of(orchestration_id: str, task_id: str) -> list[psutil.Process]:
+    """What one task left reparented to us (a daemon whose parent exited), with its trees:
+    outside the task's process tree, yet still its work."""
+    found = []
+    for orphan in orphans():
+        try:
+            env = orphan.environ()
+        except psutil.Error:
+            continue
+        if (env.get("GADUGI_ORCHESTRATION_ID"), env.get("GADUGI_TASK_ID")) == (
+            orchestration_id,
+            task_id,
+        ):
+            found += _tree(orphan.pid)
+    return found
 
 
 def agents_of(orchestration_ids: set[str]) -> list[tuple[int, str, str]]:
@@ -630,17 +650,23 @@ def freeze(child: Child) -> list[psutil.Process]:
     if child.pid <= 1:
         return []
     known = {p.pid: p for p in child.strays or ()}
-    for _ in range(FREEZE_LOOKS):
+    if child.task is not None:
+        known.update((p.pid, p) for p in orphans_of(*child.task))
+    fresh = list(known.values())  # orphans first: nothing has signalled them yet
+    for look in range(FREEZE_LOOKS):
         with suppress(ProcessLookupError, PermissionError):
             os.killpg(child.pid, signal.SIGSTOP)
-        found = [p for p in _tree(child.pid) if p.pid != child.pid and p.pid not in known]
-        for proc in found:
+        for proc in fresh:
             with suppress(psutil.Error):
                 proc.send_signal(signal.SIGSTOP)
-            known[proc.pid] = proc
-        if not found and child.strays is not None:
+        fresh = [p for p in _tree(child.pid) if p.pid != child.pid and p.pid not in known]
+        known.update((p.pid, p) for p in fresh)
+        if not fresh and look:
             break
-        child.strays = list(known.values())
+    for proc in fresh:  # found by the last look
+        with suppress(psutil.Error):
+            proc.send_signal(signal.SIGSTOP)
+    child.strays = list(known.values())
     agents = []
     for proc in child.strays or ():
         with suppress(psutil.Error):
