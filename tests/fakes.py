@@ -91,11 +91,13 @@ class FakeProcesses(Processes):
             child.end(-signal.SIGKILL, now)
         return False
 
-    def terminate(self, children: list[procs.Child], grace_s: float) -> None:
+    def terminate(
+        self, children: list[procs.Child], grace_s: float, gracefully: bool = True
+    ) -> None:
         self.terminated.append([c.task_id for c in children if isinstance(c, FakeChild)])
         for child in children:
             assert isinstance(child, FakeChild)
-            sig = signal.SIGKILL if child.ignores_term else signal.SIGTERM
+            sig = signal.SIGKILL if child.ignores_term or not gracefully else signal.SIGTERM
             child.end(-sig.value, 0.0)
 
     def sample(self, pids: Sequence[int]) -> dict[int, tuple[float, float]]:

@@ -78,8 +78,10 @@ class Processes:
     def finish_stop(self, child: procs.Child, now: float) -> bool:
         return procs.finish_stop(child, now)
 
-    def terminate(self, children: list[procs.Child], grace_s: float) -> None:
-        procs.terminate(children, grace_s)
+    def terminate(
+        self, children: list[procs.Child], grace_s: float, gracefully: bool = True
+    ) -> None:
+        procs.terminate(children, grace_s, gracefully)
 
     def sample(self, pids: Sequence[int]) -> dict[int, tuple[float, float]]:
         return procs.sample_trees(pids)
@@ -249,7 +251,15 @@ class Runner:
         children = [r.child for r in self.runs if r.child is not None]
         if children:
             log.error("stopping %d agent(s) after an internal error", len(children))
-            self.procs.terminate(children, self.config.kill_grace_seconds)
+        for gracefully in (False, True):  # those killed at once first: nothing to wait for
+            group = [
+                r.child
+                for r in self.runs
+                if r.child is not None
+                and bool(getattr(r.profile, "stop_gracefully", True)) is gracefully
+            ]
+            if group:
+                self.procs.terminate(group, self.config.kill_grace_seconds, gracefully)
 
     def tick(self, now: float) -> bool:
         """One step; returns False once every task has finished."""
