@@ -180,7 +180,7 @@ def test_a_usage_limit_parks_the_task_without_spending_retries(
     monkeypatch.setattr(gadugi.coordinator, "profile_for", lambda name, config: profile)
     repo.shell_prompt("capped.md", "echo working")
     repo.commit()
-    config = OrchestrationConfig(agent="shell", retries=0)
+    config = OrchestrationConfig(agent="shell", retries=0, usage_limit_margin_seconds=0)
     result = OrchestratorCoordinator(config, project_root=repo.root).orchestrate(["capped"])
     task = result.tasks[0]
     assert task.status == "completed" and task.attempts == 2  # no retry budget was needed

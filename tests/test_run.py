@@ -308,6 +308,9 @@ def test_status_export_and_monitoring_files_describe_the_run(repo: Repo, tmp_pat
         "tasks",
         "agent_totals",
         "plan_accuracy",
+        "waited_seconds",
+        "budget_usd",
+        "spent_usd",
     }
     assert set(result["tasks"][0]) == {
         "task_id",
@@ -331,6 +334,7 @@ def test_status_export_and_monitoring_files_describe_the_run(repo: Repo, tmp_pat
         "changed_files",
         "insertions",
         "deletions",
+        "commits_after_cancel",
     }
     assert datetime.fromisoformat(result["started_at"]).utcoffset() is not None
     log = Path(result["tasks"][0]["log_file"])

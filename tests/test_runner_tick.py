@@ -373,13 +373,13 @@ def test_a_stall_with_stall_action_restart_requeues_and_costs_a_retry(rig: MakeR
 def test_a_usage_limit_parks_the_task_until_the_reset_and_costs_no_retry(rig: MakeRig) -> None:
     reset = T0 + 3600
     profile = UsageLimited(reset)
-    r = rig([task("limited", retries=0)], profile)
+    r = rig([task("limited", retries=0)], profile, usage_limit_margin_seconds=0)
     r.step(T0)
     r.exit("limited", 1)
     r.step(T0 + 10)
     row = r.row("limited")
     assert (row["status"], row["not_before"]) == ("queued", reset)  # resume reads it
-    assert "usage limit reached; parked until" in row["error_message"]
+    assert row["error_message"].startswith("usage limit of usage-limited: resets at ")
     assert r.attempts("limited") == [(1, "parked", 1)]
 
     r.step(reset - 1)
@@ -740,3 +740,183 @@ def test_a_stack_whose_branches_clash_starts_from_what_merges(rig: MakeRig) -> N
     assert r.status("c") is R  # the clash between a and b cost c nothing but a's work
     assert r.worktrees.created[-1][::3] == ("c", r.row("b")["branch"])
     assert r.worktrees.merged == []
+
+
+class KeepsWorking(AgentProfile):
+    """The shell agent, marked as one that works on after SIGTERM (as claude is)."""
+
+    name = "keeps-working"
+    stop_gracefully = False
+
+    def prepare(self, ctx: AgentContext, prompt: Prompt) -> Launch:
+        return profile_for("shell", OrchestrationConfig(agent="shell")).prepare(ctx, prompt)
+
+    def judge(self, ctx: AgentContext, exit_code: int) -> Outcome:
+        return Outcome(exit_code == 0, error=None if exit_code == 0 else "failed")
+
+
+def test_an_agent_that_works_on_after_sigterm_is_killed_at_once_on_cancel(rig: MakeRig) -> None:
+    r = rig([task("eager")], KeepsWorking(), kill_grace_seconds=30)
+    r.step(T0)
+    branch = r.runner.by_id["eager"].branch
+    assert branch is not None
+    # The branch gains a commit between the cancel and the end of the task.
+    r.worktrees.commits_after[(branch, f"head-of-{branch}")] = 1
+    r.other.request_cancel(ORCH, "eager", "alice")
+    r.step(T0 + 1)
+    assert r.procs.signals == [("eager", signal.SIGKILL)]  # no SIGTERM, no grace period
+    assert not r.step(T0 + 1.1)
+    row = r.row("eager")
+    assert (row["status"], row["commits_after_cancel"]) == ("cancelled", 1)
+
+
+def test_a_task_never_stopped_reports_no_commits_after_cancel(rig: MakeRig) -> None:
+    r = rig([task("plain")])
+    r.step(T0)
+    r.exit("plain", 0)
+    assert not r.step(T0 + 1)
+    assert r.row("plain")["commits_after_cancel"] is None
+
+
+class Costly(AgentProfile):
+    """The shell agent, each attempt reporting a cost of ``cost_usd``; the first attempt of
+    the tasks in ``limited`` meets a usage limit resetting at ``reset_at``."""
+
+    name = "costly"
+
+    def __init__(
+        self, cost_usd: float = 0.0, limited: tuple[str, ...] = (), reset_at: float = 0.0
+    ) -> None:
+        self.cost_usd, self.limited, self.reset_at = cost_usd, set(limited), reset_at
+        self.caps: list[tuple[str, float | None]] = []  # the max_cost_usd each start got
+
+    def prepare(self, ctx: AgentContext, prompt: Prompt) -> Launch:
+        self.caps.append((ctx.task_id, prompt.max_cost_usd))
+        return profile_for("shell", OrchestrationConfig(agent="shell")).prepare(ctx, prompt)
+
+    def judge(self, ctx: AgentContext, exit_code: int) -> Outcome:
+        agent: dict[str, Any] = {"cost_usd": self.cost_usd}
+        if ctx.task_id in self.limited:
+            self.limited.discard(ctx.task_id)
+            agent["retry_after"] = self.reset_at
+            return Outcome(False, transient=True, error="usage limit reached", agent=agent)
+        return Outcome(exit_code == 0, error=None if exit_code == 0 else "failed", agent=agent)
+
+
+def test_a_usage_limit_parks_every_task_of_the_agent_then_one_canary_goes_first(
+    rig: MakeRig,
+) -> None:
+    reset = T0 + 600
+    profile = Costly(limited=("a",), reset_at=reset)
+    r = rig(
+        [task("a"), task("b"), task("c")],
+        profile,
+        max_parallel_tasks=1,
+        usage_limit_margin_seconds=30,
+    )
+    r.step(T0)
+    r.exit("a", 1)
+    r.step(T0 + 1)
+    for name in "abc":  # every queued task of that agent waits, and says until when
+        row = r.row(name)
+        assert (row["status"], row["not_before"]) == ("queued", reset + 30)
+        assert row["error_message"].startswith("usage limit of costly: resets at ")
+    r.step(reset + 29)
+    assert r.procs.spawned() == ["a"]  # the margin is part of the wait
+
+    r.step(reset + 30)
+    assert r.procs.spawned() == ["a", "a"]  # the canary, alone
+    r.step(reset + 31)
+    assert r.procs.spawned() == ["a", "a"]
+    r.exit("a", 0)
+    r.step(reset + 32)
+    assert r.procs.spawned() == ["a", "a", "b"]  # it passed: the rest follow
+    waited = r.runner.waited_seconds(reset + 32)
+    assert waited == {"usage_limit": pytest.approx(reset + 32 - (T0 + 1))}  # incl. the canary
+
+
+def test_a_budget_holds_new_tasks_then_cancels_them_once_nothing_runs(rig: MakeRig) -> None:
+    r = rig(
+        [task("a"), task("b"), task("c")],
+        Costly(cost_usd=0.6),
+        max_parallel_tasks=2,
+        budget_usd=1.0,
+    )
+    r.step(T0)
+    assert r.procs.spawned() == ["a", "b"]
+    r.exit("a", 0)
+    r.step(T0 + 1)
+    assert r.procs.spawned() == ["a", "b", "c"]  # $0.60 spent, under the budget
+    r.exit("b", 0)
+    r.step(T0 + 2)
+    assert r.runner.spent_usd() == pytest.approx(1.2)
+    r.exit("c", 0)
+    assert not r.step(T0 + 3)
+    assert [r.status(t) for t in "abc"] == [C, C, C]  # running tasks finish (not hard)
+
+
+def test_a_spent_budget_cancels_the_queued_and_a_hard_one_stops_the_running(
+    rig: MakeRig,
+) -> None:
+    r = rig(
+        [task("a"), task("b"), task("c"), task("d")],
+        Costly(cost_usd=1.0),
+        max_parallel_tasks=2,
+        budget_usd=1.0,
+        budget_hard=True,
+        kill_grace_seconds=5,
+    )
+    r.step(T0)
+    r.exit("a", 0)
+    r.step(T0 + 1)
+    assert r.procs.spawned() == ["a", "b"]  # c waits: the budget is spent
+    note = r.other.orchestration(ORCH)["note"]
+    assert note == "budget of $1 reached: $1.0000 spent"
+    assert r.procs.signals == [("b", signal.SIGTERM)]  # hard: the running task is stopped
+    assert not r.step(T0 + 2)
+    assert [r.status(t) for t in "abcd"] == [C, X, X, X]
+    assert {r.row(t)["error_message"] for t in "bcd"} == {"budget of $1 spent"}
+    assert r.attempts("c") == []
+    assert r.other.orchestration(ORCH)["spent_usd"] == pytest.approx(1.0)
+    assert r.runner.waited_seconds(T0 + 2) == {"budget": 1.0}
+
+
+def test_waiting_for_memory_and_load_is_counted_per_reason(rig: MakeRig) -> None:
+    r = rig([task("a"), task("b")], max_parallel_tasks=1, max_load_per_cpu=1.0)
+    r.machine.available_mb = 100
+    r.step(T0)
+    r.step(T0 + 4)
+    r.machine.available_mb, r.machine.load_1m = 4000, 9.0
+    r.step(T0 + 5)
+    r.step(T0 + 7)
+    r.machine.load_1m = 0.0
+    r.step(T0 + 8)
+    assert r.procs.spawned() == ["a"]
+    r.exit("a", 0)
+    r.step(T0 + 9)
+    r.exit("b", 0)
+    assert not r.step(T0 + 10)
+    waited = {"memory": 5.0, "load": 3.0}
+    assert r.runner.waited_seconds(T0 + 10) == waited
+    assert r.other.orchestration(ORCH)["waited_seconds"] == waited
+
+
+def test_without_a_hard_budget_only_the_prompts_own_cap_is_passed(rig: MakeRig) -> None:
+    profile = Costly(cost_usd=0.3)
+    capped = Prompt(**{**asdict(task("b")), "max_cost_usd": 0.5})
+    r = rig([task("a"), capped, task("c")], profile, max_parallel_tasks=1, budget_usd=1.0)
+    r.step(T0)
+    r.exit("a", 0)
+    r.step(T0 + 1)
+    r.exit("b", 0)
+    r.step(T0 + 2)
+    assert profile.caps == [("a", None), ("b", 0.5), ("c", None)]  # not hard: no cap added
+
+
+def test_a_hard_budget_caps_each_start_at_what_is_left_of_it(rig: MakeRig) -> None:
+    hard = Costly(cost_usd=0.3)
+    r2 = rig([task("a2"), task("b2")], hard, max_parallel_tasks=1, budget_usd=1.0, budget_hard=True)
+    r2.step(T0)
+    r2.exit("a2", 0)
+    r2.step(T0 + 1)
+    assert hard.caps == [("a2", 1.0), ("b2", pytest.approx(0.7))]

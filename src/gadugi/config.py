@@ -28,6 +28,7 @@ ENVIRONMENT = {
 MAX_TIMEOUT_HOURS = 24 * 7  # no task runs longer, so no estimate or stall limit is longer either
 MAX_DELAY_SECONDS = 3600.0
 MAX_LOAD_PER_CPU = 1000.0
+MAX_BUDGET_USD = 1_000_000.0
 MIN_RESOURCE_LIMIT = 16
 MAX_COMMAND_LENGTH = 10_000  # setup_command, verify_command: a command line, not a script
 # Where the hard RLIMIT_NOFILE is unlimited (macOS), the kernel still refuses more than this.
@@ -84,6 +85,11 @@ class OrchestrationConfig:
     setup_cache_key: tuple[str, ...] = field(default_factory=tuple)
     setup_cache_paths: tuple[str, ...] = field(default_factory=tuple)
     setup_cache_link: bool = False
+    # No new task starts once the agents' cost reaches this many US dollars (None: no budget).
+    budget_usd: float | None = None
+    budget_hard: bool = False  # also stop running tasks when the budget is reached
+    # Tasks parked by a usage limit wait this long past its reset time.
+    usage_limit_margin_seconds: float = 60.0
 
     def __post_init__(self) -> None:
         validate(self)
@@ -166,6 +172,16 @@ def validate(cfg: OrchestrationConfig, source: str = "") -> None:
             ceiling, what = limit_ceiling(key)
             if not MIN_RESOURCE_LIMIT <= value <= ceiling:
                 raise bad(key, f"must be between {MIN_RESOURCE_LIMIT} and {ceiling} ({what})")
+    if cfg.budget_usd is not None and not (
+        cfg.budget_usd > 0 and within(cfg.budget_usd, 0, MAX_BUDGET_USD)
+    ):
+        raise bad("budget_usd", f"must be more than 0 and at most {MAX_BUDGET_USD:g} (US dollars)")
+    if cfg.budget_hard and cfg.budget_usd is None:
+        raise bad("budget_hard", "needs a budget (--budget-usd or budget_usd)")
+    if not within(cfg.usage_limit_margin_seconds, 0, MAX_DELAY_SECONDS):
+        raise bad(
+            "usage_limit_margin_seconds", f"must be between 0 and {MAX_DELAY_SECONDS:g} seconds"
+        )
     if cfg.claude_max_turns is not None and cfg.claude_max_turns < 1:
         raise bad("claude_max_turns", "must be at least 1")
     if cfg.codex_sandbox not in CODEX_SANDBOXES:

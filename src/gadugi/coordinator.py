@@ -82,6 +82,7 @@ class TaskResult:
     changed_files: int | None = None  # the branch's diffstat against its base
     insertions: int | None = None
     deletions: int | None = None
+    commits_after_cancel: int | None = None  # set when the task was stopped: what landed after
 
 
 @dataclass
@@ -100,6 +101,9 @@ class OrchestrationResult:
     agent_totals: dict[str, float] = field(default_factory=dict)
     landing: dict[str, Any] | None = None  # landing.orchestration_landing
     plan_accuracy: dict[str, Any] | None = None  # planning/accuracy.py, once the run ends
+    waited_seconds: dict[str, float] = field(default_factory=dict)  # admission, per reason
+    budget_usd: float | None = None
+    spent_usd: float | None = None  # what the agents cost, as they reported it
     interrupted: bool = False
 
     def to_json(self) -> dict[str, Any]:
@@ -146,6 +150,7 @@ def build_result(
         agent_totals=_agent_totals(tasks),
         landing=orchestration_landing(orch, rows),
         interrupted=interrupted,
+        **_accounts(orch, tasks),
     )
 
 
@@ -165,6 +170,21 @@ def measure_accuracy(root: Path, rows: list[dict[str, Any]]) -> dict[str, Any]:
             changed[row["task_id"]] = [f["path"] for f in stat.files]
     predicted = {row["task_id"]: row["conflicts_with"] or [] for row in rows}
     return plan_accuracy(predicted, changed)
+
+
+def _accounts(orch: dict[str, Any], tasks: list[TaskResult]) -> dict[str, Any]:
+    """``waited_seconds``, ``budget_usd`` and ``spent_usd`` as the loop recorded them."""
+    config = orch.get("config")
+    config = config if isinstance(config, dict) else {}
+    waited = orch.get("waited_seconds")
+    spent = orch.get("spent_usd")
+    if spent is None:
+        spent = _agent_totals(tasks).get("cost_usd")
+    return {
+        "waited_seconds": waited if isinstance(waited, dict) else {},
+        "budget_usd": config.get("budget_usd"),
+        "spent_usd": None if spent is None else round(float(spent), 6),
+    }
 
 
 def _agent_totals(tasks: list[TaskResult]) -> dict[str, float]:
@@ -202,6 +222,7 @@ def _task_result(row: dict[str, Any]) -> TaskResult:
         changed_files=row.get("changed_files"),
         insertions=row.get("insertions"),
         deletions=row.get("deletions"),
+        commits_after_cancel=row.get("commits_after_cancel"),
     )
 
 

@@ -138,6 +138,8 @@ ADDED_COLUMNS = {
         # landing.py: the integration branch, the commit its queue was built on, its head,
         # the branch it fast-forwards, and the last head a verification passed on
         **dict.fromkeys(LANDING_ORCHESTRATION, "TEXT"),
+        "spent_usd": "REAL",  # what its agents cost, as they reported it
+        "waited_seconds": "TEXT",  # JSON {reason: seconds} of waiting for admission
     },
     "tasks": {
         "conflicts_with": "TEXT NOT NULL DEFAULT '[]'",
@@ -160,6 +162,7 @@ ADDED_COLUMNS = {
         "insertions": "INTEGER",
         "deletions": "INTEGER",
         "waiting_reason": "TEXT",  # why a queued task is not starting (schedule.waiting_reasons)
+        "commits_after_cancel": "INTEGER",  # commits the branch gained after a stop began
     },
 }
 _IDENTIFIER = re.compile(r"[a-z_]+")
@@ -360,6 +363,16 @@ class Registry:
         """Why the orchestration is waiting (admission control), or None."""
         with self.transaction() as c:
             c.execute("UPDATE orchestrations SET note = ? WHERE id = ?", (note, orch_id))
+
+    def set_accounts(
+        self, orch_id: str, spent_usd: float, waited_seconds: Mapping[str, float]
+    ) -> None:
+        """What the orchestration's agents have cost, and how long it waited, per reason."""
+        with self.transaction() as c:
+            c.execute(
+                "UPDATE orchestrations SET spent_usd = ?, waited_seconds = ? WHERE id = ?",
+                (spent_usd, json.dumps(dict(waited_seconds)), orch_id),
+            )
 
     def finish_orchestration(
         self, orch_id: str, state: str, result: Mapping[str, Any], owner: str | None = None
@@ -828,7 +841,7 @@ def _encode(key: str, value: Any) -> Any:
 
 
 def _decode(row: dict[str, Any]) -> dict[str, Any]:
-    for key in _JSON_COLUMNS | {"config", "result"}:
+    for key in _JSON_COLUMNS | {"config", "result", "waited_seconds"}:
         if isinstance(row.get(key), str):
             with suppress(json.JSONDecodeError):
                 row[key] = json.loads(row[key])

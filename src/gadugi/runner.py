@@ -17,7 +17,7 @@ import resource
 import signal
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -28,6 +28,7 @@ from .config import OrchestrationConfig
 from .envsetup import setup_argv
 from .errors import GadugiError, RequestError, SpawnError, WorktreeError
 from .health import Admission
+from .holds import Budget, UsageLimits, WaitTally, clock_time, cost_of
 from .lifecycle import Transition
 from .phases import followup_prompt, phase_failed, verify_followup
 from .planning.schedule import Slot, doomed, next_to_start, waiting_reasons
@@ -81,14 +82,18 @@ class Processes:
     ) -> procs.Child:
         return procs.spawn(argv, cwd, env, stdout, stderr, result_file, limits)
 
-    def begin_stop(self, child: procs.Child, now: float, grace_s: float) -> None:
-        procs.begin_stop(child, now, grace_s)
+    def begin_stop(
+        self, child: procs.Child, now: float, grace_s: float, gracefully: bool = True
+    ) -> None:
+        procs.begin_stop(child, now, grace_s, gracefully)
 
     def finish_stop(self, child: procs.Child, now: float) -> bool:
         return procs.finish_stop(child, now)
 
-    def terminate(self, children: list[procs.Child], grace_s: float) -> None:
-        procs.terminate(children, grace_s)
+    def terminate(
+        self, children: list[procs.Child], grace_s: float, gracefully: bool = True
+    ) -> None:
+        procs.terminate(children, grace_s, gracefully)
 
     def sample(self, pids: Sequence[int]) -> dict[int, tuple[float, float]]:
         return procs.sample_trees(pids)
@@ -144,6 +149,9 @@ class TaskRun:
     summary: str | None = None
     verification: dict[str, Any] | None = None
     waiting_reason: str | None = None  # why it is queued and not starting, as last recorded
+    head_at_stop: str | None = None  # the branch's commit when a stop was asked for
+    spent_usd: float = 0.0  # what the task's ended attempts cost, as their agents reported
+    attempt_cost: float = 0.0  # what the running attempt has cost so far
 
     @property
     def task_id(self) -> str:
@@ -238,6 +246,13 @@ class Runner:
         self.parallel = config.max_parallel_tasks
         self._paused_until = 0.0  # backing off after a fork failure in the loop itself
         self._pauses = 0
+        self.budget = Budget(config.budget_usd, config.budget_hard)
+        self.limits = UsageLimits(config.usage_limit_margin_seconds)
+        self.waits = WaitTally()
+        self._accounts: tuple[float, dict[str, float]] | None = None  # as last recorded
+        for run in runs:
+            if run.status is not TaskStatus.RUNNING:  # taken over by resume or retry
+                run.spent_usd = cost_of(run.agent_info)
 
     # -- the loop ---------------------------------------------------------------------
 
@@ -268,7 +283,15 @@ class Runner:
         children = [r.child for r in self.runs if r.child is not None]
         if children:
             log.error("stopping %d agent(s) after an internal error", len(children))
-            self.procs.terminate(children, self.config.kill_grace_seconds)
+        for gracefully in (False, True):  # those killed at once first: nothing to wait for
+            group = [
+                r.child
+                for r in self.runs
+                if r.child is not None
+                and bool(getattr(r.profile, "stop_gracefully", True)) is gracefully
+            ]
+            if group:
+                self.procs.terminate(group, self.config.kill_grace_seconds, gracefully)
 
     def tick(self, now: float) -> bool:
         """One step; returns False once every task has finished."""
@@ -293,8 +316,12 @@ class Runner:
         self._pauses = 0
         if self.listener:
             self.listener.ticked(self.runs, now, self.waiting)
+        going = any(not r.status.finished for r in self.runs)
+        if not going:
+            self.waits.observe((), now)
+            self._record_accounts(now)
         landing = self.lander is not None and not self.lander.done
-        return landing or any(not r.status.finished for r in self.runs)
+        return landing or going
 
     def _step(self, now: float) -> None:
         self._apply_cancel_requests(now)
@@ -303,7 +330,10 @@ class Runner:
                 self._check_running(run, now)
         self._cancel_doomed(now)
         self._start_ready(now)
+        self._enforce_budget(now)
         self._note_waiting(now)
+        if self.waits.observe(self._waiting_kinds(now), now):
+            self._record_accounts(now)
         if now - self._last_observe >= OBSERVE_EVERY_S:
             self._last_observe = now
             self.procs.reap()  # orphans reparented to us, so no zombie piles up
@@ -330,9 +360,14 @@ class Runner:
         if free <= 0:
             return
         statuses = {r.task_id: r.status for r in self.runs}
-        held = frozenset(r.task_id for r in self.runs if r.hold_until > now)
+        held = frozenset(
+            r.task_id
+            for r in self.runs
+            if r.hold_until > now or self.limits.holds(r.profile.name, r.task_id, now)
+        )
         ready = next_to_start([r.slot for r in self.runs], statuses, free, held)
-        self._set_waiting(self.admission.blocked(now) if ready else None)
+        budget = self.budget.waiting(self.spent_usd()) if ready else None
+        self._set_waiting(budget or (self.admission.blocked(now) if ready else None))
         if self.waiting:
             return  # running tasks go on; new ones wait until the machine has room
         for task_id in ready:
@@ -394,6 +429,7 @@ class Runner:
         except (GadugiError, OSError) as exc:
             self._start_failed(run, exc, now)
             return
+        run.head_at_stop = None
         if self.parallel < self.config.max_parallel_tasks:
             self.parallel += 1
         run.started_at = run.started_at or now
@@ -431,6 +467,8 @@ class Runner:
         run.followup = None  # said now, in this attempt's prompt
         run.verdict = run.summary = None  # the last attempt's; this one gives its own
         self._watch(run, child, ctx, Phase.AGENT, now, run.timeout_s)
+        run.attempt_cost = 0.0
+        self.limits.started(run.profile.name, run.task_id, now)
         return child, launch.argv
 
     def _spawn_phase(self, run: TaskRun, phase: Phase, argv: list[str], now: float) -> procs.Child:
@@ -655,11 +693,21 @@ class Runner:
             # A resumed session already holds the task: it is told only what comes next.
             text = run.followup if ctx.resume_session else followup_prompt(text, run.followup)
         prompt_file.write_text(text, encoding="utf-8")
-        launch = run.profile.prepare(ctx, run.prompt)
+        launch = run.profile.prepare(ctx, self._capped(run.prompt))
         if run.attempt > 1:
             with ctx.log_file.open("a", encoding="utf-8") as fh:
                 fh.write(f"\n{ATTEMPT_MARK}{run.attempt} ---\n")
         return ctx, launch
+
+    def _capped(self, prompt: Prompt) -> Prompt:
+        """With a hard budget, an agent that can cap its own spending (``max_cost_usd``:
+        claude's ``--max-budget-usd``) gets at most what is left of the budget: its cost is
+        only known when an attempt ends, too late to stop it from outside."""
+        left = self.budget.left(self.spent_usd()) if self.budget.hard else None
+        if left is None or left <= 0:
+            return prompt
+        cap = min(left, prompt.max_cost_usd or left)
+        return replace(prompt, max_cost_usd=max(round(cap, 6), 1e-6))
 
     def _render_prompt(self, run: TaskRun) -> str:
         deps = [f"{d} (branch {self.by_id[d].branch})" for d in run.slot.depends_on]
@@ -708,7 +756,8 @@ class Runner:
         elif not self.procs.finish_stop(child, now):
             # The agent left processes behind in its group: they must not outlive it.
             if child.kill_at is None:
-                self.procs.begin_stop(child, now, self.config.kill_grace_seconds)
+                gracefully = bool(getattr(run.profile, "stop_gracefully", True))
+                self.procs.begin_stop(child, now, self.config.kill_grace_seconds, gracefully)
         elif ended.out_of_resources:
             self._not_started(run, ended, now)
         elif run.phase is Phase.SETUP:
@@ -778,11 +827,26 @@ class Runner:
         )
 
     def _stop(self, run: TaskRun, status: TaskStatus, why: str, now: float) -> None:
-        """Begin stopping a running task: SIGTERM now, SIGKILL after the grace period."""
+        """Begin stopping a running task: its tree frozen now, then ended (see _begin_stop)."""
         assert run.child is not None
-        self.procs.begin_stop(run.child, now, self.config.kill_grace_seconds)
+        self._begin_stop(run, now)
         run.stopping = (status, why, now + self.config.kill_grace_seconds)
         log.info("%s: stopping (%s)", run.task_id, why)
+
+    def _begin_stop(self, run: TaskRun, now: float) -> None:
+        """Freeze the task's tree and end it, politely or, for an agent that keeps working
+        after SIGTERM (its profile's ``stop_gracefully`` is false), with SIGKILL at once.
+
+        The branch's commit is noted first: a commit that lands after it is reported
+        (``commits_after_cancel``), never hidden.
+        """
+        assert run.child is not None
+        if run.child.kill_at is not None:
+            return
+        if run.branch and run.head_at_stop is None:
+            run.head_at_stop = self.worktrees.branch_head(run.branch)
+        gracefully = bool(getattr(run.profile, "stop_gracefully", True))
+        self.procs.begin_stop(run.child, now, self.config.kill_grace_seconds, gracefully)
 
     def _exited(self, run: TaskRun, ended: procs.Exit, now: float) -> None:
         assert run.ctx is not None
@@ -793,6 +857,8 @@ class Runner:
         self.observe(run, now)
         outcome: Outcome = run.profile.judge(run.ctx, code)
         run.agent_info.update(outcome.agent)
+        if "cost_usd" in outcome.agent:
+            run.attempt_cost = cost_of(outcome.agent)
         if outcome.success:
             self._agent_done(run, outcome, now, recorded)
         elif outcome.fatal:
@@ -801,12 +867,9 @@ class Runner:
         elif isinstance(outcome.agent.get("retry_after"), int | float):
             # A usage limit with a reset time: park the task until then; this is not
             # the task's fault, so it costs none of its retry budget.
-            until = float(outcome.agent["retry_after"])
-            why = (
-                f"{outcome.error}; parked until {time.strftime('%H:%M:%S', time.localtime(until))}"
-            )
-            run.hold_until = until
+            why = outcome.error or "usage limit reached"
             self._requeue(run, now, "parked", why, why, recorded, exit_code=recorded)
+            self._park(run.profile.name, float(outcome.agent["retry_after"]))
         elif outcome.transient and run.retries_left > 0:
             run.retries_left -= 1
             delay = min(
@@ -977,6 +1040,61 @@ class Runner:
         run.completed_at = None
         self._move(run, TaskStatus.QUEUED, now, shown, None, followup=text, not_before=None)
 
+    def _park(self, agent: str, reset_at: float) -> None:
+        """Every queued task of ``agent`` waits for its usage limit's reset (plus a margin);
+        the wait is recorded (``not_before``), so a resumed orchestrator keeps it."""
+        until = self.limits.park(agent, reset_at)
+        why = self.limits.reason(agent)
+        log.warning("%s; its tasks wait until %s", why, clock_time(until))
+        for run in self.runs:
+            if run.status is TaskStatus.QUEUED and run.profile.name == agent:
+                run.hold_until = max(run.hold_until, until)
+                self._record(run, error_message=why, not_before=run.hold_until)
+
+    def _enforce_budget(self, now: float) -> None:
+        """Once the budget is spent: with ``budget_hard`` stop the running tasks; once
+        nothing runs, cancel what is still queued, so the orchestration ends."""
+        spent = self.spent_usd()
+        if not self.budget.spent_out(spent):
+            return
+        why = self.budget.spent_message()
+        running = [r for r in self.runs if r.status is TaskStatus.RUNNING]
+        if self.budget.hard:
+            for run in running:
+                if run.stopping is None:
+                    self._stop(run, TaskStatus.CANCELLED, why, now)
+        if not running:
+            for run in self.runs:
+                if run.status is TaskStatus.QUEUED:
+                    self._finish(run, TaskStatus.CANCELLED, now, error=why)
+
+    def spent_usd(self) -> float:
+        """What the agents have cost: ended attempts, and running ones so far."""
+        return sum(r.spent_usd + r.attempt_cost for r in self.runs)
+
+    def _waiting_kinds(self, now: float) -> list[str]:
+        kinds = []
+        if self.waiting:
+            kinds.append(
+                "budget" if self.budget.waiting(self.spent_usd()) else self.admission.kind or "load"
+            )
+        if any(
+            r.status is TaskStatus.QUEUED and self.limits.holds(r.profile.name, r.task_id, now)
+            for r in self.runs
+        ):
+            kinds.append("usage_limit")
+        return kinds
+
+    def waited_seconds(self, now: float) -> dict[str, float]:
+        return self.waits.seconds(now)
+
+    def _record_accounts(self, now: float) -> None:
+        """The orchestration's spend and waits, written when they change."""
+        accounts = (round(self.spent_usd(), 6), self.waits.seconds(now))
+        if accounts != self._accounts:
+            self._accounts = accounts
+            self.registry.set_accounts(self.layout.orchestration_id, *accounts)
+
     def _end_attempt(
         self, run: TaskRun, status: TaskStatus, now: float, error: str | None, code: int | None
     ) -> None:
@@ -1023,6 +1141,11 @@ class Runner:
                 stat = self.worktrees.diffstat(run.base_commit, run.branch)
                 if stat is not None:
                     fields["changed_files"], fields["insertions"], fields["deletions"] = stat
+            if run.branch and run.head_at_stop:
+                after = self.worktrees.commits_ahead(run.branch, run.head_at_stop)
+                fields["commits_after_cancel"] = after
+                if after:
+                    log.warning("%s: %d commit(s) landed after the stop", run.task_id, after)
             # A completed task's worktree goes if all its work is committed; so does one
             # made ahead for a task that never started (nothing ran in it). One whose HEAD
             # holds commits the branch does not stays with them.
@@ -1101,8 +1224,7 @@ class Runner:
             child = run.child
             if run.status is not TaskStatus.RUNNING or child is None:
                 continue
-            if child.kill_at is None:
-                self.procs.begin_stop(child, now, self.config.kill_grace_seconds)
+            self._begin_stop(run, now)
             if self.procs.finish_stop(child, now):
                 self._end_attempt(
                     run, TaskStatus.CANCELLED, _ended_at(child, now), why, _code(child)
@@ -1131,6 +1253,11 @@ class Runner:
         if progress is not None and sizes[1]:
             run.progress_offset, info = progress(ctx.events_file, run.progress_offset)
             run.agent_info.update({k: v for k, v in info.items() if v is not None})
+            if info.get("cost_usd") is not None:
+                run.attempt_cost = cost_of(info)
+            if info.get("last_tool") and self.limits.is_canary(run.profile.name, run.task_id):
+                # The model answered with work: the limit has lifted, the others may start.
+                self.limits.passed(run.profile.name, run.task_id)
         if reading is not None:
             cpu_s, run.memory_mb = reading
             if run.cpu is not None and now > run.cpu[1]:
@@ -1189,7 +1316,13 @@ class Runner:
         self.registry.transition(
             self.layout.orchestration_id, change, now, owner=self.owner, attempt=attempt, **fields
         )
+        ended = run.status is TaskStatus.RUNNING
         run.status, run.error = status, why
+        if ended:
+            run.spent_usd, run.attempt_cost = run.spent_usd + run.attempt_cost, 0.0
+            # A canary that ended lets the others go (a new limit parks them again).
+            self.limits.passed(run.profile.name, run.task_id)
+            self._record_accounts(now)
         self._changed(run)
 
     def _record(self, run: TaskRun, **fields: Any) -> None:

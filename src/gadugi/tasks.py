@@ -67,6 +67,7 @@ class Prompt:
     open_files_limit: int | None = None  # RLIMIT_NOFILE
     setup: str | None = None  # a shell command run in a new worktree before the agent
     verify: str | None = None  # a shell command that must pass after the agent exits
+    max_cost_usd: float | None = None  # the agent's own spending cap (claude --max-budget-usd)
 
     @property
     def name(self) -> str:

@@ -467,6 +467,11 @@ class Worktrees:
         res = run_git(["status", "--porcelain", "--untracked-files=all"], path)
         return res.returncode == 0 and not res.stdout.strip()
 
+    def branch_head(self, branch: str) -> str | None:
+        """The commit ``branch`` points at, or None when there is no such branch."""
+        res = run_git(["rev-parse", "--verify", "-q", f"refs/heads/{branch}^{{commit}}"], self.root)
+        return res.stdout.strip() or None if res.returncode == 0 else None
+
     def commits_ahead(self, branch: str, base: str) -> int:
         res = run_git(["rev-list", "--count", f"{base}..refs/heads/{branch}"], self.root)
         return int(res.stdout.strip()) if res.returncode == 0 else 0

@@ -138,12 +138,15 @@ def _config(root: Path, **flags: Any) -> OrchestrationConfig:
         "into": "land_into",
         "verify": "verify_command",
         "conflict_policy": "conflict_policy",
+        "budget_usd": "budget_usd",
     }
     values = {mapping[k]: v for k, v in flags.items() if k in mapping and v is not None}
     if flags.get("no_fallback"):
         values["fallback_to_sequential"] = False
     if flags.get("land") or flags.get("into"):
         values["land"] = True  # --into lands too: there is nothing to fast-forward otherwise
+    if flags.get("budget_hard"):
+        values["budget_hard"] = True
     return load_config(root, values)
 
 
@@ -211,6 +214,14 @@ def _listener(as_json: bool, quiet: bool) -> LiveTable | PlainLines | Silent:
     "--land", is_flag=True, help="Land each task on gadugi/land/<orch> as soon as it completes."
 )
 @click.option("--into", help="With --land: fast-forward this branch when all is green.")
+@click.option(
+    "--budget-usd",
+    type=float,
+    help="Start no new task once the agents' cost reaches this many US dollars.",
+)
+@click.option(
+    "--budget-hard", is_flag=True, help="Also stop running tasks when the budget is reached."
+)
 def run(detach: bool, **kw: Any) -> None:
     """Run the named prompts from prompts/ in parallel worktrees."""
     if detach:
@@ -317,6 +328,8 @@ def _report(result: OrchestrationResult, as_json: bool, quiet: bool) -> None:
             else ""
         )
         click.echo(f"landed {info['landed']} task(s) on {info['branch']}{into}")
+    for line in _accounts_lines(result):
+        click.echo(line)
     for task in result.tasks:
         where = f"worktree kept at {task.worktree}" if task.worktree else "worktree removed"
         where = where if task.worktree or task.branch else "no worktree was made"
@@ -326,10 +339,24 @@ def _report(result: OrchestrationResult, as_json: bool, quiet: bool) -> None:
         )
         if task.error_message:
             click.echo(f"  {'':<24} {task.error_message}")
+        if task.commits_after_cancel:
+            click.echo(f"  {'':<24} {task.commits_after_cancel} commit(s) landed after the stop")
         if task.status != "completed" and task.log_file:
             click.echo(f"  {'':<24} log: gadugi logs {task.task_id}")
         if task.landing and task.landing["status"] != "landed":
             click.echo(f"  {'':<24} landing {task.landing['status']}: {task.landing['note']}")
+
+
+def _accounts_lines(result: OrchestrationResult) -> list[str]:
+    """The budget and the time spent waiting for admission, when there is something to say."""
+    lines = []
+    if result.budget_usd is not None:
+        lines.append(f"budget: ${result.spent_usd or 0:.4f} of ${result.budget_usd:g} spent")
+    waited = {k: v for k, v in result.waited_seconds.items() if v > 0}
+    if waited:
+        parts = ", ".join(f"{k.replace('_', ' ')} {v:.1f}s" for k, v in sorted(waited.items()))
+        lines.append(f"waited for admission: {parts}")
+    return lines
 
 
 @main.command()
