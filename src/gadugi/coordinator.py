@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -185,7 +185,7 @@ class OrchestratorCoordinator:
         """Resolve, read and analyse the prompts; raises before anything is created."""
         resolution = self.resolve(names, cwd)
         for problem in resolution.problems:
-            self.warn(problem)
+            self.warn(f"skipped {problem}")
         if not resolution.paths:
             what = "; ".join(resolution.problems) if resolution.problems else "no prompt named"
             raise RequestError(f"nothing to run: {what}")
@@ -200,7 +200,10 @@ class OrchestratorCoordinator:
             if not self.config.fallback_to_sequential:
                 raise PlanError(f"task analysis failed: {exc!r} (fallback disabled)") from exc
             self.warn(f"task analysis failed ({exc!r}); running the tasks one at a time")
-            plan, fallback = planning.sequential_plan(prompts, parallel), True
+            # One at a time, each from the base and judged on its own: a plan that knows
+            # nothing of the tasks cannot say which may safely run together.
+            plan, fallback = planning.sequential_plan(prompts), True
+            self.config = replace(self.config, max_parallel_tasks=1)
         check_directories(self.root, self.config, STATE_DIR)
         load_template(self.root)  # checks it, so `plan` refuses what `run` would
         check_prompts(prompts, self.config.agent)

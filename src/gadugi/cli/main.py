@@ -140,7 +140,7 @@ def _prepare(kw: dict[str, Any], listener: Any = None) -> tuple[OrchestratorCoor
     names = _names(kw["prompts"], kw["from_stdin"], kw["interactive"], found and found / "prompts")
     root = found or _root(kw["project_root"])
     config = _config(root, **kw)
-    warn = (lambda m: None) if kw["quiet"] else (lambda m: _err(f"skipped {m}"))
+    warn = (lambda m: None) if kw["quiet"] else _err
     from ..coordinator import OrchestratorCoordinator
 
     coordinator = OrchestratorCoordinator(config, root, listener=listener, warn=warn)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import heapq
 import textwrap
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -109,12 +109,11 @@ def analyze(
     return _summarize(tuple(tasks), max_parallel)
 
 
-def sequential_plan(prompts: Sequence[Prompt], max_parallel: int) -> Plan:
-    """The fallback: request order, each task after the previous one, no footprints."""
-    tasks = tuple(
-        _planned(p, (), (prompts[i - 1].task_id,) if i else (), ()) for i, p in enumerate(prompts)
-    )
-    return _summarize(tasks, max(1, max_parallel))
+def sequential_plan(prompts: Sequence[Prompt]) -> Plan:
+    """The fallback: request order, one task at a time, each on its own (no dependencies,
+    so each branches from the base and one failure cancels nothing), no footprints."""
+    tasks = tuple(_planned(p, (), (), ()) for p in prompts)
+    return replace(_summarize(tasks, 1), waves=tuple((t.task_id,) for t in tasks))
 
 
 def _planned(
