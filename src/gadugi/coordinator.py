@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from . import lease, procs, recovery
+from . import lease, procs, recovery, segments
 from .agents import AgentProfile, check_prompts, profile_for, require_program
 from .config import OrchestrationConfig, check_directories
 from .errors import PlanError, RequestError
@@ -74,28 +74,49 @@ class OrchestrationResult:
     error_summary: list[str]
     tasks: list[TaskResult] = field(default_factory=list)
     agent_totals: dict[str, float] = field(default_factory=dict)
+    segments: list[dict[str, Any]] = field(default_factory=list)
     interrupted: bool = False
+    # The tasks this command drove (a retry's), when it judges and reports only those.
+    focus: tuple[str, ...] | None = None
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data.pop("interrupted")
+        data.pop("focus")
         return data
 
     @property
     def exit_code(self) -> int:
         if self.interrupted:
             return 130
+        if self.focus is not None:
+            mine = [t for t in self.tasks if t.task_id in self.focus]
+            return 0 if all(t.status == TaskStatus.COMPLETED for t in mine) else 1
         return 0 if self.successful_tasks == self.total_tasks else 1
 
 
 def build_result(
-    orch: dict[str, Any], rows: list[dict[str, Any]], interrupted: bool = False
+    orch: dict[str, Any],
+    rows: list[dict[str, Any]],
+    interrupted: bool = False,
+    *,
+    attempts: list[dict[str, Any]] | None = None,
+    parts: list[dict[str, Any]] | None = None,
 ) -> OrchestrationResult:
-    """The result object, from the registry alone (so `resume` and `run` agree)."""
+    """The result object, from the registry alone (so `resume` and `run` agree).
+
+    With ``attempts``, a task's duration is the sum of its attempts' run times; with
+    ``parts`` (the segments), the wall time is theirs, never the idle time between them.
+    """
     started, finished = orch["started_at"], orch["finished_at"] or time.time()
-    wall = max(finished - started, 1e-9)
-    tasks = [_task_result(r) for r in rows]
+    run_s = segments.task_run_seconds(attempts) if attempts is not None else None
+    tasks = [_task_result(r, run_s) for r in rows]
     busy = sum(t.duration_seconds or 0.0 for t in tasks)
+    if parts:
+        wall, speedup = segments.totals(parts, busy)
+    else:
+        wall = round(max(finished - started, 1e-9), 3)
+        speedup = round(busy / wall, 3)
     return OrchestrationResult(
         orchestration_id=orch["id"],
         started_at=iso(started),
@@ -103,8 +124,8 @@ def build_result(
         total_tasks=len(tasks),
         successful_tasks=sum(t.status == TaskStatus.COMPLETED for t in tasks),
         failed_tasks=sum(t.status != TaskStatus.COMPLETED for t in tasks),
-        execution_time_seconds=round(wall, 3),
-        parallel_speedup=round(busy / wall, 3),
+        execution_time_seconds=wall,
+        parallel_speedup=speedup,
         fallback_used=bool(orch["fallback_used"]),
         error_summary=[
             f"{t.task_id}: {t.status}: {t.error_message}"
@@ -113,6 +134,7 @@ def build_result(
         ],
         tasks=tasks,
         agent_totals=_agent_totals(tasks),
+        segments=list(parts or []),
         interrupted=interrupted,
     )
 
@@ -127,8 +149,12 @@ def _agent_totals(tasks: list[TaskResult]) -> dict[str, float]:
     return totals
 
 
-def _task_result(row: dict[str, Any]) -> TaskResult:
+def _task_result(row: dict[str, Any], run_s: dict[str, float] | None = None) -> TaskResult:
     start, end = row["started_at"], row["completed_at"]
+    if run_s is not None:
+        duration = round(run_s[row["task_id"]], 3) if row["task_id"] in run_s else None
+    else:
+        duration = round(end - start, 3) if start is not None and end is not None else None
     return TaskResult(
         task_id=row["task_id"],
         task_name=row["name"],
@@ -138,7 +164,7 @@ def _task_result(row: dict[str, Any]) -> TaskResult:
         attempts=row["attempts"],
         started_at=iso(start),
         completed_at=iso(end),
-        duration_seconds=round(end - start, 3) if start is not None and end is not None else None,
+        duration_seconds=duration,
         branch=row["branch"],
         worktree=None if row["worktree_removed"] else row["worktree"],
         log_file=row["log_file"],
@@ -175,6 +201,7 @@ class OrchestratorCoordinator:
         self.listener = listener
         self.warn = warn or log.warning
         self.state_dir = self.root / STATE_DIR
+        self._earlier: dict[str, list[dict[str, Any]]] = {}  # segments before this drive
 
     # -- analysis -----------------------------------------------------------------------
 
@@ -237,7 +264,7 @@ class OrchestratorCoordinator:
                     raise
                 if on_recorded is not None:
                     on_recorded(layout)
-                return self._drive(registry, layout, runs, base, template, held)
+                return self._drive(registry, layout, runs, base, template, held, "run")
         finally:
             registry.close()
 
@@ -261,7 +288,9 @@ class OrchestratorCoordinator:
                             owner=held.token,
                         )
                 template = load_template(self.root)
-                return self._drive(registry, layout, runs, orch["base_commit"], template, held)
+                return self._drive(
+                    registry, layout, runs, orch["base_commit"], template, held, "resume"
+                )
         finally:
             registry.close()
 
@@ -304,7 +333,9 @@ class OrchestratorCoordinator:
                         if old is TaskStatus.COMPLETED:
                             run.retries_left = max(run.retries_left, 0)
                 template = load_template(self.root)
-                return self._drive(registry, layout, runs, orch["base_commit"], template, held)
+                return self._drive(
+                    registry, layout, runs, orch["base_commit"], template, held, "retry", [task_id]
+                )
         finally:
             registry.close()
 
@@ -341,6 +372,10 @@ class OrchestratorCoordinator:
         self, registry: Registry, orch: dict[str, Any], held: lease.Lease
     ) -> tuple[list[TaskRun], list[dict[str, Any]], Layout]:
         """Become the orchestrator of a recorded orchestration, its tasks restored."""
+        # Its segments so far, read before this take-over marks it running again.
+        self._earlier[orch["id"]] = segments.earlier_segments(
+            orch, registry.attempts(orch["id"]), registry.tasks(orch["id"])
+        )
         self.config = recovery.stored_config(orch["config"])
         layout = self._layout(orch["id"])
         rows = registry.tasks(orch["id"])
@@ -452,9 +487,17 @@ class OrchestratorCoordinator:
         base: str,
         template: Template,
         held: lease.Lease,
+        kind: str,
+        focus: list[str] | None = None,
     ) -> OrchestrationResult:
-        """Run the loop to the end and record the result."""
+        """Run the loop to the end and record the result, this drive (``kind``: run,
+        resume or retry) a segment of its own beside the earlier ones."""
         orch_id = layout.orchestration_id
+        earlier = self._earlier.pop(orch_id, [])
+        begun = registry.orchestration(orch_id)["started_at"] if kind == "run" else time.time()
+        registry.begin_segment(orch_id, kind, begun)
+        if focus is None:
+            focus = [r.task_id for r in runs if kind == "run" or not r.status.finished]
         runner: Runner
         monitor = Monitor(
             registry,
@@ -489,11 +532,17 @@ class OrchestratorCoordinator:
                 alive = [r.child.pid for r in runner.runs if r.child and r.child.check() is None]
                 procs.sweep(orch_id, self.config.kill_grace_seconds, keep=alive)
         state = "interrupted" if runner.interrupted else "finished"
+        finished, attempts = time.time(), registry.attempts(orch_id)
+        mine = segments.segment(kind, begun, finished, attempts, focus)
         result = build_result(
-            registry.orchestration(orch_id) | {"finished_at": time.time()},
+            registry.orchestration(orch_id) | {"finished_at": finished},
             registry.tasks(orch_id),
             interrupted=bool(runner.interrupted),
+            attempts=attempts,
+            parts=[*earlier, mine],
         )
+        if kind == "retry":
+            result.focus = tuple(focus)
         if runner.fatal:
             result.error_summary.insert(0, f"orchestration stopped: {runner.fatal}")
         registry.finish_orchestration(orch_id, state, result.to_json(), owner=held.token)

@@ -105,7 +105,14 @@ CREATE INDEX IF NOT EXISTS tasks_by_status ON tasks(orchestration_id, status);
 """
 # Columns that came after the first registries were written, and how to add them.
 ADDED_COLUMNS = {
-    "orchestrations": {"note": "TEXT", "owner": "TEXT"},
+    "orchestrations": {
+        "note": "TEXT",
+        "owner": "TEXT",
+        # The segment (run, resume, retry) being driven now: its figures are added to the
+        # result when it ends, or from its last activity when a resume finds it cut short.
+        "segment_kind": "TEXT",
+        "segment_started_at": "REAL",
+    },
     "tasks": {
         "conflicts_with": "TEXT NOT NULL DEFAULT '[]'",
         "not_before": "REAL",
@@ -285,6 +292,14 @@ class Registry:
                 "UPDATE orchestrations SET state = 'running', pid = ?, pid_start_time = ?,"
                 " finished_at = NULL, owner = ? WHERE id = ?",
                 (pid, pid_start_time, owner, orch_id),
+            )
+
+    def begin_segment(self, orch_id: str, kind: str, started_at: float) -> None:
+        """Record which kind of drive (run, resume, retry) began when, for its figures."""
+        with self.transaction() as c:
+            c.execute(
+                "UPDATE orchestrations SET segment_kind = ?, segment_started_at = ? WHERE id = ?",
+                (kind, started_at, orch_id),
             )
 
     def release(self, orch_id: str, owner: str) -> None:

@@ -268,12 +268,23 @@ def _report(result: OrchestrationResult, as_json: bool, quiet: bool) -> None:
         return
     if quiet:
         return
-    click.echo(
-        f"\norchestration {result.orchestration_id}: {result.successful_tasks}/"
-        f"{result.total_tasks} completed in {result.execution_time_seconds:.1f}s "
-        f"(parallel speedup {result.parallel_speedup:.2f}x"
-        f"{', sequential fallback' if result.fallback_used else ''})"
-    )
+    shown = [t for t in result.tasks if result.focus is None or t.task_id in result.focus]
+    if result.focus is not None and result.segments:
+        # A retry reports what it did: its own tasks, in its own time.
+        last = result.segments[-1]
+        done = sum(t.status == "completed" for t in shown)
+        click.echo(
+            f"\n{last['kind']} in orchestration {result.orchestration_id}: {done}/{len(shown)} "
+            f"completed in {last['execution_time_seconds']:.1f}s (gadugi retry --all, or "
+            "gadugi status, for the whole orchestration)"
+        )
+    else:
+        click.echo(
+            f"\norchestration {result.orchestration_id}: {result.successful_tasks}/"
+            f"{result.total_tasks} completed in {result.execution_time_seconds:.1f}s "
+            f"(parallel speedup {result.parallel_speedup:.2f}x"
+            f"{', sequential fallback' if result.fallback_used else ''})"
+        )
     stopped = [line for line in result.error_summary if line.startswith("orchestration stopped")]
     for line in stopped:
         click.echo(line)
@@ -283,7 +294,7 @@ def _report(result: OrchestrationResult, as_json: bool, quiet: bool) -> None:
             f"agents: ${totals.get('cost_usd', 0):.4f}, {int(totals.get('input_tokens', 0))} "
             f"input and {int(totals.get('output_tokens', 0))} output tokens"
         )
-    for task in result.tasks:
+    for task in shown:
         where = f"worktree kept at {task.worktree}" if task.worktree else "worktree removed"
         where = where if task.worktree or task.branch else "no worktree was made"
         click.echo(
