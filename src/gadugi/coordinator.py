@@ -477,7 +477,14 @@ class OrchestratorCoordinator:
         # Only once the orchestration is recorded (a refused one leaves nothing).
         for path in (layout.worktrees_dir, layout.logs_dir, layout.prompts_dir):
             path.mkdir(parents=True, exist_ok=True)
-        exclude_paths(self.root, [f"/{self.config.worktrees_dir.strip('/')}/", f"/{STATE_DIR}/"])
+        exclude_paths(
+            self.root,
+            [
+                f"/{d.strip('/')}/"
+                for d in (self.config.worktrees_dir, STATE_DIR, self.config.monitoring_dir)
+                if d == STATE_DIR or not _within(d, STATE_DIR)
+            ],
+        )
 
     def _drive(
         self,
@@ -549,6 +556,11 @@ class OrchestratorCoordinator:
         monitor.write(state)
         monitor.write_final(result.to_json())
         return result
+
+
+def _within(path: str, folder: str) -> bool:
+    """Whether the relative ``path`` is ``folder`` or inside it (excluded with it, then)."""
+    return Path(path).parts[: len(Path(folder).parts)] == Path(folder).parts
 
 
 @contextmanager
