@@ -202,6 +202,7 @@ class Runner:
             config.min_available_memory_mb, config.max_load_per_cpu
         )
         self._last_observe = 0.0
+        self._last_sample = 0.0
         # Lowered when the system runs out of processes, raised again by each good start.
         self.parallel = config.max_parallel_tasks
         self._paused_until = 0.0  # backing off after a fork failure in the loop itself
@@ -268,11 +269,17 @@ class Runner:
                 self._check_running(run, now)
         self._cancel_doomed(now)
         self._start_ready(now)
-        if now - self._last_observe >= OBSERVE_EVERY_S:
+        interval_s = self.config.monitoring_interval_seconds
+        if now - self._last_observe >= min(OBSERVE_EVERY_S, interval_s):
             self._last_observe = now
             self.procs.reap()  # orphans reparented to us, so no zombie piles up
             running = [r for r in self.runs if r.status is TaskStatus.RUNNING]
-            readings = self.procs.sample([r.child.pid for r in running if r.child])
+            # Output is looked at every second (the live view, stall checks); CPU and
+            # memory, which walk every process tree, once per monitoring interval.
+            readings: dict[int, tuple[float, float]] = {}
+            if now - self._last_sample >= interval_s:
+                self._last_sample = now
+                readings = self.procs.sample([r.child.pid for r in running if r.child])
             for run in running:
                 self.observe(run, now, readings.get(run.child.pid if run.child else 0))
 
@@ -801,8 +808,9 @@ class Runner:
             if run.cpu is not None and now > run.cpu[1]:
                 run.cpu_percent = 100.0 * (cpu_s - run.cpu[0]) / (now - run.cpu[1])
             run.cpu = (cpu_s, now)
+        # Not a change for the monitoring files: heartbeats and readings reach them at the
+        # next interval's rewrite (``monitoring_interval_seconds``), state changes at once.
         self._check_stall(run, now)
-        self.on_dirty()
 
     def _check_stall(self, run: TaskRun, now: float) -> None:
         """No output or agent event for the stall timeout: warn, or stop and retry."""
