@@ -231,6 +231,7 @@ class OrchestratorCoordinator:
             # nothing of the tasks cannot say which may safely run together.
             plan, fallback = planning.sequential_plan(prompts), True
             self.config = replace(self.config, max_parallel_tasks=1)
+        _log_plan(plan, prompts)
         check_directories(self.root, self.config, STATE_DIR)
         load_template(self.root)  # checks it, so `plan` refuses what `run` would
         check_prompts(prompts, self.config.agent)
@@ -556,6 +557,34 @@ class OrchestratorCoordinator:
         monitor.write(state)
         monitor.write_final(result.to_json())
         return result
+
+
+def _log_plan(plan: planning.Plan, prompts: Sequence[Prompt]) -> None:
+    """The plan's decisions, for ``--verbose``: footprints and where they came from,
+    dependencies, each conflict and why, and the waves."""
+    if not log.isEnabledFor(logging.DEBUG):
+        return
+    declared = {p.task_id for p in prompts if p.touches}
+    by_id = {t.task_id: t for t in plan.tasks}
+    for t in plan.tasks:
+        source = "touches" if t.task_id in declared else "the prompt's text and imports"
+        shown = ", ".join(t.footprint[:8]) + (" ..." if len(t.footprint) > 8 else "")
+        log.debug(
+            "plan: %s: footprint from %s: %s",
+            t.task_id,
+            source,
+            shown if t.footprint else "nothing found (it conflicts with nothing)",
+        )
+        for dep in t.depends_on:
+            log.debug("plan: %s depends on %s: it starts from that task's branch", t.task_id, dep)
+    for t in plan.tasks:
+        for other in t.conflicts_with:
+            if other > t.task_id and other in by_id:
+                shared = sorted(set(t.footprint) & set(by_id[other].footprint))
+                why = f"both touch {', '.join(shared[:8])}" if shared else "their footprints overlap"
+                log.debug("plan: %s and %s conflict: %s; never run together", t.task_id, other, why)
+    for n, wave in enumerate(plan.waves, 1):
+        log.debug("plan: wave %d: %s", n, ", ".join(wave))
 
 
 def _within(path: str, folder: str) -> bool:

@@ -14,6 +14,7 @@ import logging
 import os
 import random
 import resource
+import shlex
 import signal
 import time
 from collections.abc import Callable, Sequence
@@ -304,6 +305,13 @@ class Runner:
         self._set_waiting(self.admission.blocked(now) if ready else None)
         if self.waiting:
             return  # running tasks go on; new ones wait until the machine has room
+        if ready:
+            log.debug(
+                "admission: starting %s (%d of %d slot(s) free; machine has room)",
+                ", ".join(ready),
+                free,
+                self.parallel,
+            )
         for task_id in ready:
             if self.interrupted:
                 return  # Ctrl-C while an earlier start ran git: start nothing more
@@ -341,6 +349,14 @@ class Runner:
             self._start_failed(run, exc, now)
             return
         run.child, run.ctx = child, ctx
+        log.debug(
+            "spawn %s attempt %d: %s (pid %d, in %s)",
+            run.task_id,
+            run.attempt,
+            _shortened(shlex.join(launch.argv)),
+            child.pid,
+            run.worktree,
+        )
         self.exits.watch(child)
         if self.parallel < self.config.max_parallel_tasks:
             self.parallel += 1
@@ -860,6 +876,7 @@ class Runner:
         self.registry.transition(
             self.layout.orchestration_id, change, now, owner=self.owner, attempt=attempt, **fields
         )
+        log.debug("%s: %s -> %s%s", run.task_id, run.status, status, f" ({why})" if why else "")
         run.status, run.error = status, why
         self._changed(run)
 
@@ -900,6 +917,11 @@ def _transient_start_failure(exc: BaseException) -> bool:
     if isinstance(exc, OSError):
         return exc.errno in (errno.EAGAIN, errno.EBUSY, errno.ENOMEM, errno.ETXTBSY)
     return False
+
+
+def _shortened(text: str, limit: int = 300) -> str:
+    """A command line for the log: a prompt passed as an argument can be pages long."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def _size(path: Path) -> int:

@@ -21,6 +21,7 @@ import os
 import shutil
 import subprocess
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -58,6 +59,7 @@ def run_git(args: Sequence[str], cwd: Path, lock_fd: int | None = None) -> GitRe
     SpawnError: that is no verdict of git's, and trying again later may succeed.
     """
     env = {**os.environ, **_GIT_ENV}
+    began = time.monotonic()
     proc = procs.start(
         ["git", *args],
         cwd=cwd,
@@ -78,6 +80,13 @@ def run_git(args: Sequence[str], cwd: Path, lock_fd: int | None = None) -> GitRe
     finally:
         if proc.returncode is not None:
             procs.forget(proc.pid)
+    log.debug(
+        "git %s (in %s): exit %d in %.3fs",
+        " ".join(args),
+        cwd,
+        proc.returncode,
+        time.monotonic() - began,
+    )
     if proc.returncode != 0:
         _raise_if_out_of_resources(stderr)
     return GitResult(proc.returncode, stdout, stderr)

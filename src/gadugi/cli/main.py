@@ -132,10 +132,10 @@ def _config(root: Path, **flags: Any) -> OrchestrationConfig:
 
 def _prepare(kw: dict[str, Any], listener: Any = None) -> tuple[OrchestratorCoordinator, Prepared]:
     logging.basicConfig(
-        level=logging.INFO if kw["verbose"] else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
+        level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
+    # gadugi's own decisions only: the libraries it uses keep to warnings.
+    logging.getLogger("gadugi").setLevel(logging.DEBUG if kw["verbose"] else logging.WARNING)
     found = _root(kw["project_root"]) if kw["all_prompts"] else None
     names = _names(kw["prompts"], kw["from_stdin"], kw["interactive"], found and found / "prompts")
     root = found or _root(kw["project_root"])
