@@ -276,6 +276,7 @@ def test_status_export_and_monitoring_files_describe_the_run(repo: Repo, tmp_pat
         "error_summary",
         "tasks",
         "agent_totals",
+        "segments",
     }
     assert set(result["tasks"][0]) == {
         "task_id",

@@ -528,6 +528,10 @@ class OrchestratorCoordinator:
             on_dirty=monitor.mark_dirty,
             owner=held.token,
         )
+        # A live view that shows which orchestration it watches (the table's header).
+        began = getattr(self.listener, "began", None)
+        if callable(began):
+            began(orch_id, begun)
         # A subreaper: what agents orphan is reparented to us, whatever its environment.
         with procs.subreaper(), _signals_to(runner):
             try:
@@ -581,7 +585,9 @@ def _log_plan(plan: planning.Plan, prompts: Sequence[Prompt]) -> None:
         for other in t.conflicts_with:
             if other > t.task_id and other in by_id:
                 shared = sorted(set(t.footprint) & set(by_id[other].footprint))
-                why = f"both touch {', '.join(shared[:8])}" if shared else "their footprints overlap"
+                why = (
+                    f"both touch {', '.join(shared[:8])}" if shared else "their footprints overlap"
+                )
                 log.debug("plan: %s and %s conflict: %s; never run together", t.task_id, other, why)
     for n, wave in enumerate(plan.waves, 1):
         log.debug("plan: wave %d: %s", n, ", ".join(wave))

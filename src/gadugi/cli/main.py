@@ -132,7 +132,7 @@ def _config(root: Path, **flags: Any) -> OrchestrationConfig:
 
 def _prepare(kw: dict[str, Any], listener: Any = None) -> tuple[OrchestratorCoordinator, Prepared]:
     logging.basicConfig(
-        level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
+        level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=_Stderr()
     )
     # gadugi's own decisions only: the libraries it uses keep to warnings.
     logging.getLogger("gadugi").setLevel(logging.DEBUG if kw["verbose"] else logging.WARNING)
@@ -145,6 +145,17 @@ def _prepare(kw: dict[str, Any], listener: Any = None) -> tuple[OrchestratorCoor
 
     coordinator = OrchestratorCoordinator(config, root, listener=listener, warn=warn)
     return coordinator, coordinator.prepare(names, cwd=Path.cwd())
+
+
+class _Stderr:
+    """Whatever ``sys.stderr`` is at the time of each write: the live table replaces it while
+    it draws, so that log lines appear above the table instead of inside it."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
 
 
 class _Group(click.Group):
@@ -268,43 +279,53 @@ def _report(result: OrchestrationResult, as_json: bool, quiet: bool) -> None:
         return
     if quiet:
         return
+    from .liveview import fit, terminal_width
+
+    width = terminal_width()
+
+    def say(line: str, indent: str = "    ") -> None:
+        """One line of the summary, wrapped between words to fit a terminal."""
+        for part in fit(line, width, indent):
+            click.echo(part)
+
     shown = [t for t in result.tasks if result.focus is None or t.task_id in result.focus]
+    click.echo()
     if result.focus is not None and result.segments:
         # A retry reports what it did: its own tasks, in its own time.
         last = result.segments[-1]
         done = sum(t.status == "completed" for t in shown)
-        click.echo(
-            f"\n{last['kind']} in orchestration {result.orchestration_id}: {done}/{len(shown)} "
+        say(
+            f"{last['kind']} in orchestration {result.orchestration_id}: {done}/{len(shown)} "
             f"completed in {last['execution_time_seconds']:.1f}s (gadugi retry --all, or "
             "gadugi status, for the whole orchestration)"
         )
     else:
-        click.echo(
-            f"\norchestration {result.orchestration_id}: {result.successful_tasks}/"
+        say(
+            f"orchestration {result.orchestration_id}: {result.successful_tasks}/"
             f"{result.total_tasks} completed in {result.execution_time_seconds:.1f}s "
             f"(parallel speedup {result.parallel_speedup:.2f}x"
             f"{', sequential fallback' if result.fallback_used else ''})"
         )
     stopped = [line for line in result.error_summary if line.startswith("orchestration stopped")]
     for line in stopped:
-        click.echo(line)
+        say(line)
     totals = result.agent_totals
     if totals:
-        click.echo(
+        say(
             f"agents: ${totals.get('cost_usd', 0):.4f}, {int(totals.get('input_tokens', 0))} "
             f"input and {int(totals.get('output_tokens', 0))} output tokens"
         )
     for task in shown:
         where = f"worktree kept at {task.worktree}" if task.worktree else "worktree removed"
         where = where if task.worktree or task.branch else "no worktree was made"
-        click.echo(
+        say(
             f"  {task.task_id:<24} {task.status:<10} branch {task.branch or '-'}, "
             f"{task.commits} commit(s), {where}"
         )
         if task.error_message:
-            click.echo(f"  {'':<24} {task.error_message}")
+            say(f"  {'':<24} {task.error_message}", " " * 27)
         if task.status != "completed" and task.log_file:
-            click.echo(f"  {'':<24} log: gadugi logs {task.task_id}")
+            say(f"  {'':<24} log: gadugi logs {task.task_id}", " " * 27)
 
 
 @main.command()
