@@ -243,6 +243,9 @@ def test_retry_adds_a_segment_and_exits_by_the_retried_task(repo: Repo, tmp_path
     runs = sum(a["duration_seconds"] for a in shown["attempts"])
     assert flaky["duration_seconds"] == pytest.approx(runs, abs=0.01)
     assert flaky["duration_seconds"] < _stamp(flaky["completed_at"]) - _stamp(flaky["started_at"])
+    status = json.loads(run_cli(["status", "--json"], repo.root).stdout)
+    runtime = next(t for t in status["tasks"] if t["task_id"] == "flaky")["runtime_seconds"]
+    assert runtime == pytest.approx(flaky["duration_seconds"], abs=0.01)
 
     whole = run_cli(["retry", "flaky", "--force", "--all"], repo.root)
     assert whole.returncode == 1  # the whole orchestration: broken still failed

@@ -52,9 +52,10 @@ def status(orch_id: str | None, project_root: str | None, as_json: bool) -> None
     try:
         orch = registry.orchestration(orch_id)
         rows = registry.tasks(orch["id"], STATUS_COLUMNS)
+        attempts = registry.attempts(orch["id"])
     finally:
         registry.close()
-    doc = status_document(orch["id"], rows, orch["state"], time.time(), orch.get("note"))
+    doc = status_document(orch["id"], rows, orch["state"], time.time(), orch.get("note"), attempts)
     alive = True
     if orch["state"] == "running":  # only then does the orchestrator's process matter
         from ..procs import same_process
