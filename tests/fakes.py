@@ -47,6 +47,7 @@ class FakeProcesses(Processes):
     children: list[FakeChild] = field(default_factory=list)
     signals: list[tuple[str, signal.Signals]] = field(default_factory=list)
     terminated: list[list[str]] = field(default_factory=list)
+    samples: int = 0  # resource readings taken
 
     def spawn(
         self,
@@ -101,6 +102,7 @@ class FakeProcesses(Processes):
             child.end(-sig.value, 0.0)
 
     def sample(self, pids: Sequence[int]) -> dict[int, tuple[float, float]]:
+        self.samples += 1
         return {}
 
     def reap(self) -> list[int]:

@@ -584,12 +584,13 @@ def test_render_plan_fits_long_paths_and_many_entries(tmp_path: Path) -> None:
     assert row.endswith("... (+11)")  # one long path, cut, then the other eleven
 
 
-def test_sequential_plan_chains_the_request(tmp_path: Path) -> None:
+def test_sequential_plan_runs_the_request_one_at_a_time(tmp_path: Path) -> None:
     prompts = prompts_from(
         tmp_path, {"b.md": "# B\n\nEdit README.md\n", "a.md": "# A\n", "c.md": "# C\n"}
     )
-    plan = sequential_plan(prompts, 3)
-    assert [t.depends_on for t in plan.tasks] == [(), ("b",), ("a",)]
+    plan = sequential_plan(prompts)
+    assert [t.depends_on for t in plan.tasks] == [(), (), ()]
+    assert plan.max_parallel == 1
     assert plan.waves == (("b",), ("a",), ("c",))
     assert all(t.footprint == () and t.conflicts_with == () for t in plan.tasks)
     assert plan.estimated_speedup == 1.0

@@ -311,6 +311,7 @@ def test_status_export_and_monitoring_files_describe_the_run(repo: Repo, tmp_pat
         "waited_seconds",
         "budget_usd",
         "spent_usd",
+        "segments",
     }
     assert set(result["tasks"][0]) == {
         "task_id",

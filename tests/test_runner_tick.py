@@ -8,6 +8,7 @@ sleeping, no agent processes, no git.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import signal
 from collections.abc import Callable, Iterator, Sequence
@@ -24,6 +25,7 @@ from gadugi.config import OrchestrationConfig
 from gadugi.errors import SpawnError, WorktreeError
 from gadugi.health import Admission
 from gadugi.lifecycle import LostRace
+from gadugi.monitoring import Monitor
 from gadugi.planning.schedule import Slot, with_policy
 from gadugi.promptgen import load_template
 from gadugi.registry import OwnerChanged, Registry
@@ -921,3 +923,48 @@ def test_a_hard_budget_caps_each_start_at_what_is_left_of_it(rig: MakeRig) -> No
     r2.exit("a2", 0)
     r2.step(T0 + 1)
     assert hard.caps == [("a2", 1.0), ("b2", pytest.approx(0.7))]
+
+
+def _monitored_run(rig: MakeRig, interval_s: float) -> tuple[int, int, bool]:
+    """20 s of a task that writes output at every 0.05 s step, then exits: how often the
+    monitoring files were rewritten and resources sampled, and whether the exit was written
+    at the very next step."""
+    r = rig([task("busy")], monitoring_interval_seconds=interval_s)
+    monitor = Monitor(
+        r.registry,
+        ORCH,
+        r.layout.root / ".gadugi/monitoring",
+        interval_s,
+        flush=lambda: r.registry.update_tasks(ORCH, r.runner.heartbeat_fields(), owner=OWNER),
+    )
+    r.runner.on_dirty = monitor.mark_dirty
+    snapshot = r.layout.root / ".gadugi/monitoring/process_registry.json"
+    rewrites, inode, at = 0, 0, T0
+    log = r.layout.logs_dir / "busy.log"
+    for n in range(400):
+        at = T0 + n * 0.05
+        with log.open("a") as fh:
+            fh.write(f"line {n}\n")
+        r.step(at)
+        monitor.maybe_write(at)
+        if snapshot.stat().st_ino != inode:
+            rewrites, inode = rewrites + 1, snapshot.stat().st_ino
+    r.exit("busy", 0)
+    at += 0.05
+    r.step(at)
+    monitor.maybe_write(at)
+    prompt = json.loads(snapshot.read_text())["processes"][0]["status"] == "completed"
+    return rewrites, r.procs.samples, prompt
+
+
+@pytest.mark.parametrize("interval_s", [5.0, 1.0])
+def test_monitoring_interval_sets_the_heartbeat_and_sampling_period(
+    rig: MakeRig, interval_s: float
+) -> None:
+    rewrites, samples, prompt = _monitored_run(rig, interval_s)
+    # While only output arrives, one rewrite and one reading per interval (the first step
+    # also writes the start, a state change, at once).
+    periods = 20 / interval_s
+    assert periods - 1 <= rewrites <= periods + 2
+    assert periods - 1 <= samples <= periods + 1
+    assert prompt  # a state change waits for no interval

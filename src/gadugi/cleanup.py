@@ -414,7 +414,7 @@ def _carry_out(
 ) -> bool:
     """Do one action; True when what it removes had gone meanwhile."""
     if action.kind is ActionKind.FORGET:
-        _forget(registry, state_dir, action.target)
+        _forget(registry, root, state_dir, action.target)
         return False
     if action.kind is ActionKind.DELETE_BRANCH:
         return _delete_branch(root, action)
@@ -446,6 +446,21 @@ def _remove_worktree(root: Path, worktrees: Worktrees, action: Action) -> bool:
     return False
 
 
+def _monitoring_dir(root: Path, registry: Registry, orch_id: str) -> Path:
+    """Where the orchestration wrote its snapshots: its configuration's ``monitoring_dir``.
+
+    Only a relative path inside the project is taken (as configuration allows); anything
+    else a damaged record might hold falls back to the default folder.
+    """
+    config = registry.orchestration(orch_id).get("config")
+    value = config.get("monitoring_dir") if isinstance(config, dict) else None
+    if isinstance(value, str) and value and not value.startswith("-"):
+        path = Path(value)
+        if not path.is_absolute() and ".." not in path.parts:
+            return root / path
+    return root / ".gadugi" / "monitoring"
+
+
 def _delete_branch(root: Path, action: Action) -> bool:
     tip = _branch_tip(root, action.target)
     if tip is None:
@@ -470,10 +485,12 @@ def _delete_ref(root: Path, action: Action) -> bool:
     return False
 
 
-def _forget(registry: Registry, state_dir: Path, orch_id: str) -> None:
+def _forget(registry: Registry, root: Path, state_dir: Path, orch_id: str) -> None:
+    folders = {state_dir / "monitoring", _monitoring_dir(root, registry, orch_id)}
     registry.forget(orch_id)
     for folder in ("logs", "prompts"):
         shutil.rmtree(state_dir / folder / orch_id, ignore_errors=True)
-    for suffix in ("_status.json", "_final.json"):
-        (state_dir / "monitoring" / f"{orch_id}{suffix}").unlink(missing_ok=True)
+    for monitoring in folders:
+        for suffix in ("_status.json", "_final.json"):
+            (monitoring / f"{orch_id}{suffix}").unlink(missing_ok=True)
     lock_path(state_dir, orch_id).unlink(missing_ok=True)

@@ -10,12 +10,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from . import lease, procs, recovery
+from . import lease, procs, recovery, segments
 from .agents import AgentProfile, check_prompts, profile_for, require_program
 from .config import OrchestrationConfig, check_directories
 from .errors import PlanError, RequestError
@@ -104,11 +104,15 @@ class OrchestrationResult:
     waited_seconds: dict[str, float] = field(default_factory=dict)  # admission, per reason
     budget_usd: float | None = None
     spent_usd: float | None = None  # what the agents cost, as they reported it
+    segments: list[dict[str, Any]] = field(default_factory=list)
     interrupted: bool = False
+    # The tasks this command drove (a retry's), when it judges and reports only those.
+    focus: tuple[str, ...] | None = None
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data.pop("interrupted")
+        data.pop("focus")
         return data
 
     @property
@@ -120,17 +124,34 @@ class OrchestrationResult:
             for t in self.tasks
             if t.status == TaskStatus.COMPLETED
         )
+        if self.focus is not None:
+            mine = [t for t in self.tasks if t.task_id in self.focus]
+            return 0 if all(t.status == TaskStatus.COMPLETED for t in mine) and landed else 1
         return 0 if self.successful_tasks == self.total_tasks and landed else 1
 
 
 def build_result(
-    orch: dict[str, Any], rows: list[dict[str, Any]], interrupted: bool = False
+    orch: dict[str, Any],
+    rows: list[dict[str, Any]],
+    interrupted: bool = False,
+    *,
+    attempts: list[dict[str, Any]] | None = None,
+    parts: list[dict[str, Any]] | None = None,
 ) -> OrchestrationResult:
-    """The result object, from the registry alone (so `resume` and `run` agree)."""
+    """The result object, from the registry alone (so `resume` and `run` agree).
+
+    With ``attempts``, a task's duration is the sum of its attempts' run times; with
+    ``parts`` (the segments), the wall time is theirs, never the idle time between them.
+    """
     started, finished = orch["started_at"], orch["finished_at"] or time.time()
-    wall = max(finished - started, 1e-9)
-    tasks = [_task_result(r) for r in rows]
+    run_s = segments.task_run_seconds(attempts) if attempts is not None else None
+    tasks = [_task_result(r, run_s) for r in rows]
     busy = sum(t.duration_seconds or 0.0 for t in tasks)
+    if parts:
+        wall, speedup = segments.totals(parts, busy)
+    else:
+        wall = round(max(finished - started, 1e-9), 3)
+        speedup = round(busy / wall, 3)
     return OrchestrationResult(
         orchestration_id=orch["id"],
         started_at=iso(started),
@@ -138,8 +159,8 @@ def build_result(
         total_tasks=len(tasks),
         successful_tasks=sum(t.status == TaskStatus.COMPLETED for t in tasks),
         failed_tasks=sum(t.status != TaskStatus.COMPLETED for t in tasks),
-        execution_time_seconds=round(wall, 3),
-        parallel_speedup=round(busy / wall, 3),
+        execution_time_seconds=wall,
+        parallel_speedup=speedup,
         fallback_used=bool(orch["fallback_used"]),
         error_summary=[
             f"{t.task_id}: {t.status}: {t.error_message}"
@@ -149,6 +170,7 @@ def build_result(
         tasks=tasks,
         agent_totals=_agent_totals(tasks),
         landing=orchestration_landing(orch, rows),
+        segments=list(parts or []),
         interrupted=interrupted,
         **_accounts(orch, tasks),
     )
@@ -197,8 +219,12 @@ def _agent_totals(tasks: list[TaskResult]) -> dict[str, float]:
     return totals
 
 
-def _task_result(row: dict[str, Any]) -> TaskResult:
+def _task_result(row: dict[str, Any], run_s: dict[str, float] | None = None) -> TaskResult:
     start, end = row["started_at"], row["completed_at"]
+    if run_s is not None:
+        duration = round(run_s[row["task_id"]], 3) if row["task_id"] in run_s else None
+    else:
+        duration = round(end - start, 3) if start is not None and end is not None else None
     return TaskResult(
         task_id=row["task_id"],
         task_name=row["name"],
@@ -208,7 +234,7 @@ def _task_result(row: dict[str, Any]) -> TaskResult:
         attempts=row["attempts"],
         started_at=iso(start),
         completed_at=iso(end),
-        duration_seconds=round(end - start, 3) if start is not None and end is not None else None,
+        duration_seconds=duration,
         branch=row["branch"],
         worktree=None if row["worktree_removed"] else row["worktree"],
         log_file=row["log_file"],
@@ -263,6 +289,7 @@ class OrchestratorCoordinator:
         self.warn = warn or log.warning
         self.state_dir = self.root / STATE_DIR
         self.lander: Lander | None = None  # the last loop's lander, for its notes
+        self._earlier: dict[str, list[dict[str, Any]]] = {}  # segments before this drive
 
     # -- analysis -----------------------------------------------------------------------
 
@@ -273,7 +300,7 @@ class OrchestratorCoordinator:
         """Resolve, read and analyse the prompts; raises before anything is created."""
         resolution = self.resolve(names, cwd)
         for problem in resolution.problems:
-            self.warn(problem)
+            self.warn(f"skipped {problem}")
         if not resolution.paths:
             what = "; ".join(resolution.problems) if resolution.problems else "no prompt named"
             raise RequestError(f"nothing to run: {what}")
@@ -290,7 +317,11 @@ class OrchestratorCoordinator:
             if not self.config.fallback_to_sequential:
                 raise PlanError(f"task analysis failed: {exc!r} (fallback disabled)") from exc
             self.warn(f"task analysis failed ({exc!r}); running the tasks one at a time")
-            plan, fallback = planning.sequential_plan(prompts, parallel, policy), True
+            # One at a time, each from the base and judged on its own: a plan that knows
+            # nothing of the tasks cannot say which may safely run together.
+            plan, fallback = planning.sequential_plan(prompts, policy), True
+            self.config = replace(self.config, max_parallel_tasks=1)
+        _log_plan(plan, prompts)
         check_directories(self.root, self.config, STATE_DIR)
         load_template(self.root)  # checks it, so `plan` refuses what `run` would
         check_prompts(prompts, self.config.agent)
@@ -328,7 +359,7 @@ class OrchestratorCoordinator:
                     raise
                 if on_recorded is not None:
                     on_recorded(layout)
-                return self._drive(registry, layout, runs, base, template, held)
+                return self._drive(registry, layout, runs, base, template, held, "run")
         finally:
             registry.close()
 
@@ -341,7 +372,9 @@ class OrchestratorCoordinator:
                 orch = recovery.resumable(registry, orch["id"])  # as it is now that we own it
                 runs, layout = self._adopt(registry, orch, held)
                 template = load_template(self.root)
-                return self._drive(registry, layout, runs, orch["base_commit"], template, held)
+                return self._drive(
+                    registry, layout, runs, orch["base_commit"], template, held, "resume"
+                )
         finally:
             registry.close()
 
@@ -384,7 +417,9 @@ class OrchestratorCoordinator:
                         if old is TaskStatus.COMPLETED:
                             run.retries_left = max(run.retries_left, 0)
                 template = load_template(self.root)
-                return self._drive(registry, layout, runs, orch["base_commit"], template, held)
+                return self._drive(
+                    registry, layout, runs, orch["base_commit"], template, held, "retry", [task_id]
+                )
         finally:
             registry.close()
 
@@ -414,7 +449,14 @@ class OrchestratorCoordinator:
                     on_owned(layout.logs_dir / "land.log")
                 template = load_template(self.root)
                 result = self._drive(
-                    registry, layout, runs, orch["base_commit"], template, held, landing=options
+                    registry,
+                    layout,
+                    runs,
+                    orch["base_commit"],
+                    template,
+                    held,
+                    "land",
+                    landing=options,
                 )
                 assert self.lander is not None
                 code = result.exit_code if result.interrupted else self.lander.exit_code
@@ -473,6 +515,10 @@ class OrchestratorCoordinator:
         self, registry: Registry, orch: dict[str, Any], held: lease.Lease
     ) -> tuple[list[TaskRun], list[dict[str, Any]], Layout]:
         """Become the orchestrator of a recorded orchestration, its tasks restored."""
+        # Its segments so far, read before this take-over marks it running again.
+        self._earlier[orch["id"]] = segments.earlier_segments(
+            orch, registry.attempts(orch["id"]), registry.tasks(orch["id"])
+        )
         self.config = recovery.stored_config(orch["config"])
         layout = self._layout(orch["id"])
         rows = registry.tasks(orch["id"])
@@ -574,7 +620,14 @@ class OrchestratorCoordinator:
         # Only once the orchestration is recorded (a refused one leaves nothing).
         for path in (layout.worktrees_dir, layout.logs_dir, layout.prompts_dir):
             path.mkdir(parents=True, exist_ok=True)
-        exclude_paths(self.root, [f"/{self.config.worktrees_dir.strip('/')}/", f"/{STATE_DIR}/"])
+        exclude_paths(
+            self.root,
+            [
+                f"/{d.strip('/')}/"
+                for d in (self.config.worktrees_dir, STATE_DIR, self.config.monitoring_dir)
+                if d == STATE_DIR or not _within(d, STATE_DIR)
+            ],
+        )
         # An environment the setup makes is no work of the agent's: never autocommitted, and
         # no reason to keep a finished worktree. No trailing '/': it may be a symlink.
         if self.config.setup_cache_paths:
@@ -589,11 +642,20 @@ class OrchestratorCoordinator:
         base: str,
         template: Template,
         held: lease.Lease,
+        kind: str,
+        focus: list[str] | None = None,
         landing: LandOptions | None = None,
     ) -> OrchestrationResult:
-        """Run the loop to the end and record the result; with ``landing`` (``gadugi
-        land``) or ``land`` configured (``run --land``), the lander is one of its steps."""
+        """Run the loop to the end and record the result, this drive (``kind``: run,
+        resume, retry or land) a segment of its own beside the earlier ones; with
+        ``landing`` (``gadugi land``) or ``land`` configured (``run --land``), the lander
+        is one of its steps."""
         orch_id = layout.orchestration_id
+        earlier = self._earlier.pop(orch_id, [])
+        begun = registry.orchestration(orch_id)["started_at"] if kind == "run" else time.time()
+        registry.begin_segment(orch_id, kind, begun)
+        if focus is None:
+            focus = [r.task_id for r in runs if kind == "run" or not r.status.finished]
         runner: Runner
         monitor = Monitor(
             registry,
@@ -636,6 +698,10 @@ class OrchestratorCoordinator:
             lander.rerun = lambda task_id, text, base, why: runner.follow_up(
                 runner.by_id[task_id], text, runner.clock(), base, why=why
             )
+        # A live view that shows which orchestration it watches (the table's header).
+        began = getattr(self.listener, "began", None)
+        if callable(began):
+            began(orch_id, begun)
         # A subreaper: what agents orphan is reparented to us, whatever its environment.
         with procs.subreaper(), _signals_to(runner):
             try:
@@ -648,11 +714,17 @@ class OrchestratorCoordinator:
                 alive = [r.child.pid for r in runner.runs if r.child and r.child.check() is None]
                 procs.sweep(orch_id, self.config.kill_grace_seconds, keep=alive)
         state = "interrupted" if runner.interrupted else "finished"
+        finished, attempts = time.time(), registry.attempts(orch_id)
+        mine = segments.segment(kind, begun, finished, attempts, focus)
         result = build_result(
-            registry.orchestration(orch_id) | {"finished_at": time.time()},
+            registry.orchestration(orch_id) | {"finished_at": finished},
             registry.tasks(orch_id),
             interrupted=bool(runner.interrupted),
+            attempts=attempts,
+            parts=[*earlier, mine],
         )
+        if kind == "retry":
+            result.focus = tuple(focus)
         if runner.fatal:
             result.error_summary.insert(0, f"orchestration stopped: {runner.fatal}")
         if lander is not None:
@@ -662,6 +734,41 @@ class OrchestratorCoordinator:
         monitor.write(state)
         monitor.write_final(result.to_json())
         return result
+
+
+def _log_plan(plan: planning.Plan, prompts: Sequence[Prompt]) -> None:
+    """The plan's decisions, for ``--verbose``: footprints and where they came from,
+    dependencies, each conflict and why, and the waves."""
+    if not log.isEnabledFor(logging.DEBUG):
+        return
+    declared = {p.task_id for p in prompts if p.touches}
+    by_id = {t.task_id: t for t in plan.tasks}
+    for t in plan.tasks:
+        source = "touches" if t.task_id in declared else "the prompt's text and imports"
+        shown = ", ".join(t.footprint[:8]) + (" ..." if len(t.footprint) > 8 else "")
+        log.debug(
+            "plan: %s: footprint from %s: %s",
+            t.task_id,
+            source,
+            shown if t.footprint else "nothing found (it conflicts with nothing)",
+        )
+        for dep in t.depends_on:
+            log.debug("plan: %s depends on %s: it starts from that task's branch", t.task_id, dep)
+    for t in plan.tasks:
+        for other in t.conflicts_with:
+            if other > t.task_id and other in by_id:
+                shared = sorted(set(t.footprint) & set(by_id[other].footprint))
+                why = (
+                    f"both touch {', '.join(shared[:8])}" if shared else "their footprints overlap"
+                )
+                log.debug("plan: %s and %s conflict: %s; never run together", t.task_id, other, why)
+    for n, wave in enumerate(plan.waves, 1):
+        log.debug("plan: wave %d: %s", n, ", ".join(wave))
+
+
+def _within(path: str, folder: str) -> bool:
+    """Whether the relative ``path`` is ``folder`` or inside it (excluded with it, then)."""
+    return Path(path).parts[: len(Path(folder).parts)] == Path(folder).parts
 
 
 @contextmanager

@@ -140,6 +140,10 @@ ADDED_COLUMNS = {
         **dict.fromkeys(LANDING_ORCHESTRATION, "TEXT"),
         "spent_usd": "REAL",  # what its agents cost, as they reported it
         "waited_seconds": "TEXT",  # JSON {reason: seconds} of waiting for admission
+        # The segment (run, resume, retry) being driven now: its figures are added to the
+        # result when it ends, or from its last activity when a resume finds it cut short.
+        "segment_kind": "TEXT",
+        "segment_started_at": "REAL",
     },
     "tasks": {
         "conflicts_with": "TEXT NOT NULL DEFAULT '[]'",
@@ -338,6 +342,14 @@ class Registry:
                 "UPDATE orchestrations SET state = 'running', pid = ?, pid_start_time = ?,"
                 " finished_at = NULL, owner = ? WHERE id = ?",
                 (pid, pid_start_time, owner, orch_id),
+            )
+
+    def begin_segment(self, orch_id: str, kind: str, started_at: float) -> None:
+        """Record which kind of drive (run, resume, retry) began when, for its figures."""
+        with self.transaction() as c:
+            c.execute(
+                "UPDATE orchestrations SET segment_kind = ?, segment_started_at = ? WHERE id = ?",
+                (kind, started_at, orch_id),
             )
 
     def release(self, orch_id: str, owner: str) -> None:

@@ -14,6 +14,7 @@ import logging
 import os
 import random
 import resource
+import shlex
 import signal
 import time
 from collections.abc import Callable, Sequence
@@ -242,6 +243,7 @@ class Runner:
             config.min_available_memory_mb, config.max_load_per_cpu
         )
         self._last_observe = 0.0
+        self._last_sample = 0.0
         # Lowered when the system runs out of processes, raised again by each good start.
         self.parallel = config.max_parallel_tasks
         self._paused_until = 0.0  # backing off after a fork failure in the loop itself
@@ -334,11 +336,17 @@ class Runner:
         self._note_waiting(now)
         if self.waits.observe(self._waiting_kinds(now), now):
             self._record_accounts(now)
-        if now - self._last_observe >= OBSERVE_EVERY_S:
+        interval_s = self.config.monitoring_interval_seconds
+        if now - self._last_observe >= min(OBSERVE_EVERY_S, interval_s):
             self._last_observe = now
             self.procs.reap()  # orphans reparented to us, so no zombie piles up
             running = [r for r in self.runs if r.status is TaskStatus.RUNNING]
-            readings = self.procs.sample([r.child.pid for r in running if r.child])
+            # Output is looked at every second (the live view, stall checks); CPU and
+            # memory, which walk every process tree, once per monitoring interval.
+            readings: dict[int, tuple[float, float]] = {}
+            if now - self._last_sample >= interval_s:
+                self._last_sample = now
+                readings = self.procs.sample([r.child.pid for r in running if r.child])
             for run in running:
                 self.observe(run, now, readings.get(run.child.pid if run.child else 0))
         if self.lander is not None and not self.lander.done:
@@ -370,6 +378,13 @@ class Runner:
         self._set_waiting(budget or (self.admission.blocked(now) if ready else None))
         if self.waiting:
             return  # running tasks go on; new ones wait until the machine has room
+        if ready:
+            log.debug(
+                "admission: starting %s (%d of %d slot(s) free; machine has room)",
+                ", ".join(ready),
+                free,
+                self.parallel,
+            )
         for task_id in ready:
             if self.interrupted:
                 return  # Ctrl-C while an earlier start ran git: start nothing more
@@ -430,6 +445,15 @@ class Runner:
             self._start_failed(run, exc, now)
             return
         run.head_at_stop = None
+        log.debug(
+            "spawn %s attempt %d %s: %s (pid %d, in %s)",
+            run.task_id,
+            run.attempt,
+            run.phase,
+            _shortened(shlex.join(argv)),
+            child.pid,
+            run.worktree,
+        )
         if self.parallel < self.config.max_parallel_tasks:
             self.parallel += 1
         run.started_at = run.started_at or now
@@ -1263,8 +1287,9 @@ class Runner:
             if run.cpu is not None and now > run.cpu[1]:
                 run.cpu_percent = 100.0 * (cpu_s - run.cpu[0]) / (now - run.cpu[1])
             run.cpu = (cpu_s, now)
+        # Not a change for the monitoring files: heartbeats and readings reach them at the
+        # next interval's rewrite (``monitoring_interval_seconds``), state changes at once.
         self._check_stall(run, now)
-        self.on_dirty()
 
     def _check_stall(self, run: TaskRun, now: float) -> None:
         """No output or agent event for the stall timeout: warn, or stop and retry."""
@@ -1317,6 +1342,7 @@ class Runner:
             self.layout.orchestration_id, change, now, owner=self.owner, attempt=attempt, **fields
         )
         ended = run.status is TaskStatus.RUNNING
+        log.debug("%s: %s -> %s%s", run.task_id, run.status, status, f" ({why})" if why else "")
         run.status, run.error = status, why
         if ended:
             run.spent_usd, run.attempt_cost = run.spent_usd + run.attempt_cost, 0.0
@@ -1366,6 +1392,11 @@ def _transient_start_failure(exc: BaseException) -> bool:
     if isinstance(exc, OSError):
         return exc.errno in (errno.EAGAIN, errno.EBUSY, errno.ENOMEM, errno.ETXTBSY)
     return False
+
+
+def _shortened(text: str, limit: int = 300) -> str:
+    """A command line for the log: a prompt passed as an argument can be pages long."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def _size(path: Path) -> int:

@@ -22,6 +22,7 @@ import re
 import shutil
 import subprocess
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -65,6 +66,7 @@ def run_git(
     SpawnError: that is no verdict of git's, and trying again later may succeed.
     ``env`` adds variables (the user's identity, for a commit).
     """
+    began = time.monotonic()
     proc = procs.start(
         ["git", *args],
         cwd=cwd,
@@ -85,6 +87,13 @@ def run_git(
     finally:
         if proc.returncode is not None:
             procs.forget(proc.pid)
+    log.debug(
+        "git %s (in %s): exit %d in %.3fs",
+        " ".join(args),
+        cwd,
+        proc.returncode,
+        time.monotonic() - began,
+    )
     if proc.returncode != 0:
         _raise_if_out_of_resources(stderr)
     return GitResult(proc.returncode, stdout, stderr)

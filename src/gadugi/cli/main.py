@@ -152,19 +152,30 @@ def _config(root: Path, **flags: Any) -> OrchestrationConfig:
 
 def _prepare(kw: dict[str, Any], listener: Any = None) -> tuple[OrchestratorCoordinator, Prepared]:
     logging.basicConfig(
-        level=logging.INFO if kw["verbose"] else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
+        level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=_Stderr()
     )
+    # gadugi's own decisions only: the libraries it uses keep to warnings.
+    logging.getLogger("gadugi").setLevel(logging.DEBUG if kw["verbose"] else logging.WARNING)
     found = _root(kw["project_root"]) if kw["all_prompts"] else None
     names = _names(kw["prompts"], kw["from_stdin"], kw["interactive"], found and found / "prompts")
     root = found or _root(kw["project_root"])
     config = _config(root, **kw)
-    warn = (lambda m: None) if kw["quiet"] else (lambda m: _err(f"skipped {m}"))
+    warn = (lambda m: None) if kw["quiet"] else _err
     from ..coordinator import OrchestratorCoordinator
 
     coordinator = OrchestratorCoordinator(config, root, listener=listener, warn=warn)
     return coordinator, coordinator.prepare(names, cwd=Path.cwd())
+
+
+class _Stderr:
+    """Whatever ``sys.stderr`` is at the time of each write: the live table replaces it while
+    it draws, so that log lines appear above the table instead of inside it."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
 
 
 class _Group(click.Group):
@@ -300,23 +311,44 @@ def _report(result: OrchestrationResult, as_json: bool, quiet: bool) -> None:
         return
     if quiet:
         return
-    click.echo(
-        f"\norchestration {result.orchestration_id}: {result.successful_tasks}/"
-        f"{result.total_tasks} completed in {result.execution_time_seconds:.1f}s "
-        f"(parallel speedup {result.parallel_speedup:.2f}x"
-        f"{', sequential fallback' if result.fallback_used else ''})"
-    )
+    from .liveview import fit, terminal_width
+
+    width = terminal_width()
+
+    def say(line: str, indent: str = "    ") -> None:
+        """One line of the summary, wrapped between words to fit a terminal."""
+        for part in fit(line, width, indent):
+            click.echo(part)
+
+    shown = [t for t in result.tasks if result.focus is None or t.task_id in result.focus]
+    click.echo()
+    if result.focus is not None and result.segments:
+        # A retry reports what it did: its own tasks, in its own time.
+        last = result.segments[-1]
+        done = sum(t.status == "completed" for t in shown)
+        say(
+            f"{last['kind']} in orchestration {result.orchestration_id}: {done}/{len(shown)} "
+            f"completed in {last['execution_time_seconds']:.1f}s (gadugi retry --all, or "
+            "gadugi status, for the whole orchestration)"
+        )
+    else:
+        say(
+            f"orchestration {result.orchestration_id}: {result.successful_tasks}/"
+            f"{result.total_tasks} completed in {result.execution_time_seconds:.1f}s "
+            f"(parallel speedup {result.parallel_speedup:.2f}x"
+            f"{', sequential fallback' if result.fallback_used else ''})"
+        )
     stopped = [line for line in result.error_summary if line.startswith("orchestration stopped")]
     for line in stopped:
-        click.echo(line)
+        say(line)
     from ..views import accuracy_line
 
     accuracy = accuracy_line(result.plan_accuracy)
     if accuracy:
-        click.echo(accuracy)
+        say(accuracy)
     totals = result.agent_totals
     if totals:
-        click.echo(
+        say(
             f"agents: ${totals.get('cost_usd', 0):.4f}, {int(totals.get('input_tokens', 0))} "
             f"input and {int(totals.get('output_tokens', 0))} output tokens"
         )
@@ -327,24 +359,24 @@ def _report(result: OrchestrationResult, as_json: bool, quiet: bool) -> None:
             if info["into"] and result.exit_code == 0
             else ""
         )
-        click.echo(f"landed {info['landed']} task(s) on {info['branch']}{into}")
+        say(f"landed {info['landed']} task(s) on {info['branch']}{into}")
     for line in _accounts_lines(result):
-        click.echo(line)
-    for task in result.tasks:
+        say(line)
+    for task in shown:
         where = f"worktree kept at {task.worktree}" if task.worktree else "worktree removed"
         where = where if task.worktree or task.branch else "no worktree was made"
-        click.echo(
+        say(
             f"  {task.task_id:<24} {task.status:<10} branch {task.branch or '-'}, "
             f"{task.commits} commit(s), {where}"
         )
         if task.error_message:
-            click.echo(f"  {'':<24} {task.error_message}")
+            say(f"  {'':<24} {task.error_message}", " " * 27)
         if task.commits_after_cancel:
-            click.echo(f"  {'':<24} {task.commits_after_cancel} commit(s) landed after the stop")
+            say(f"  {'':<24} {task.commits_after_cancel} commit(s) landed after the stop", " " * 27)
         if task.status != "completed" and task.log_file:
-            click.echo(f"  {'':<24} log: gadugi logs {task.task_id}")
+            say(f"  {'':<24} log: gadugi logs {task.task_id}", " " * 27)
         if task.landing and task.landing["status"] != "landed":
-            click.echo(f"  {'':<24} landing {task.landing['status']}: {task.landing['note']}")
+            say(f"  {'':<24} landing {task.landing['status']}: {task.landing['note']}", " " * 27)
 
 
 def _accounts_lines(result: OrchestrationResult) -> list[str]:

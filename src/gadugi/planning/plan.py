@@ -128,13 +128,12 @@ def analyze(
 
 
 def sequential_plan(
-    prompts: Sequence[Prompt], max_parallel: int, policy: ConflictPolicy = ConflictPolicy.STACK
+    prompts: Sequence[Prompt], policy: ConflictPolicy = ConflictPolicy.STACK
 ) -> Plan:
-    """The fallback: request order, each task after the previous one, no footprints."""
-    tasks = tuple(
-        _planned(p, (), (prompts[i - 1].task_id,) if i else (), ()) for i, p in enumerate(prompts)
-    )
-    return _summarize(tasks, max(1, max_parallel), policy)
+    """The fallback: request order, one task at a time, each on its own (no dependencies,
+    so each branches from the base and one failure cancels nothing), no footprints."""
+    tasks = tuple(_planned(p, (), (), ()) for p in prompts)
+    return replace(_summarize(tasks, 1, policy), waves=tuple((t.task_id,) for t in tasks))
 
 
 def _planned(
