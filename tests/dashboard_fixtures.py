@@ -14,6 +14,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+
 from conftest import Repo, start_cli
 
 BROWSERS = ("chromium-headless-shell", "chromium")

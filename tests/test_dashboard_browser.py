@@ -13,7 +13,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from conftest import Repo, run_cli, start_cli, wait_until
+
+from conftest import Repo, run_cli, start_cli
 from dashboard_fixtures import Dashboard, screenshot_dir, start_dashboard
 
 pytestmark = pytest.mark.slow
@@ -124,7 +125,9 @@ def test_the_report_opens_from_a_file_with_no_network(
 ) -> None:
     (repo.root / "gadugi.toml").write_text(FAST)
     for name in ("one", "two", "three"):
-        repo.shell_prompt(f"{name}.md", f"echo {name} > {name}.txt\ngit add -A\ngit commit -qm {name}")
+        repo.shell_prompt(
+            f"{name}.md", f"echo {name} > {name}.txt\ngit add -A\ngit commit -qm {name}"
+        )
     repo.commit()
     assert run_cli(["run", "--agent", "shell", "--quiet", "--all"], repo.root).returncode == 0
     out = tmp_path / "report.html"

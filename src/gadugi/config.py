@@ -69,6 +69,9 @@ class OrchestrationConfig:
     aider_executable: str = "aider"
     aider_model: str | None = None
     aider_extra_args: tuple[str, ...] = field(default_factory=tuple)
+    # The `notify` table: a command (argv) and/or a webhook URL told about events (notify.py).
+    notify_command: tuple[str, ...] = field(default_factory=tuple)
+    notify_webhook: str | None = None
 
     def __post_init__(self) -> None:
         validate(self)
@@ -152,6 +155,11 @@ def validate(cfg: OrchestrationConfig, source: str = "") -> None:
         key = f"{name}_executable"
         if not getattr(cfg, key).strip():
             raise bad(key, "cannot be empty")
+    if cfg.notify_command and not cfg.notify_command[0].strip():
+        raise bad("notify.command", "the command's first word cannot be empty")
+    hook = cfg.notify_webhook
+    if hook is not None and not (hook.startswith(("http://", "https://")) and len(hook) > 8):
+        raise bad("notify.webhook", "must be an http:// or https:// URL")
 
 
 def within(value: float, low: float, high: float) -> bool:
@@ -290,6 +298,38 @@ def read_project_file(root: Path) -> tuple[dict[str, Any], str]:
     return {}, ""
 
 
+def _notify_table(data: dict[str, Any], source: str) -> dict[str, Any]:
+    """``[notify]`` (``command`` = argv list or a shell-like string, ``webhook`` = URL) as
+    the ``notify_command`` and ``notify_webhook`` fields."""
+    if "notify" not in data:
+        return data
+    import shlex
+
+    table = data["notify"]
+    if not isinstance(table, dict):
+        raise ConfigError("notify", "must be a table (command and/or webhook)", source)
+    unknown = sorted(set(table) - {"command", "webhook"})
+    if unknown:
+        raise ConfigError(f"notify.{unknown[0]}", "unknown setting", source)
+    out = {k: v for k, v in data.items() if k != "notify"}
+    command = table.get("command")
+    if isinstance(command, str):
+        try:
+            out["notify_command"] = shlex.split(command)
+        except ValueError as exc:
+            raise ConfigError("notify.command", f"cannot be split: {exc}", source) from None
+    elif isinstance(command, list) and command and all(isinstance(c, str) for c in command):
+        out["notify_command"] = command
+    elif command is not None:
+        raise ConfigError("notify.command", "must be a string or a list of strings", source)
+    webhook = table.get("webhook")
+    if webhook is not None and not isinstance(webhook, str):
+        raise ConfigError("notify.webhook", "must be a URL string", source)
+    if webhook is not None:
+        out["notify_webhook"] = webhook
+    return out
+
+
 def load_config(
     root: Path,
     flags: Mapping[str, Any] | None = None,
@@ -300,6 +340,7 @@ def load_config(
     values: dict[str, Any] = {}
     origin: dict[str, str] = {}
     data, source = read_project_file(root)
+    data = _notify_table(data, source)
     for key, value in data.items():
         if key not in known:
             raise ConfigError(key, "unknown setting", source)

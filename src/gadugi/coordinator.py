@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from . import lease, procs, recovery
+from . import lease, notify, procs, recovery
 from .agents import AgentProfile, check_prompts, profile_for, require_program
 from .config import OrchestrationConfig, check_directories
 from .errors import PlanError, RequestError
@@ -453,6 +453,7 @@ class OrchestratorCoordinator:
         """Run the loop to the end and record the result."""
         orch_id = layout.orchestration_id
         runner: Runner
+        notifier = notify.from_config(self.config)
         monitor = Monitor(
             registry,
             orch_id,
@@ -470,7 +471,7 @@ class OrchestratorCoordinator:
             Worktrees(self.root),
             template,
             base,
-            listener=self.listener,
+            listener=notifier.listener(orch_id, self.listener) if notifier else self.listener,
             on_dirty=monitor.mark_dirty,
             owner=held.token,
         )
@@ -480,6 +481,8 @@ class OrchestratorCoordinator:
                 runner.run(between=monitor.maybe_write)
             except BaseException:
                 runner.abandon()
+                if notifier:
+                    notifier.close()
                 raise
             finally:
                 # Nothing an agent started may outlive the orchestration, daemons included.
@@ -496,6 +499,9 @@ class OrchestratorCoordinator:
         registry.finish_orchestration(orch_id, state, result.to_json(), owner=held.token)
         monitor.write(state)
         monitor.write_final(result.to_json())
+        if notifier:
+            notifier.emit_result(state, result.to_json())
+            notifier.close()
         return result
 
 
