@@ -195,3 +195,24 @@ def test_a_bad_notify_table_exits_2_naming_the_key(repo: Repo) -> None:
         done = run_cli(["run", "--agent", "shell", "--quiet", "a.md"], repo.root)
         assert done.returncode == 2 and key in done.stderr, (table, done.stderr)
         assert repo.snapshot() == before
+
+
+def test_plan_learns_estimates_from_history_and_says_so(repo: Repo) -> None:
+    (repo.root / "gadugi.toml").write_text(FAST)
+    repo.shell_prompt("docs-a.md", "echo a", title="Update the docs")
+    repo.shell_prompt("docs-b.md", "echo b", title="Document the README")
+    repo.shell_prompt("own.md", "echo c", front="estimate_minutes: 7")
+    repo.commit()
+    before = json.loads(run_cli(["plan", "--json", "--all"], repo.root).stdout)
+    assert {t["estimate_source"] for t in before["tasks"]} == {"prompt"}
+    assert run_cli(["run", "--agent", "shell", "--quiet", "docs-a.md"], repo.root).returncode == 0
+    after = json.loads(run_cli(["plan", "--json", "--all"], repo.root).stdout)
+    by_id = {t["task_id"]: t for t in after["tasks"]}
+    # The same prompt, and another of its type, take the measured time; a declared one stays.
+    assert by_id["docs-a"]["estimate_source"] == "history"
+    assert by_id["docs-a"]["estimate_minutes"] == 0.1  # seconds of work, never 0
+    assert by_id["docs-b"]["estimate_source"] == "history"
+    assert by_id["own"]["estimate_source"] == "prompt" and by_id["own"]["estimate_minutes"] == 7
+    assert after["estimated_sequential_minutes"] < before["estimated_sequential_minutes"]
+    text = run_cli(["plan", "--all"], repo.root).stdout
+    assert "0.1m*" in text and "estimated from this project's history" in text

@@ -18,7 +18,7 @@ from typing import Any
 from . import lease, notify, procs, recovery
 from .agents import AgentProfile, check_prompts, profile_for, require_program
 from .config import OrchestrationConfig, check_directories
-from .errors import PlanError, RequestError
+from .errors import GadugiError, PlanError, RequestError
 from .lifecycle import Transition
 from .monitoring import Monitor
 from .planning import plan as planning
@@ -201,10 +201,28 @@ class OrchestratorCoordinator:
                 raise PlanError(f"task analysis failed: {exc!r} (fallback disabled)") from exc
             self.warn(f"task analysis failed ({exc!r}); running the tasks one at a time")
             plan, fallback = planning.sequential_plan(prompts, parallel), True
+        plan = self._learn_estimates(plan, prompts)
         check_directories(self.root, self.config, STATE_DIR)
         load_template(self.root)  # checks it, so `plan` refuses what `run` would
         check_prompts(prompts, self.config.agent)
         return Prepared(self.root, prompts, plan, fallback, resolution.problems)
+
+    def _learn_estimates(self, plan: planning.Plan, prompts: list[Prompt]) -> planning.Plan:
+        """Estimates from this project's measured history, where it has similar tasks."""
+        from .planning.history import apply_history
+        from .stats import history
+
+        try:
+            registry = Registry(self.state_dir / "state.db", readonly=True)
+        except GadugiError:
+            return plan  # no history yet (or none readable): the prompts' own estimates
+        try:
+            return apply_history(plan, prompts, history(registry))
+        except GadugiError as exc:
+            self.warn(f"the history's estimates were not used: {exc}")
+            return plan
+        finally:
+            registry.close()
 
     # -- running ------------------------------------------------------------------------
 
