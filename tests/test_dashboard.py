@@ -9,6 +9,8 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
 
+import psutil
+
 from conftest import Repo, run_cli
 from dashboard_fixtures import Dashboard, request
 
@@ -216,3 +218,17 @@ def test_plan_learns_estimates_from_history_and_says_so(repo: Repo) -> None:
     assert after["estimated_sequential_minutes"] < before["estimated_sequential_minutes"]
     text = run_cli(["plan", "--all"], repo.root).stdout
     assert "0.1m*" in text and "estimated from this project's history" in text
+
+
+def test_a_hanging_notifier_is_stopped_when_the_run_ends(repo: Repo, tmp_path: Path) -> None:
+    pids = tmp_path / "pids"
+    script = tmp_path / "hang.sh"
+    script.write_text(f'#!/bin/sh\necho $$ >> "{pids}"\nexec sleep 600\n')
+    script.chmod(0o755)
+    (repo.root / "gadugi.toml").write_text(FAST + f'[notify]\ncommand = "{script}"\n')
+    repo.shell_prompt("a.md", "echo a")
+    repo.commit()
+    done = run_cli(["run", "--agent", "shell", "a.md"], repo.root)
+    assert done.returncode == 0 and "notify command still running" in done.stderr
+    for pid in pids.read_text().split():
+        assert not psutil.pid_exists(int(pid)) or psutil.Process(int(pid)).status() == "zombie"

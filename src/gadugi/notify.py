@@ -20,13 +20,17 @@ import json
 import logging
 import os
 import queue
+import signal
 import subprocess
 import threading
 import time
 import urllib.request
 from collections.abc import Sequence
+from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
+from . import procs
+from .errors import SpawnError
 from .tasks import iso
 
 if TYPE_CHECKING:
@@ -45,6 +49,8 @@ class Notifier:
         self.webhook = webhook
         self.queue: queue.Queue[dict[str, Any] | None] = queue.Queue()
         self.child: subprocess.Popen[bytes] | None = None
+        self.abandoned = threading.Event()
+        self.lock = threading.Lock()
         self.thread = threading.Thread(target=self._work, name="gadugi-notify", daemon=True)
         self.thread.start()
 
@@ -71,14 +77,18 @@ class Notifier:
     def close(self, wait_s: float = CLOSE_WAIT_S) -> None:
         self.queue.put(None)
         self.thread.join(wait_s)
-        child = self.child
-        if self.thread.is_alive() and child is not None:
+        if not self.thread.is_alive():
+            return
+        with self.lock:  # no command starts after this
+            self.abandoned.set()  # what is still queued is dropped
+            child = self.child
+        if child is not None:
             log.warning("notify command still running after %.0fs; stopped", wait_s)
-            child.kill()
-            self.thread.join(1.0)
+            _kill(child)
+        self.thread.join(1.0)
 
     def _work(self) -> None:
-        while (event := self.queue.get()) is not None:
+        while (event := self.queue.get()) is not None and not self.abandoned.is_set():
             body = json.dumps(event).encode()
             if self.command:
                 self._run_command(event, body)
@@ -92,28 +102,34 @@ class Notifier:
             if value is None or isinstance(value, str | int | float | bool)
         }
         try:
-            self.child = subprocess.Popen(
-                self.command,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                env=env,
-                start_new_session=True,
-            )
+            with self.lock:
+                if self.abandoned.is_set():
+                    return
+                # Started through procs: the end-of-run sweep knows it for ours, no stray.
+                self.child = procs.start(
+                    self.command,
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
+                    env=env,
+                    start_new_session=True,
+                )
             _, err = self.child.communicate(body, timeout=COMMAND_TIMEOUT_S)
         except subprocess.TimeoutExpired:
             assert self.child is not None
-            self.child.kill()
+            _kill(self.child)
             self.child.wait()
             log.warning(
                 "notify command %s took over %.0fs; stopped", self.command[0], COMMAND_TIMEOUT_S
             )
             return
-        except OSError as exc:
+        except (OSError, SpawnError) as exc:
             log.warning("notify command %s could not run: %s", self.command[0], exc)
             return
         finally:
             child, self.child = self.child, None
+            if child is not None:
+                procs.forget(child.pid)
         if child is not None and child.returncode != 0:
             tail = err.decode(errors="replace").strip().splitlines()[-1:] if err else []
             log.warning(
@@ -146,6 +162,7 @@ class NotifyingListener:
         self.told: set[tuple[str, int, str]] = set()
 
     def changed(self, task: TaskRun) -> None:
+        self._usage_limit(task)
         if task.status.finished:
             key = (task.task_id, task.attempt, task.status.value)
             if key not in self.told:
@@ -163,9 +180,34 @@ class NotifyingListener:
         if self.inner:
             self.inner.changed(task)
 
+    def _usage_limit(self, task: TaskRun) -> None:
+        """A task parked until its agent's usage limit resets (the runner holds it until
+        exactly the reset time the agent reported)."""
+        until = task.agent_info.get("retry_after")
+        if task.status.finished or not isinstance(until, int | float):
+            return
+        key = (task.task_id, task.attempt, "usage_limit")
+        if task.hold_until != float(until) or key in self.told:
+            return
+        self.told.add(key)
+        self.notifier.emit(
+            "usage_limit",
+            self.orchestration_id,
+            task_id=task.task_id,
+            status=task.status.value,
+            until=iso(float(until)),
+            message=task.error,
+        )
+
     def ticked(self, runs: Sequence[TaskRun], now: float, note: str | None) -> None:
         if self.inner:
             self.inner.ticked(runs, now, note)
+
+
+def _kill(child: subprocess.Popen[bytes]) -> None:
+    """The command's whole process group (it leads one: a session of its own)."""
+    with suppress(ProcessLookupError):
+        os.killpg(child.pid, signal.SIGKILL)
 
 
 def from_config(config: Any) -> Notifier | None:
