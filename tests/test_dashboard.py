@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 
 import psutil
 
-from conftest import Repo, run_cli
+from conftest import Repo, run_cli, wait_until
 from dashboard_fixtures import Dashboard, request
 
 FAST = "max_load_per_cpu = 0\nmin_available_memory_mb = 0\n"
@@ -232,3 +232,27 @@ def test_a_hanging_notifier_is_stopped_when_the_run_ends(repo: Repo, tmp_path: P
     assert done.returncode == 0 and "notify command still running" in done.stderr
     for pid in pids.read_text().split():
         assert not psutil.pid_exists(int(pid)) or psutil.Process(int(pid)).status() == "zombie"
+
+
+def test_retry_from_the_dashboard_runs_gadugi_retry(
+    repo: Repo, dashboard: Dashboard, tmp_path: Path
+) -> None:
+    mark = tmp_path / "failed-once"
+    (repo.root / "gadugi.toml").write_text(FAST)
+    repo.shell_prompt("once.md", f'if [ ! -f "{mark}" ]; then touch "{mark}"; exit 3; fi\necho ok')
+    repo.commit()
+    assert run_cli(["run", "--agent", "shell", "--quiet", "once.md"], repo.root).returncode == 1
+    orch = json.loads(run_cli(["status", "--json"], repo.root).stdout)["orchestration_id"]
+    url = f"{dashboard.base}/api/orchestrations/{orch}/tasks/once/retry"
+    code, body = request(url, "POST", {"X-Gadugi-Token": dashboard.token})
+    assert code == 200, body
+
+    def task() -> dict[str, Any]:
+        shown: dict[str, Any] = json.loads(run_cli(["show", "once", "--json"], repo.root).stdout)
+        return shown
+
+    wait_until(lambda: task()["status"] == "completed")
+    assert [a["status"] for a in task()["attempts"]] == ["failed", "completed"]
+    # A second retry of a completed task is refused as `gadugi retry` refuses it.
+    code, body = request(url, "POST", {"X-Gadugi-Token": dashboard.token})
+    assert code == 409 and "--force" in json.loads(body)["message"]

@@ -26,6 +26,7 @@ def _prompts(repo: Repo, tmp: Path) -> Path:
     (repo.root / "gadugi.toml").write_text(FAST)
     repo.shell_prompt("slow.md", f'while [ ! -f "{gate}" ]; do sleep 0.05; done\necho slow done')
     repo.shell_prompt("stuck.md", "sleep 600")
+    repo.shell_prompt("broken.md", "echo 'no such module' >&2\nexit 3")
     mark = tmp / "flaky-once"
     repo.shell_prompt(
         "flaky.md",
@@ -85,13 +86,13 @@ def test_a_running_orchestration_shows_live_and_cancels_from_the_page(
     _task(page, "slow", "completed")
     attempts = {
         t: json.loads(run_cli(["show", t, "--json"], repo.root).stdout)["attempts"]
-        for t in ("slow", "stuck", "flaky")
+        for t in ("slow", "stuck", "flaky", "broken")
     }
     assert len(attempts["flaky"]) == 2
     for task_id, rows in attempts.items():
         bars = page.locator(f'svg.timeline rect.attempt[data-task="{task_id}"]')
         assert bars.count() == len(rows), task_id
-    assert page.locator("svg.graph g.node").count() == 3
+    assert page.locator("svg.graph g.node").count() == 4
     page.click('tr.task[data-task="flaky"] a')
     page.wait_for_selector("pre.diff")
     assert "flaky.txt" in page.inner_text("pre.diff")
@@ -99,7 +100,7 @@ def test_a_running_orchestration_shows_live_and_cancels_from_the_page(
     if shots:
         page.screenshot(path=str(shots / "dashboard-task.png"))
         page.goto(dashboard.base + "/")
-        page.wait_for_selector("#attention")
+        page.wait_for_selector("#attention tr.k-failed")
         page.screenshot(path=str(shots / "dashboard-overview.png"))
     assert _hosts(requests) == {"127.0.0.1"}, requests
 

@@ -34,8 +34,13 @@ def when(ts: float | None) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def state_class(status: str | None) -> str:
+    """``s-<status>``, one CSS class even for an attempt's ``not started``."""
+    return "s-" + e((status or "none").replace(" ", "-"))
+
+
 def status_badge(status: str | None) -> str:
-    return f'<span class="badge s-{e(status or "none")}">{e(status or "-")}</span>'
+    return f'<span class="badge {state_class(status)}">{e(status or "-")}</span>'
 
 
 # -- the front page --------------------------------------------------------------------
@@ -231,7 +236,7 @@ def timeline_svg(detail: dict[str, Any]) -> str:
             status = a["status"] or "running"
             took = duration(finish - a["started_at"])
             out.append(
-                f'<rect class="attempt s-{e(status)}" data-task="{e(task["task_id"])}" '
+                f'<rect class="attempt {state_class(status)}" data-task="{e(task["task_id"])}" '
                 f'data-attempt="{a["number"]}" x="{x(a["started_at"]):.1f}" y="{y + 2}" '
                 f'width="{max(2.0, x(finish) - x(a["started_at"])):.1f}" height="{ROW_H - 8}" '
                 f'rx="3"><title>{e(task["task_id"])} attempt {a["number"]}: {e(status)}, '
@@ -305,7 +310,7 @@ def graph_svg(detail: dict[str, Any]) -> str:
     for task_id, task in tasks.items():
         tx, ty = where[task_id]
         out.append(
-            f'<g class="node s-{e(task["status"])}" data-task="{e(task_id)}">'
+            f'<g class="node {state_class(task["status"])}" data-task="{e(task_id)}">'
             f'<rect x="{tx}" y="{ty}" width="{NODE_W}" height="{NODE_H}" rx="5"/>'
             f'<text x="{tx + 8}" y="{ty + 19}">{e(task_id[:22])}</text>'
             f"<title>{e(task_id)}: {e(task['status'])}</title></g>"

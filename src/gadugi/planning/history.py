@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import replace
 
-from .plan import Plan, _summarize
 from ..tasks import Prompt
+from .plan import Plan, _summarize
 
 MIN_MINUTES = 0.1  # an estimate is never 0: the critical path and speedup divide by them
 
