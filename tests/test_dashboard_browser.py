@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import signal
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -72,6 +73,7 @@ def test_a_running_orchestration_shows_live_and_cancels_from_the_page(
         _task(page, "stuck", "cancelled")
         gate.write_text("go")
         _task(page, "slow", "completed")
+        seen_at = time.time()
         assert run.wait(timeout=60) == 1, run.communicate()
     finally:
         if run.poll() is None:
@@ -89,6 +91,9 @@ def test_a_running_orchestration_shows_live_and_cancels_from_the_page(
         for t in ("slow", "stuck", "flaky", "broken")
     }
     assert len(attempts["flaky"]) == 2
+    ended = datetime.fromisoformat(attempts["slow"][-1]["ended_at"]).timestamp()
+    print(f"the page showed slow's end {seen_at - ended:.2f}s after its agent exited")
+    assert seen_at - ended < 30  # generous: the machine is shared; about 0.5 s when quiet
     for task_id, rows in attempts.items():
         bars = page.locator(f'svg.timeline rect.attempt[data-task="{task_id}"]')
         assert bars.count() == len(rows), task_id
