@@ -69,6 +69,10 @@ def test_metrics_count_tasks_by_state(repo: Repo, dashboard: Dashboard) -> None:
     assert "gadugi_running_agents 0" in text
     assert 'gadugi_orchestrations{state="finished"} 1' in text
     assert "gadugi_landing_queue_length 0" in text
+    code, page = dashboard.get(f"/stats?token={dashboard.token}&fragment=1")
+    assert code == 200 and "By agent" in page and "<td>shell</td><td>2</td><td>50%" in page
+    for missing in ("/orchestrations/orch-20000101-000000-0000", "/orchestrations/x/tasks/y"):
+        assert dashboard.get(f"{missing}?token={dashboard.token}")[0] == 404
 
 
 def test_the_inbox_lists_the_failure_first(repo: Repo, dashboard: Dashboard) -> None:
@@ -111,7 +115,8 @@ def test_a_report_that_cannot_be_written_exits_2(repo: Repo, tmp_path: Path) -> 
     assert done.returncode == 2 and "does not exist" in done.stderr
     assert not (tmp_path / "no").exists()
     unknown = run_cli(["report", "orch-nope", "--output", str(tmp_path / "r.html")], repo.root)
-    assert unknown.returncode != 0 and not (tmp_path / "r.html").exists()
+    assert unknown.returncode == 2 and "orch-nope" in unknown.stderr
+    assert not (tmp_path / "r.html").exists()
 
 
 def test_stats_group_by_type_and_agent(repo: Repo) -> None:

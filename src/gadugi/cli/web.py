@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -40,7 +41,10 @@ def dashboard(project_root: str | None, port: int, no_open: bool) -> None:
     click.echo(f"gadugi dashboard for {root}: {url}")
     click.echo("(Ctrl-C stops it)")
     sys.stdout.flush()
-    if not no_open:
+    # Without a display, webbrowser would pick a text browser and take over the terminal.
+    if not no_open and (
+        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or sys.platform == "darwin"
+    ):
         import webbrowser
 
         webbrowser.open(url)

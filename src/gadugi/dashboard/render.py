@@ -14,6 +14,7 @@ from typing import Any
 
 from ..tasks import TaskStatus
 from ..views import agent_line, changes_line, duration
+from .model import landing_queue
 
 Link = Callable[[str, str | None], str]  # (orchestration id, task id or None) -> href
 TIMELINE_WIDTH = 960
@@ -172,8 +173,6 @@ def action_buttons(orch_id: str, task_id: str, status: str) -> str:
 
 
 def _landing(detail: dict[str, Any]) -> str:
-    from .model import landing_queue
-
     queue = landing_queue(detail)
     head = detail["landing"]
     out = []
