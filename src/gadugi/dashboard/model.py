@@ -19,7 +19,7 @@ from ..views import Git, Transcript, _recorded, orchestration_list, task_view, w
 from ..worktrees import run_git
 
 Alive = Callable[[dict[str, Any]], bool]
-STALE_S = 300.0  # a running task whose agent wrote nothing for this long is listed as stalled
+DEFAULT_STALL_S = 15 * 60.0  # OrchestrationConfig.stall_timeout_minutes' default
 ATTENTION_ORCHESTRATIONS = 10  # the inbox looks at this many of the newest orchestrations
 MAX_DIFF_CHARS = 400_000  # a diff beyond this is cut, with a note saying how to see it all
 # The order of the inbox: what needs a person before what only waits.
@@ -78,11 +78,18 @@ def _task_items(
         add("blocked", recorded.get("summary") or "the agent says it is blocked")
     if status == TaskStatus.RUNNING and task["last_heartbeat"] is not None:
         silent = now - task["last_heartbeat"]
-        if silent > STALE_S:
-            add("stalled", f"no output for {silent / 60:.0f} min")
+        if silent > stall_limit_s(orch):
+            add("stalled", f"no output or agent event for {silent / 60:.0f} min")
     if status == TaskStatus.QUEUED:
         add("waiting", waiting_reason(registry, orch, task, now))
     return found
+
+
+def stall_limit_s(orch: dict[str, Any]) -> float:
+    """The orchestration's own stall timeout (as the runner judges a stall), in seconds."""
+    config = orch["config"] if isinstance(orch.get("config"), dict) else {}
+    minutes = config.get("stall_timeout_minutes", DEFAULT_STALL_S / 60)
+    return float(minutes) * 60 if isinstance(minutes, int | float) else float("inf")
 
 
 def _item(
