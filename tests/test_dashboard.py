@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 
 import psutil
 
-from conftest import Repo, run_cli, wait_until
+from conftest import Repo, run_cli, run_then_kill_9, wait_until
 from dashboard_fixtures import Dashboard, request
 
 FAST = "max_load_per_cpu = 0\nmin_available_memory_mb = 0\n"
@@ -261,3 +261,22 @@ def test_retry_from_the_dashboard_runs_gadugi_retry(
     # A second retry of a completed task is refused as `gadugi retry` refuses it.
     code, body = request(url, "POST", {"X-Gadugi-Token": dashboard.token})
     assert code == 409 and "--force" in json.loads(body)["message"]
+
+
+def test_the_inbox_names_an_orchestrator_that_is_gone(
+    repo: Repo, dashboard: Dashboard, tmp_path: Path
+) -> None:
+    started, gate = tmp_path / "started", tmp_path / "gate"
+    (repo.root / "gadugi.toml").write_text(FAST)
+    repo.shell_prompt("held.md", f'touch "{started}"\nwhile [ ! -f "{gate}" ]; do sleep 0.05; done')
+    repo.commit()
+    orch = run_then_kill_9(repo, started, "held.md")
+    try:
+        code, body = dashboard.get(f"/?token={dashboard.token}&fragment=1")
+        inbox = body.split('id="orchestrations"')[0]
+        assert code == 200 and "k-orchestrator-gone" in inbox and f"gadugi resume {orch}" in inbox
+        _, text = dashboard.get(f"/metrics?token={dashboard.token}")
+        assert "gadugi_orchestrators_gone 1" in text
+    finally:
+        gate.write_text("go")
+        assert run_cli(["resume", orch, "--quiet"], repo.root).returncode == 0
