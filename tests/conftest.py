@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-pytest_plugins = ["claude_fixtures"]
+pytest_plugins = ["claude_fixtures", "dashboard_fixtures"]
 
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "Test",

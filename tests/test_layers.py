@@ -66,3 +66,29 @@ def test_the_check_sees_a_forbidden_import(tmp_path: Path) -> None:
     probe.write_text("import subprocess\nfrom ..procs import spawn\n", encoding="utf-8")
     imported = _imports(probe, ["gadugi", "planning"])
     assert _reaches(imported, "subprocess") and _reaches(imported, "gadugi.procs")
+
+
+WEB_LIBRARIES = ("starlette", "uvicorn")
+
+
+def test_only_the_dashboard_server_imports_the_web_framework() -> None:
+    # Every other command starts without them; `report` renders without a server.
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(PACKAGE)
+        if rel.as_posix() == "dashboard/server.py":
+            continue
+        imported = _imports(path)
+        bad = [lib for lib in WEB_LIBRARIES if _reaches(imported, lib)]
+        assert not bad, f"{rel} imports {bad}"
+
+
+def test_the_dashboard_acts_through_the_command_line_not_beside_it() -> None:
+    # Its actions run `gadugi cancel`/`retry` as children; it never imports cli/ or writes.
+    for path in sorted((PACKAGE / "dashboard").glob("*.py")):
+        imported = _imports(path)
+        bad = sorted(
+            m
+            for m in ("gadugi.cli", "gadugi.coordinator", "gadugi.runner")
+            if _reaches(imported, m)
+        )
+        assert not bad, f"{path.name} imports {bad}"

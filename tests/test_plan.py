@@ -516,6 +516,7 @@ def test_to_json_has_exactly_the_product_shape(plan_for: PlanFor) -> None:
         "title": "A",
         "type": "feature",
         "estimate_minutes": 30.0,
+        "estimate_source": "prompt",
         "priority": 3,
         "footprint": ["docs/**"],
         "depends_on": [],

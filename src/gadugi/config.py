@@ -90,6 +90,9 @@ class OrchestrationConfig:
     budget_hard: bool = False  # also stop running tasks when the budget is reached
     # Tasks parked by a usage limit wait this long past its reset time.
     usage_limit_margin_seconds: float = 60.0
+    # The `notify` table: a command (argv) and/or a webhook URL told about events (notify.py).
+    notify_command: tuple[str, ...] = field(default_factory=tuple)
+    notify_webhook: str | None = None
 
     def __post_init__(self) -> None:
         validate(self)
@@ -200,6 +203,11 @@ def validate(cfg: OrchestrationConfig, source: str = "") -> None:
         if not getattr(cfg, key).strip():
             raise bad(key, "cannot be empty")
     _validate_setup_cache(cfg, bad)
+    if cfg.notify_command and not cfg.notify_command[0].strip():
+        raise bad("notify.command", "the command's first word cannot be empty")
+    hook = cfg.notify_webhook
+    if hook is not None and not (hook.startswith(("http://", "https://")) and len(hook) > 8):
+        raise bad("notify.webhook", "must be an http:// or https:// URL")
 
 
 def _validate_setup_cache(cfg: OrchestrationConfig, bad: Callable[[str, str], ConfigError]) -> None:
@@ -363,6 +371,38 @@ def read_project_file(root: Path) -> tuple[dict[str, Any], str]:
     return {}, ""
 
 
+def _notify_table(data: dict[str, Any], source: str) -> dict[str, Any]:
+    """``[notify]`` (``command`` = argv list or a shell-like string, ``webhook`` = URL) as
+    the ``notify_command`` and ``notify_webhook`` fields."""
+    if "notify" not in data:
+        return data
+    import shlex
+
+    table = data["notify"]
+    if not isinstance(table, dict):
+        raise ConfigError("notify", "must be a table (command and/or webhook)", source)
+    unknown = sorted(set(table) - {"command", "webhook"})
+    if unknown:
+        raise ConfigError(f"notify.{unknown[0]}", "unknown setting", source)
+    out = {k: v for k, v in data.items() if k != "notify"}
+    command = table.get("command")
+    if isinstance(command, str):
+        try:
+            out["notify_command"] = shlex.split(command)
+        except ValueError as exc:
+            raise ConfigError("notify.command", f"cannot be split: {exc}", source) from None
+    elif isinstance(command, list) and command and all(isinstance(c, str) for c in command):
+        out["notify_command"] = command
+    elif command is not None:
+        raise ConfigError("notify.command", "must be a string or a list of strings", source)
+    webhook = table.get("webhook")
+    if webhook is not None and not isinstance(webhook, str):
+        raise ConfigError("notify.webhook", "must be a URL string", source)
+    if webhook is not None:
+        out["notify_webhook"] = webhook
+    return out
+
+
 def load_config(
     root: Path,
     flags: Mapping[str, Any] | None = None,
@@ -373,6 +413,7 @@ def load_config(
     values: dict[str, Any] = {}
     origin: dict[str, str] = {}
     data, source = read_project_file(root)
+    data = _notify_table(data, source)
     for key, value in data.items():
         if key not in known:
             raise ConfigError(key, "unknown setting", source)

@@ -15,10 +15,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from . import lease, procs, recovery, segments
+from . import lease, notify, procs, recovery, segments
 from .agents import AgentProfile, check_prompts, profile_for, require_program
 from .config import OrchestrationConfig, check_directories
-from .errors import PlanError, RequestError
+from .errors import GadugiError, PlanError, RequestError
 from .landing import (
     Lander,
     LandOptions,
@@ -322,6 +322,7 @@ class OrchestratorCoordinator:
             plan, fallback = planning.sequential_plan(prompts, policy), True
             self.config = replace(self.config, max_parallel_tasks=1)
         _log_plan(plan, prompts)
+        plan = self._learn_estimates(plan, prompts)
         check_directories(self.root, self.config, STATE_DIR)
         load_template(self.root)  # checks it, so `plan` refuses what `run` would
         check_prompts(prompts, self.config.agent)
@@ -330,6 +331,23 @@ class OrchestratorCoordinator:
             if self.config.land_into:
                 check_into(self.root, self.config.land_into)
         return Prepared(self.root, prompts, plan, fallback, resolution.problems)
+
+    def _learn_estimates(self, plan: planning.Plan, prompts: list[Prompt]) -> planning.Plan:
+        """Estimates from this project's measured history, where it has similar tasks."""
+        from .planning.history import apply_history
+        from .stats import history
+
+        try:
+            registry = Registry(self.state_dir / "state.db", readonly=True)
+        except GadugiError:
+            return plan  # no history yet (or none readable): the prompts' own estimates
+        try:
+            return apply_history(plan, prompts, history(registry))
+        except GadugiError as exc:
+            self.warn(f"the history's estimates were not used: {exc}")
+            return plan
+        finally:
+            registry.close()
 
     # -- running ------------------------------------------------------------------------
 
@@ -657,6 +675,7 @@ class OrchestratorCoordinator:
         if focus is None:
             focus = [r.task_id for r in runs if kind == "run" or not r.status.finished]
         runner: Runner
+        notifier = notify.from_config(self.config)
         monitor = Monitor(
             registry,
             orch_id,
@@ -689,7 +708,7 @@ class OrchestratorCoordinator:
             Worktrees(self.root),
             template,
             base,
-            listener=self.listener,
+            listener=notifier.listener(orch_id, self.listener) if notifier else self.listener,
             on_dirty=monitor.mark_dirty,
             owner=held.token,
             lander=lander,
@@ -708,6 +727,8 @@ class OrchestratorCoordinator:
                 runner.run(between=monitor.maybe_write)
             except BaseException:
                 runner.abandon()
+                if notifier:
+                    notifier.close()
                 raise
             finally:
                 # Nothing an agent started may outlive the orchestration, daemons included.
@@ -733,6 +754,9 @@ class OrchestratorCoordinator:
         registry.finish_orchestration(orch_id, state, result.to_json(), owner=held.token)
         monitor.write(state)
         monitor.write_final(result.to_json())
+        if notifier:
+            notifier.emit_result(state, result.to_json())
+            notifier.close()
         return result
 
 

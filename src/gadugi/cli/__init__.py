@@ -2,11 +2,11 @@
 
 The only package that imports click and rich. ``main`` is the click group; each module
 adds its commands to it: ``main`` (run, plan, demo), ``query`` (status, export, logs,
-show, list, wait), ``recover`` (resume, retry, cancel, cleanup) and ``machine`` (doctor,
-install-agent) and ``land`` (land).
+show, list, wait), ``recover`` (resume, retry, cancel, cleanup), ``machine`` (doctor,
+install-agent), ``land`` (land) and ``web`` (dashboard, report, stats).
 """
 
-from . import land, machine, query, recover  # noqa: F401  (they register their commands)
+from . import land, machine, query, recover, web  # noqa: F401  (they register their commands)
 from .main import main
 
 __all__ = ["main"]

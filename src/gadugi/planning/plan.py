@@ -44,6 +44,7 @@ class PlannedTask:
     depends_on: tuple[str, ...]  # resolved task ids, request order
     conflicts_with: tuple[str, ...]  # sorted task ids
     related_to: tuple[str, ...] = ()  # sorted task ids whose imports meet (not a conflict)
+    estimate_source: str = "prompt"  # "history": learnt from this project's past runs
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,7 @@ class Plan:
                     "title": t.title,
                     "type": t.type,
                     "estimate_minutes": t.estimate_minutes,
+                    "estimate_source": t.estimate_source,
                     "priority": t.priority,
                     "footprint": list(t.footprint),
                     "depends_on": list(t.depends_on),
@@ -294,7 +296,8 @@ def render_plan(plan: Plan) -> str:
     widths = (20, 8, 6, 18, 18, 100 - 70 - 5)  # the footprint takes what is left
     rows = [_row(("id", "type", "est", "depends on", "conflicts with", "footprint"), widths)]
     for t in plan.tasks:
-        cells = (t.task_id, t.type, f"{t.estimate_minutes:g}m")
+        learnt = "*" if t.estimate_source == "history" else ""
+        cells = (t.task_id, t.type, f"{t.estimate_minutes:g}m{learnt}")
         lists = (t.depends_on, t.conflicts_with, t.footprint)
         rows.append(_row(cells + tuple(map(_summary, lists, widths[3:])), widths))
     total = len(plan.tasks)
@@ -319,6 +322,8 @@ def render_plan(plan: Plan) -> str:
         f"{plan.estimated_parallel_minutes:g} min in parallel, "
         f"speedup {plan.estimated_speedup:g}x"
     )
+    if any(t.estimate_source == "history" for t in plan.tasks):
+        lines.append("* estimated from this project's history (similar tasks' measured times)")
     return "\n".join(lines) + "\n"
 
 

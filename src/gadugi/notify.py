@@ -1,0 +1,217 @@
+"""Notifications: a command and/or a webhook told about what a person may want to know.
+
+Events: ``task_end`` (a task reached a finished status), ``orchestration_end``, and
+``needs_person``, ``budget`` and ``usage_limit``, which the parts that decide those emit
+through ``Notifier.emit``. An event is one JSON object: ``{"event", "time",
+"orchestration_id", ...}``.
+
+The command (``notify.command``, an argv list or a string split like a shell line) gets the
+event as JSON on stdin and each of its top-level values as ``GADUGI_EVENT_<KEY>``; the
+webhook (``notify.webhook``) gets it as a JSON POST. Both run on one worker thread, so the
+loop never waits for a slow receiver, and in order. A notifier that fails, hangs past its
+timeout or cannot be reached is logged and forgotten: it never stops a run. ``close``
+waits a bounded time for what is queued, and a command still running then is killed, so
+no notifier outlives gadugi.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import signal
+import subprocess
+import threading
+import time
+import urllib.request
+from collections.abc import Sequence
+from contextlib import suppress
+from typing import TYPE_CHECKING, Any
+
+from . import procs
+from .errors import SpawnError
+from .tasks import iso
+
+if TYPE_CHECKING:
+    from .runner import Listener, TaskRun
+
+COMMAND_TIMEOUT_S = 30.0
+WEBHOOK_TIMEOUT_S = 5.0
+CLOSE_WAIT_S = 10.0
+EVENTS = ("task_end", "orchestration_end", "needs_person", "budget", "usage_limit")
+log = logging.getLogger(__name__)
+
+
+class Notifier:
+    def __init__(self, command: Sequence[str], webhook: str | None) -> None:
+        self.command = tuple(command)
+        self.webhook = webhook
+        self.queue: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self.child: subprocess.Popen[bytes] | None = None
+        self.abandoned = threading.Event()
+        self.lock = threading.Lock()
+        self.thread = threading.Thread(target=self._work, name="gadugi-notify", daemon=True)
+        self.thread.start()
+
+    def emit(self, kind: str, orchestration_id: str, **fields: Any) -> None:
+        event = {"event": kind, "time": iso(time.time()), "orchestration_id": orchestration_id}
+        self.queue.put(event | fields)
+
+    def listener(self, orchestration_id: str, inner: Listener | None) -> NotifyingListener:
+        return NotifyingListener(self, orchestration_id, inner)
+
+    def emit_result(self, state: str, result: dict[str, Any]) -> None:
+        """``orchestration_end``: the result's summary fields (not every task's detail)."""
+        keep = (
+            "started_at", "finished_at", "total_tasks", "successful_tasks", "failed_tasks",
+            "execution_time_seconds", "parallel_speedup", "error_summary",
+        )  # fmt: skip
+        self.emit(
+            "orchestration_end",
+            result["orchestration_id"],
+            state=state,
+            **{k: result.get(k) for k in keep},
+        )
+
+    def close(self, wait_s: float = CLOSE_WAIT_S) -> None:
+        self.queue.put(None)
+        self.thread.join(wait_s)
+        if not self.thread.is_alive():
+            return
+        with self.lock:  # no command starts after this
+            self.abandoned.set()  # what is still queued is dropped
+            child = self.child
+        if child is not None:
+            log.warning("notify command still running after %.0fs; stopped", wait_s)
+            _kill(child)
+        self.thread.join(1.0)
+
+    def _work(self) -> None:
+        while (event := self.queue.get()) is not None and not self.abandoned.is_set():
+            body = json.dumps(event).encode()
+            if self.command:
+                self._run_command(event, body)
+            if self.webhook:
+                self._post(body)
+
+    def _run_command(self, event: dict[str, Any], body: bytes) -> None:
+        env = os.environ | {
+            f"GADUGI_EVENT_{key.upper()}": "" if value is None else str(value)
+            for key, value in event.items()
+            if value is None or isinstance(value, str | int | float | bool)
+        }
+        try:
+            with self.lock:
+                if self.abandoned.is_set():
+                    return
+                # Started through procs: the end-of-run sweep knows it for ours, no stray.
+                self.child = procs.start(
+                    self.command,
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
+                    env=env,
+                    start_new_session=True,
+                )
+            _, err = self.child.communicate(body, timeout=COMMAND_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            assert self.child is not None
+            _kill(self.child)
+            self.child.wait()
+            log.warning(
+                "notify command %s took over %.0fs; stopped", self.command[0], COMMAND_TIMEOUT_S
+            )
+            return
+        except (OSError, SpawnError) as exc:
+            log.warning("notify command %s could not run: %s", self.command[0], exc)
+            return
+        finally:
+            child, self.child = self.child, None
+            if child is not None:
+                procs.forget(child.pid)
+        if child is not None and child.returncode != 0:
+            tail = err.decode(errors="replace").strip().splitlines()[-1:] if err else []
+            log.warning(
+                "notify command %s exited %s%s",
+                self.command[0],
+                child.returncode,
+                f": {tail[0]}" if tail else "",
+            )
+
+    def _post(self, body: bytes) -> None:
+        assert self.webhook is not None
+        request = urllib.request.Request(  # noqa: S310  (the scheme is checked in config)
+            self.webhook,
+            data=body,
+            headers={"Content-Type": "application/json", "User-Agent": "gadugi"},
+            method="POST",
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=WEBHOOK_TIMEOUT_S) as answer:  # noqa: S310
+                answer.read(1024)
+        except (OSError, ValueError) as exc:
+            log.warning("notify webhook %s failed: %s", self.webhook, exc)
+
+
+class NotifyingListener:
+    """The loop's listener, passed through, that also emits ``task_end`` once per ending."""
+
+    def __init__(self, notifier: Notifier, orchestration_id: str, inner: Listener | None):
+        self.notifier, self.orchestration_id, self.inner = notifier, orchestration_id, inner
+        self.told: set[tuple[str, int, str]] = set()
+
+    def changed(self, task: TaskRun) -> None:
+        self._usage_limit(task)
+        if task.status.finished:
+            key = (task.task_id, task.attempt, task.status.value)
+            if key not in self.told:
+                self.told.add(key)
+                self.notifier.emit(
+                    "task_end",
+                    self.orchestration_id,
+                    task_id=task.task_id,
+                    status=task.status.value,
+                    exit_code=task.exit_code,
+                    attempts=task.attempt,
+                    branch=task.branch,
+                    message=task.error,
+                )
+        if self.inner:
+            self.inner.changed(task)
+
+    def _usage_limit(self, task: TaskRun) -> None:
+        """A task parked until its agent's usage limit resets (the runner holds it until
+        exactly the reset time the agent reported)."""
+        until = task.agent_info.get("retry_after")
+        if task.status.finished or not isinstance(until, int | float):
+            return
+        key = (task.task_id, task.attempt, "usage_limit")
+        if task.hold_until != float(until) or key in self.told:
+            return
+        self.told.add(key)
+        self.notifier.emit(
+            "usage_limit",
+            self.orchestration_id,
+            task_id=task.task_id,
+            status=task.status.value,
+            until=iso(float(until)),
+            message=task.error,
+        )
+
+    def ticked(self, runs: Sequence[TaskRun], now: float, note: str | None) -> None:
+        if self.inner:
+            self.inner.ticked(runs, now, note)
+
+
+def _kill(child: subprocess.Popen[bytes]) -> None:
+    """The command's whole process group (it leads one: a session of its own)."""
+    with suppress(ProcessLookupError):
+        os.killpg(child.pid, signal.SIGKILL)
+
+
+def from_config(config: Any) -> Notifier | None:
+    """A notifier for ``OrchestrationConfig``'s ``notify`` settings; None without any."""
+    if not (config.notify_command or config.notify_webhook):
+        return None
+    return Notifier(config.notify_command, config.notify_webhook)
