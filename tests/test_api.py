@@ -70,7 +70,23 @@ def test_demo_runs_offline_and_says_where_everything_is(tmp_path: Path) -> None:
         text=True,
         check=True,
     ).stdout.split()
-    assert len(branches) == 4
+    assert len(branches) == 5  # the four tasks' and the integration branch
+    assert "main fast-forwarded" in proc.stdout
+    # main holds every task's work, the stacked pair's changelog lines composed, and the
+    # verification passes on it.
+    for module in ("greeting", "math_helpers", "settings", "usage_example"):
+        assert (target / f"{module}.py").is_file()
+    changelog = (target / "CHANGELOG.md").read_text()
+    assert "Add arithmetic helpers" in changelog and "Add default settings" in changelog
+    check = subprocess.run(
+        [sys.executable, "-m", "unittest", "-q"],
+        cwd=target,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert check.returncode == 0, check.stderr
+    assert "Ran 5 tests" in check.stderr
 
 
 def test_live_view_on_a_terminal_shows_rows_and_totals(repo: Repo) -> None:

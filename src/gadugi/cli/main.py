@@ -416,13 +416,29 @@ def plan(**kw: Any) -> None:
 )
 @click.option("--tasks", "count", type=click.IntRange(2, 16), default=4, show_default=True)
 def demo(directory: str | None, count: int) -> None:
-    """Create a throwaway repository with a few prompts and run them with the shell agent."""
-    from ..demo import make_demo_repository
+    """Create a throwaway repository with a few prompts and run them through to main.
+
+    The shell agent does the work offline; each task's unit test is its verification, and
+    the batch lands on main (``run --land --into main``)."""
+    from ..demo import VERIFY, make_demo_repository
 
     root = make_demo_repository(Path(directory) if directory else None, count)
     names = sorted(p.name for p in (root / "prompts").glob("*.md"))
-    click.echo(f"demo repository: {root}\nprompts: {', '.join(names)}\n")
-    config = load_config(root, {"agent": "shell", "max_parallel_tasks": count})
+    click.echo(f"demo repository: {root}\nprompts: {', '.join(names)}")
+    click.echo(f"verification: {VERIFY}; landing: --land --into main\n")
+    config = load_config(
+        root,
+        {
+            "agent": "shell",
+            "max_parallel_tasks": count,
+            "verify_command": VERIFY,
+            "land": True,
+            "land_into": "main",
+            # Its tasks only sleep and write a file: a busy machine (a test suite beside
+            # it) is no reason for the demonstration to wait.
+            "max_load_per_cpu": 0,
+        },
+    )
     from ..coordinator import OrchestratorCoordinator
 
     listener = _listener(as_json=False, quiet=False)
@@ -432,11 +448,16 @@ def demo(directory: str | None, count: int) -> None:
     finally:
         listener.close()
     _report(result, False, False)
+    orch = result.orchestration_id
+    landing = result.landing or {}
     click.echo(
         f"\nwhere everything is:\n"
-        f"  branches:    git -C {root} branch --list 'gadugi/*'\n"
-        f"  logs:        {root}/.gadugi/logs/{result.orchestration_id}/\n"
-        f"  monitoring:  {root}/.gadugi/monitoring/\n"
-        f"  registry:    {root}/.gadugi/state.db  (gadugi status --project-root {root})"
+        f"  main now:     git -C {root} log --oneline main\n"
+        f"  integration:  git -C {root} log --oneline {landing.get('branch') or 'main'}\n"
+        f"  one task:     gadugi show config-defaults --project-root {root}\n"
+        f"  transcripts:  gadugi logs greeting --project-root {root}\n"
+        f"  logs:         {root}/.gadugi/logs/{orch}/\n"
+        f"  monitoring:   {root}/.gadugi/monitoring/\n"
+        f"  registry:     {root}/.gadugi/state.db  (gadugi status --project-root {root})"
     )
     sys.exit(result.exit_code)
