@@ -307,6 +307,7 @@ def test_status_export_and_monitoring_files_describe_the_run(repo: Repo, tmp_pat
         "error_summary",
         "tasks",
         "agent_totals",
+        "landing",
         "plan_accuracy",
         "waited_seconds",
         "budget_usd",
@@ -336,6 +337,7 @@ def test_status_export_and_monitoring_files_describe_the_run(repo: Repo, tmp_pat
         "insertions",
         "deletions",
         "commits_after_cancel",
+        "landing",
     }
     assert datetime.fromisoformat(result["started_at"]).utcoffset() is not None
     log = Path(result["tasks"][0]["log_file"])

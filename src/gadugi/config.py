@@ -24,6 +24,8 @@ ENVIRONMENT = {
     "GADUGI_AGENT_CMD": "agent_cmd",
     "GADUGI_MAX_PARALLEL": "max_parallel_tasks",
     "GADUGI_TIMEOUT_HOURS": "execution_timeout_hours",
+    # A shared machine (CI) whose load says nothing of this run's own: 0 turns it off.
+    "GADUGI_MAX_LOAD_PER_CPU": "max_load_per_cpu",
 }
 MAX_TIMEOUT_HOURS = 24 * 7  # no task runs longer, so no estimate or stall limit is longer either
 MAX_DELAY_SECONDS = 3600.0
