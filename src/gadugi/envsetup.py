@@ -336,6 +336,61 @@ def prepare(command: str, worktree: Path, project_root: Path, spec: CacheSpec) -
     return 0
 
 
+def stale_entries(
+    root: Path, config: OrchestrationConfig, unused_since: float, worktrees: Iterable[Path]
+) -> tuple[list[Path], list[str]]:
+    """Stored environments ``gadugi cleanup`` may remove, and why others stay.
+
+    One stays when the project's setup would use it now (its key files and command as the
+    main checkout has them), when it was used after ``unused_since``, or when a worktree
+    links to it (``setup_cache_link``).
+    """
+    cache = root / CACHE_DIR
+    if not cache.is_dir():
+        return [], []
+    current = None
+    if config.setup_command and config.setup_cache_key:
+        spec = CacheSpec(config.setup_cache_key, config.setup_cache_paths)
+        current = cache_key(root, config.setup_command, spec)
+    linked = {
+        os.path.realpath(tree / rel)
+        for tree in worktrees
+        for rel in config.setup_cache_paths
+        if (tree / rel).is_symlink()
+    }
+    stale: list[Path] = []
+    kept: list[str] = []
+    for folder in sorted(p for p in cache.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        trees = {os.path.realpath(folder / "tree" / rel) for rel in config.setup_cache_paths}
+        try:
+            used = (folder / MANIFEST).stat().st_mtime
+        except OSError:
+            used = 0.0  # never completed: a store that was cut short
+        if folder.name == current:
+            kept.append(f"cached environment {folder.name}: the current setup uses it")
+        elif trees & linked:
+            kept.append(f"cached environment {folder.name}: a worktree links to it")
+        elif used > unused_since:
+            kept.append(f"cached environment {folder.name}: used since the cut-off")
+        else:
+            stale.append(folder)
+    return stale, kept
+
+
+def prune(entry_dir: Path) -> bool:
+    """Remove one stored environment, unless a setup holds its lock now; False then."""
+    fd = os.open(entry_dir.parent / f"{entry_dir.name}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        shutil.rmtree(entry_dir, ignore_errors=True)
+        return True
+    finally:
+        os.close(fd)
+
+
 # What ``gadugi doctor`` asks: would the verification import the worktree's code?
 
 NOT_PACKAGES = frozenset({"tests", "test", "docs", "doc", "examples", "scripts", "bench"})
