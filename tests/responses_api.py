@@ -46,7 +46,23 @@ def call(
         return None, None, say("ok")  # a side request: does not advance any script
     session = headers.get("session_id") or headers.get("conversation_id") or ""
     cwd = _CWD.search("\n".join(_text(i) for i in items))
-    return scenario, index, server.play(scenario, index, session, cwd.group(1) if cwd else "", body)
+    reply = server.play(scenario, index, session, cwd.group(1) if cwd else "", body)
+    return scenario, index, shaped(reply, body) if isinstance(reply, Reply) else reply
+
+
+def shaped(reply: Reply, body: dict[str, Any]) -> Reply:
+    """A final answer to a request whose ``text.format`` is a JSON Schema (Codex's
+    --output-schema) is that JSON, as a model constrained to it answers: the reply's
+    verdict, or done with its text as the summary."""
+    text = body.get("text")
+    form = text.get("format") if isinstance(text, dict) else None
+    if not isinstance(form, dict) or form.get("type") != "json_schema":
+        return reply
+    if any(isinstance(b, ToolUse) for b in reply.blocks):
+        return reply
+    said = " ".join(b.text for b in reply.blocks if isinstance(b, Text)) or "Done."
+    answer = reply.verdict or {"outcome": "done", "summary": said}
+    return Reply((Text(json.dumps(answer)),), delay_s=reply.delay_s)
 
 
 def locate(items: list[Any]) -> tuple[str | None, int]:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from gadugi.agents.base import AgentContext, Outcome
+from gadugi.agents.base import VERDICT_SCHEMA, AgentContext, Outcome
 from gadugi.agents.claude import (
     DEFAULT_ALLOWED_TOOLS,
     MAX_PROMPT_ARG_BYTES,
@@ -34,6 +34,15 @@ if TYPE_CHECKING:
 TEST_MODEL = "claude-sonnet-4-5"  # what claude_fixtures runs, for its deterministic cost
 # 2 turns of 1000 input and 100 output tokens at Sonnet's $3/M and $15/M.
 TWO_TURN_COST = 2 * (1000 * 3 + 100 * 15) / 1e6
+SCHEMA = json.dumps(VERDICT_SCHEMA, separators=(",", ":"))
+
+
+def test_the_verdict_schema_asks_for_an_outcome_and_a_summary() -> None:
+    schema = json.loads(SCHEMA)
+    assert schema["required"] == ["outcome", "summary"]
+    assert schema["properties"]["outcome"]["enum"] == ["done", "blocked", "no_change"]
+    assert schema["properties"]["summary"]["type"] == "string"
+    assert schema["additionalProperties"] is False
 
 
 def prompt_of(path: Path) -> Prompt:
@@ -61,14 +70,14 @@ def test_write_commit_succeeds_and_commits(claude_rig: ClaudeRig) -> None:
     assert claude_rig.git("status", "--porcelain") == ""
     agent = run.outcome.agent
     assert uuid.UUID(agent["session_id"])
-    assert agent["num_turns"] == 2
+    assert agent["num_turns"] == 3  # the verdict's StructuredOutput call is a turn of its own
     assert agent["cost_usd"] == pytest.approx(TWO_TURN_COST)
     assert (agent["input_tokens"], agent["output_tokens"]) == (2000, 200)
     assert agent["permission_denials"] == []
     assert agent["is_error"] is False
     assert agent["api_error_status"] is None
     assert agent["subtype"] == "success"
-    assert agent["result"] == f"Done: committed {COMMIT_FILE}."
+    assert (run.outcome.verdict, run.outcome.summary) == ("done", f"Done: committed {COMMIT_FILE}.")
     assert agent["model"] == TEST_MODEL
     assert run.seconds < 20
     turns = claude_rig.server.messages("write_commit")
@@ -85,7 +94,7 @@ def test_progress_reads_a_finished_events_file(claude_rig: ClaudeRig) -> None:
 
     assert offset == events.stat().st_size
     assert info == {
-        "num_turns": 2,
+        "num_turns": 3,
         "last_tool": "Bash",
         "cost_usd": pytest.approx(TWO_TURN_COST),
         "session_id": run.outcome.agent["session_id"],
@@ -107,8 +116,8 @@ def test_progress_follows_a_running_agent(claude_rig: ClaudeRig) -> None:
     offset, info = profile.progress(ctx.events_file, offset)
 
     assert offset == ctx.events_file.stat().st_size
-    assert info["num_turns"] == 2 and info["last_tool"] == "Bash"
-    assert all(s["num_turns"] <= 2 for s in seen)
+    assert info["num_turns"] == 3 and info["last_tool"] == "Bash"
+    assert all(s["num_turns"] <= 3 for s in seen)
     assert profile.judge(ctx, 0).success
 
 
@@ -238,7 +247,7 @@ def test_parallel_agents_each_follow_their_own_script(claude_rig: ClaudeRig) -> 
     codes = [child.wait(timeout=60) for child in children]
 
     ok, denied = (profile.judge(ctx, code) for ctx, code in zip(contexts, codes, strict=True))
-    assert ok.success and ok.agent["result"] == "Nothing to do."
+    assert ok.success and (ok.verdict, ok.summary) == ("done", "Nothing to do.")
     assert not denied.success and denied.agent["permission_denials"]
 
 
@@ -285,6 +294,8 @@ def test_default_argv(ctx: AgentContext, fake_claude: str) -> None:
         "--verbose",
         "--permission-mode",
         "acceptEdits",
+        "--json-schema",
+        SCHEMA,
         "--allowedTools",
         "Bash",
         "Edit",
@@ -325,6 +336,8 @@ def test_argv_with_every_option(ctx: AgentContext, fake_claude: str) -> None:
         "7",
         "--resume",
         "abc-123",
+        "--json-schema",
+        SCHEMA,
         "--allowedTools",
         "Bash(git *)",
         "--append-system-prompt",
@@ -425,6 +438,19 @@ def test_judge_success(ctx: AgentContext) -> None:
     assert outcome.agent["session_id"] == SESSION
     assert outcome.agent["cost_usd"] == 0.5
     assert (outcome.agent["input_tokens"], outcome.agent["output_tokens"]) == (10, 5)
+
+
+def test_judge_reads_the_verdict_from_the_structured_output_only(ctx: AgentContext) -> None:
+    said = {"outcome": "blocked", "summary": "No database here."}
+    outcome = judge(ctx, 0, init(), result(structured_output=said, result="All done!"))
+    assert (outcome.success, outcome.verdict, outcome.summary) == (
+        True,
+        "blocked",
+        "No database here.",
+    )
+    for bad in ({"outcome": "finished", "summary": "x"}, "done", None):
+        outcome = judge(ctx, 0, init(), result(structured_output=bad, result="done"))
+        assert (outcome.success, outcome.verdict, outcome.summary) == (True, None, None)
 
 
 def test_judge_skips_garbage_and_partial_lines(ctx: AgentContext) -> None:

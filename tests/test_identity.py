@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -64,3 +67,29 @@ def test_a_merge_of_dependencies_is_the_users(repo: Repo) -> None:
     wt.merge("m", path, ["two"])
     who = git(path, "log", "-1", "--format=%an <%ae>|%cn <%ce>").strip()
     assert who == "Ada Lovelace <ada@example.invalid>|Ada Lovelace <ada@example.invalid>"
+
+
+def test_a_task_whose_work_cannot_be_committed_for_want_of_an_identity_fails_clearly(
+    repo: Repo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo.prompt("draft.md", "# Draft\n")
+    repo.commit()
+    no_identity(repo, tmp_path, monkeypatch)
+    agent = "bash -c 'echo draft > notes.txt'"
+    proc = subprocess.run(
+        [sys.executable, "-m", "gadugi", "run", "--agent-cmd", agent, "--json", "draft"],
+        cwd=repo.root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 1, proc.stderr
+    task = json.loads(proc.stdout)["tasks"][0]
+    assert task["status"] == "failed"
+    assert "git has no identity to commit with" in task["error_message"]
+    assert "git config user.email" in task["error_message"]
+    # Nothing is lost: the work stays in its worktree, and no commit was made up.
+    assert (Path(task["worktree"]) / "notes.txt").read_text() == "draft\n"
+    assert git(repo.root, "rev-list", "--count", f"main..{task['branch']}").strip() == "0"

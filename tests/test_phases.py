@@ -48,6 +48,12 @@ def test_a_red_verification_fails_the_task_with_the_command_and_its_output(repo:
     assert log.name == "work.verify.log" and "E: 1 broken" in log.read_text()
     # The agent's work was committed before the verification, so none of it is lost.
     assert git(repo.root, "show", f"{task['branch']}:work.txt") == "change\n"
+    show = run_cli(["show", "work"], repo.root)
+    assert "verified:   FAILED: `echo checking;" in show.stdout
+    assert "(exit 4, " in show.stdout and "work.verify.log" in show.stdout
+    assert json.loads(run_cli(["show", "work", "--json"], repo.root).stdout)["verification"] == (
+        verification
+    )
 
 
 def test_a_green_verification_completes_the_task_and_front_matter_wins(repo: Repo) -> None:
@@ -66,6 +72,14 @@ def test_a_green_verification_completes_the_task_and_front_matter_wins(repo: Rep
         assert task["status"] == "completed"
         assert task["verification"]["passed"] is True
         assert task["verification"]["exit_code"] == 0
+    status = json.loads(run_cli(["status", "--json"], repo.root).stdout)
+    for row in status["tasks"]:
+        assert row["verification"] == tasks[row["task_id"]]["verification"]
+        assert (row["phase"], row["changed_files"], row["insertions"]) == ("verify", 1, 1)
+    exported = repo.root / "export.json"
+    assert run_cli(["export", "--output", str(exported)], repo.root).returncode == 0
+    rows = json.loads(exported.read_text())["orchestrations"][0]["tasks"]
+    assert {r["task_id"]: r["verification"]["passed"] for r in rows} == {"own": True, "flag": True}
 
 
 def test_no_verification_gives_a_null_verification(repo: Repo) -> None:
@@ -169,3 +183,19 @@ def test_bad_phase_settings_exit_2_and_change_nothing(
     proc = run_cli(["run", "--agent", "shell", "t"], repo.root)
     assert proc.returncode == 2 and said in proc.stderr, proc.stderr
     assert repo.snapshot() == before
+
+
+def test_a_task_failed_by_its_verification_can_be_retried(repo: Repo, tmp_path: Path) -> None:
+    ready = tmp_path / "ready"
+    repo.shell_prompt("work.md", "echo x >> x.txt", front=f"retries: 0\nverify: test -e {ready}")
+    repo.commit()
+    first = run_cli(["run", "--agent", "shell", "--json", "work"], repo.root)
+    assert first.returncode == 1 and _task(first)["verification"]["passed"] is False
+    ready.touch()
+    again = run_cli(["retry", "work", "--json"], repo.root)
+    assert again.returncode == 0, again.stdout + again.stderr
+    task = _task(again)
+    assert (task["status"], task["attempts"], task["error_message"]) == ("completed", 2, None)
+    assert task["verification"]["passed"] is True
+    forced = run_cli(["retry", "work", "--force", "--json"], repo.root)
+    assert forced.returncode == 0 and _task(forced)["attempts"] == 3

@@ -50,7 +50,7 @@ def test_logs_and_show_of_a_claude_task_that_was_retried(claude_rig: ClaudeRig) 
     result = body[body.index(call) + 1]
     assert result.startswith("  │ ") and result.endswith(" Add hello.txt")
     assert f"Done: committed {COMMIT_FILE}." in body
-    assert body[-1] == "= success · 2 turns · $0.0090 · 2000 in / 200 out tokens"
+    assert body[-1] == "= success · 3 turns · $0.0090 · 2000 in / 200 out tokens"
     assert second[-1].startswith("=== attempt 2 completed (exit 0,")
 
     raw = gadugi(claude_rig, "logs", "later", "--raw", "--attempt", "2").stdout.splitlines()

@@ -197,6 +197,15 @@ def _stats(rows: list[dict[str, Any]], stamp: str | None) -> dict[str, Any]:
     }
 
 
+VERDICT_COLUMNS = (
+    "phase",
+    "verdict",
+    "summary",
+    "verification",
+    "changed_files",
+    "insertions",
+    "deletions",
+)
 STATUS_COLUMNS = (
     "task_id",
     "name",
@@ -209,6 +218,7 @@ STATUS_COLUMNS = (
     "last_line",
     "error_message",
     "agent",
+    *VERDICT_COLUMNS,
 )
 
 
@@ -241,6 +251,8 @@ def status_document(
                 "last_line": r["last_line"],
                 "error_message": r["error_message"],
                 "agent": r["agent"],
+                # The running attempt's phase (setup, agent, verify), and how a task ended.
+                **{key: r.get(key) for key in VERDICT_COLUMNS},
             }
             for r in rows
         ],

@@ -388,6 +388,7 @@ class Runner:
             launch.argv, run.worktree, env, stdout, ctx.log_file, result_file, self._limits(run)
         )
         run.followup = None  # said now, in this attempt's prompt
+        run.verdict = run.summary = None  # the last attempt's; this one gives its own
         self._watch(run, child, ctx, Phase.AGENT, now, run.timeout_s)
         return child, launch.argv
 

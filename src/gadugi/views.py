@@ -3,9 +3,9 @@
 
 Nothing here writes: the registry is opened read-only by the caller, and git is asked only
 questions (``diff --numstat``, ``rev-list --count``) with ``--no-optional-locks``, so a
-view never even refreshes an index. Fields this version does not record (a task's verdict,
-verification, landing) come from the orchestration's recorded result when it carries
-them and are null otherwise.
+view never even refreshes an index. A task's verdict, summary and verification come from
+its row (older registries: the orchestration's recorded result); fields this version does
+not record (landing) come from the recorded result when it carries them, else null.
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ TIME_FIELDS = frozenset(
         "pid_start_time",
     }
 )
-NOT_RECORDED = ("verdict", "summary", "verification", "landing")
+NOT_RECORDED = ("landing",)
+VERDICT_FIELDS = ("verdict", "summary", "verification")  # the task row's, since they exist
 
 
 def export_document(data: dict[str, Any]) -> dict[str, Any]:
@@ -161,6 +162,7 @@ def task_view(
         "status": task["status"],
         "why": task["error_message"],
         "waiting_reason": waiting_reason(registry, orch, task, now),
+        **{key: task.get(key, recorded.get(key)) for key in VERDICT_FIELDS},
         **{key: recorded.get(key) for key in NOT_RECORDED},
         "attempts": [
             _attempt(a) for a in registry.attempts(orch["id"]) if a["task_id"] == task["task_id"]
@@ -171,9 +173,15 @@ def task_view(
         "base_commit": base,
         "worktree": worktree,
         "commits": stat.commits if stat else task["commits"],
-        "changed_files": len(files) if files is not None else None,
-        "insertions": sum(f["insertions"] or 0 for f in files) if files is not None else None,
-        "deletions": sum(f["deletions"] or 0 for f in files) if files is not None else None,
+        "changed_files": len(files) if files is not None else task.get("changed_files"),
+        "insertions": (
+            sum(f["insertions"] or 0 for f in files)
+            if files is not None
+            else task.get("insertions")
+        ),
+        "deletions": (
+            sum(f["deletions"] or 0 for f in files) if files is not None else task.get("deletions")
+        ),
         "files": files,
         "cost_usd": agent.get("cost_usd"),
         "input_tokens": agent.get("input_tokens"),
@@ -279,6 +287,9 @@ def render_task(view: dict[str, Any]) -> list[str]:
     add("prompt", view["prompt_file"])
     add("why", view["why"])
     add("waiting", view["waiting_reason"])
+    add("verdict", view["verdict"])
+    add("summary", view["summary"])
+    add("verified", verification_line(view["verification"]))
     for key in NOT_RECORDED:
         add(key, view[key])
     if view["branch"]:
@@ -316,6 +327,24 @@ def render_task(view: dict[str, Any]) -> list[str]:
         lines.append("  review:")
         lines += [f"    {command}" for command in view["review"]]
     return lines
+
+
+def verification_line(verification: Any) -> str | None:
+    """``passed: `make test` (exit 0, 3.2s); log ...`` for a person, or None."""
+    if not isinstance(verification, dict):
+        return None
+    verdict = "passed" if verification.get("passed") else "FAILED"
+    code = verification.get("exit_code")
+    took = verification.get("duration_seconds")
+    how = ", ".join(
+        p
+        for p in (
+            f"exit {code}" if code is not None else "killed",
+            f"{took:.1f}s" if isinstance(took, int | float) else "",
+        )
+        if p
+    )
+    return f"{verdict}: `{verification.get('command')}` ({how}); log {verification.get('log_file')}"
 
 
 def changes_line(view: dict[str, Any]) -> str:

@@ -6,7 +6,40 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..tasks import Prompt
+from ..tasks import Prompt, Verdict
+
+# What every attempt is asked to end with (Claude Code's --json-schema, Codex's
+# --output-schema): the agent's own verdict, as data.
+VERDICT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "outcome": {
+            "type": "string",
+            "enum": [v.value for v in Verdict],
+            "description": "done: the task is finished and its work is in the worktree; "
+            "blocked: it cannot be finished (say why in the summary); no_change: nothing "
+            "needed changing",
+        },
+        "summary": {"type": "string", "description": "One paragraph: what you did, or why not."},
+    },
+    "required": ["outcome", "summary"],
+    "additionalProperties": False,
+}
+SUMMARY_LIMIT = 4000
+
+
+def verdict_of(structured: Any) -> tuple[str | None, str | None]:
+    """The verdict and summary in an agent's structured output (an object shaped by
+    ``VERDICT_SCHEMA``); (None, None) without a valid one."""
+    if not isinstance(structured, dict):
+        return None, None
+    outcome, summary = structured.get("outcome"), structured.get("summary")
+    if outcome not in {v.value for v in Verdict}:
+        return None, None
+    text = summary if isinstance(summary, str) else None
+    if text is not None and len(text) > SUMMARY_LIMIT:
+        text = text[: SUMMARY_LIMIT - 1] + "…"
+    return str(outcome), text
 
 
 @dataclass(frozen=True)

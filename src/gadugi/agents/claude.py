@@ -13,6 +13,11 @@ comes from those structured events, never from the CLI's human text:
   connection failure), ``num_turns``, ``total_cost_usd``, ``usage`` and
   ``permission_denials``. ``subtype`` stays "success" on API errors, so ``is_error`` and the
   exit code decide.
+- ``--json-schema`` makes the CLI offer the model a ``StructuredOutput`` tool whose input
+  is the schema; the model's call ends the turn, and the ``result`` event carries its input
+  as ``structured_output`` (``result`` is then that JSON as text). A model that never calls
+  it ends the run with subtype ``error_max_structured_output_retries``. gadugi's verdict
+  (``outcome`` done / blocked / no_change, a one-paragraph ``summary``) comes from there.
 - ``rate_limit_event`` comes only for claude.ai subscription logins. When a usage limit is
   hit its ``rate_limit_info`` is ``{"status": "rejected", "resetsAt": <epoch seconds>,
   "rateLimitType": "five_hour", ...}``; that ``resetsAt`` becomes ``retry_after``. With an
@@ -34,7 +39,7 @@ from typing import Any
 from ..errors import AgentError
 from ..procs import signal_name
 from ..tasks import Prompt
-from .base import AgentContext, Launch, Outcome, log_tail
+from .base import VERDICT_SCHEMA, AgentContext, Launch, Outcome, log_tail, verdict_of
 
 DEFAULT_ALLOWED_TOOLS = ("Bash", "Edit", "Write", "Read", "Glob", "Grep")
 # One argv string may not exceed 128 KiB (Linux MAX_ARG_STRLEN); a larger prompt is handed
@@ -42,6 +47,7 @@ DEFAULT_ALLOWED_TOOLS = ("Bash", "Edit", "Write", "Read", "Glob", "Grep")
 MAX_PROMPT_ARG_BYTES = 100_000
 FATAL_KINDS = frozenset({"authentication_failed", "oauth_org_not_allowed", "billing_error"})
 TRANSIENT_KINDS = frozenset({"rate_limit", "overloaded", "server_error"})
+STRUCTURED_OUTPUT_TOOL = "StructuredOutput"  # the tool --json-schema adds
 _TEXT_LIMIT = 4000
 _INPUT_LIMIT = 500
 
@@ -95,6 +101,7 @@ class ClaudeProfile:
             argv += ["--max-turns", str(opts.max_turns)]
         if ctx.resume_session:
             argv += ["--resume", ctx.resume_session]
+        argv += ["--json-schema", json.dumps(VERDICT_SCHEMA, separators=(",", ":"))]
         text = ctx.prompt_file.read_text(encoding="utf-8")
         if len(text.encode()) > MAX_PROMPT_ARG_BYTES:
             argv += ["--add-dir", str(ctx.prompt_file.parent)]
@@ -225,7 +232,10 @@ class Tally:
             self.api_error = event["error"]
         for block in message.get("content") or ():
             if isinstance(block, dict) and block.get("type") == "tool_use":
-                self.last_tool = _str(block.get("name"))
+                name = _str(block.get("name"))
+                # The verdict's own tool is gadugi's question, not the agent's work.
+                if name != STRUCTURED_OUTPUT_TOOL:
+                    self.last_tool = name
 
     def live(self) -> dict[str, Any]:
         """What the live view shows of a running attempt."""
@@ -342,7 +352,8 @@ def verdict(
                 "allow them (claude_allowed_tools) or choose another permission mode"
             ),
         )
-    return Outcome(True, agent=agent)
+    outcome, summary = verdict_of(result.get("structured_output"))
+    return Outcome(True, agent=agent, verdict=outcome, summary=summary)
 
 
 def _api_error(status: int | None, kind: str | None, tally: Tally) -> str:

@@ -19,11 +19,17 @@ sandbox is ``danger-full-access``, the equivalent of Claude's allowed Bash: unde
 main repository's ``.git``, outside the writable root. With no connection at all Codex
 waits for the network indefinitely; the task's timeout ends such a run.
 
+Every attempt is asked for gadugi's verdict with ``--output-schema`` (a file beside the
+generated prompt, outside the worktree): Codex then asks the model for a final answer
+constrained to that JSON Schema (the Responses API's ``text.format``), so the last
+``agent_message`` is that JSON object, and the verdict is read from it, never from prose.
+
 Facts measured with Codex CLI 0.169.0 (see tests/test_other_agents.py).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -32,7 +38,7 @@ from typing import Any
 
 from ..procs import signal_name
 from ..tasks import Prompt
-from .base import AgentContext, Launch, Outcome
+from .base import VERDICT_SCHEMA, AgentContext, Launch, Outcome, verdict_of
 from .stream import Follower, clip, log_tail, number, prompt_text, read_events, require
 
 WHAT = "the Codex CLI"
@@ -89,6 +95,9 @@ class CodexProfile:
         ]
         if opts.model:
             argv += ["-m", opts.model]
+        schema = ctx.prompt_file.with_suffix(".verdict.json")
+        schema.write_text(json.dumps(VERDICT_SCHEMA), encoding="utf-8")
+        argv += ["--output-schema", str(schema)]
         text, _ = prompt_text(ctx.prompt_file)
         # After "--" a prompt that starts with "-" (front matter!) is not read as an option.
         argv += [*opts.extra_args, "--"]
@@ -294,7 +303,16 @@ def verdict(
         return _failure(agent, tally.failed)
     if exit_code != 0:
         return Outcome(False, agent=agent, error=f"codex exited with code {exit_code}{detail}")
-    return Outcome(True, agent=agent)
+    outcome, summary = verdict_of(_json_object(tally.last_message))
+    return Outcome(True, agent=agent, verdict=outcome, summary=summary)
+
+
+def _json_object(text: str | None) -> Any:
+    """The final answer as the JSON object the output schema made it; None if it is not."""
+    try:
+        return json.loads(text) if text else None
+    except ValueError:
+        return None
 
 
 def _failure(agent: dict[str, Any], message: str) -> Outcome:
