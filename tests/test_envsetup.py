@@ -391,12 +391,14 @@ def test_cleanup_removes_cached_environments_no_setup_would_use(repo: Repo) -> N
     command = "mkdir deps && cat deps.lock > deps/v"
     (repo.root / "gadugi.toml").write_text(
         f"setup_command = {json.dumps(command)}\n"
-        'setup_cache_key = ["deps.lock"]\nsetup_cache_paths = ["deps"]\nsetup_cache_link = true\n'
+        'setup_cache_key = ["**/deps.lock"]\n'
+        'setup_cache_paths = ["deps"]\nsetup_cache_link = true\n'
     )
     (repo.root / "deps.lock").write_text("v1\n")
     repo.shell_prompt("t.md", "true")
     repo.commit("a setup")
-    cfg = config(("deps.lock",), ("deps",), link=True)
+    # '**': in the main checkout the key must not see the worktrees' copies of the file.
+    cfg = config(("**/deps.lock",), ("deps",), link=True)
     assert setup(worktree(repo, "one"), repo, command, cfg).returncode == 0
     two = worktree(repo, "two")
     assert setup(two, repo, command, cfg).returncode == 0

@@ -74,23 +74,28 @@ def setup_argv(
     return [*argv, "--", command]
 
 
-def key_files(worktree: Path, globs: Iterable[str]) -> list[str]:
-    """The files (relative, sorted) that decide the environment."""
+def key_files(worktree: Path, globs: Iterable[str], skip: Iterable[str] = ()) -> list[str]:
+    """The files (relative, sorted) that decide the environment.
+
+    Never one inside ``skip`` (the environment's own paths: ``**/package.json`` must not
+    find node_modules' files; in the main checkout, the worktrees and ``.gadugi``) or .git.
+    """
+    skipped = [Path(p).parts for p in (".git", *skip)]
     found: set[str] = set()
     for pattern in globs:
         for path in worktree.glob(pattern):
             rel = path.relative_to(worktree)
-            if path.is_file() and rel.parts[0] != ".git":
+            if path.is_file() and not any(rel.parts[: len(s)] == s for s in skipped):
                 found.add(rel.as_posix())
     return sorted(found)
 
 
-def cache_key(worktree: Path, command: str, spec: CacheSpec) -> str:
+def cache_key(worktree: Path, command: str, spec: CacheSpec, skip: Iterable[str] = ()) -> str:
     """The hash of what decides the environment: the key files, the command and the paths."""
     digest = hashlib.sha256()
     header = [FORMAT, sys.platform, platform.machine(), command, list(spec.paths)]
     digest.update(json.dumps(header).encode())
-    for rel in key_files(worktree, spec.key_globs):
+    for rel in key_files(worktree, spec.key_globs, (*spec.paths, *skip)):
         digest.update(b"\0" + rel.encode() + b"\0")
         digest.update(hashlib.sha256((worktree / rel).read_bytes()).digest())
     return digest.hexdigest()[:32]
@@ -303,7 +308,7 @@ def prepare(command: str, worktree: Path, project_root: Path, spec: CacheSpec) -
     """Restore the environment for this key, or build it with ``command`` and store it."""
     worktree = worktree.resolve()
     cache = project_root.resolve() / CACHE_DIR
-    files = key_files(worktree, spec.key_globs)
+    files = key_files(worktree, spec.key_globs, spec.paths)
     if not files:
         say(f"no file matches setup_cache_key ({', '.join(spec.key_globs)}); keyed on the command")
     key = cache_key(worktree, command, spec)
@@ -351,7 +356,7 @@ def stale_entries(
     current = None
     if config.setup_command and config.setup_cache_key:
         spec = CacheSpec(config.setup_cache_key, config.setup_cache_paths)
-        current = cache_key(root, config.setup_command, spec)
+        current = cache_key(root, config.setup_command, spec, main_checkout_skip(config))
     linked = {
         os.path.realpath(tree / rel)
         for tree in worktrees
@@ -375,6 +380,11 @@ def stale_entries(
         else:
             stale.append(folder)
     return stale, kept
+
+
+def main_checkout_skip(config: OrchestrationConfig) -> tuple[str, ...]:
+    """What a key computed in the main checkout must not look into: gadugi's own folders."""
+    return (config.worktrees_dir, ".gadugi", *config.setup_cache_paths)
 
 
 def prune(entry_dir: Path) -> bool:
