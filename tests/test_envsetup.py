@@ -423,3 +423,16 @@ def test_cleanup_removes_cached_environments_no_setup_would_use(repo: Repo) -> N
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"removed cached environment {repo.root / CACHE_DIR / old}" in done.stdout
     assert entries(repo) == [new]
+
+
+def test_a_project_folder_named_gadugi_does_not_stand_in_for_the_setup_child(repo: Repo) -> None:
+    (repo.root / "gadugi").mkdir()
+    (repo.root / "gadugi" / "__init__.py").write_text("")
+    (repo.root / "gadugi" / "envsetup.py").write_text("raise SystemExit('impostor')\n")
+    repo.commit("a package of the same name")
+    one = worktree(repo, "one")
+
+    done = setup(one, repo, "mkdir deps", config(("*.lock",), ("deps",)))
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "built and stored deps" in done.stdout

@@ -64,7 +64,9 @@ def setup_argv(
     """The setup child's command line: the user's command alone, or through the cache."""
     if not (config.setup_cache_key and config.setup_cache_paths):
         return ["bash", "-c", command]
-    argv = [sys.executable, "-m", "gadugi.envsetup"]
+    # -P: the worktree (the cwd) is not put on sys.path, so a project folder named gadugi
+    # cannot stand in for this package.
+    argv = [sys.executable, "-P", "-m", "gadugi.envsetup"]
     argv += ["--worktree", str(worktree), "--project-root", str(project_root)]
     # One word each (``--key=GLOB``): a value starting with '-' is never read as an option.
     argv += [f"--key={glob}" for glob in config.setup_cache_key]
