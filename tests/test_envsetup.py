@@ -385,3 +385,54 @@ def test_a_restore_killed_half_way_leaves_no_half_environment(repo: Repo) -> Non
     assert "restored deps (copy" in done.stdout, done.stdout + done.stderr
     assert sorted(p.name for p in (two / "deps").iterdir()) == ["a"]
     assert not half.exists()
+
+
+def test_cleanup_removes_cached_environments_no_setup_would_use(repo: Repo) -> None:
+    command = "mkdir deps && cat deps.lock > deps/v"
+    (repo.root / "gadugi.toml").write_text(
+        f"setup_command = {json.dumps(command)}\n"
+        'setup_cache_key = ["**/deps.lock"]\n'
+        'setup_cache_paths = ["deps"]\nsetup_cache_link = true\n'
+    )
+    (repo.root / "deps.lock").write_text("v1\n")
+    repo.shell_prompt("t.md", "true")
+    repo.commit("a setup")
+    # '**': in the main checkout the key must not see the worktrees' copies of the file.
+    cfg = config(("**/deps.lock",), ("deps",), link=True)
+    assert setup(worktree(repo, "one"), repo, command, cfg).returncode == 0
+    two = worktree(repo, "two")
+    assert setup(two, repo, command, cfg).returncode == 0
+    assert (two / "deps").is_symlink()
+    [old] = entries(repo)
+    (repo.root / "deps.lock").write_text("v2\n")
+    repo.commit("new dependencies")
+    ran = run_cli(["run", "--agent", "shell", "t"], repo.root)  # its setup stores v2
+    assert ran.returncode == 0, ran.stderr
+    [new] = [e for e in entries(repo) if e != old]
+
+    dry = run_cli(["cleanup", "--dry-run"], repo.root)
+    assert f"kept cached environment {old}: a worktree links to it" in dry.stdout
+    assert f"kept cached environment {new}: the current setup uses it" in dry.stdout
+    git(repo.root, "worktree", "remove", "--force", str(two))
+    dry = run_cli(["cleanup", "--dry-run"], repo.root)
+    assert f"would remove cached environment {repo.root / CACHE_DIR / old}" in dry.stdout
+    assert entries(repo) == sorted([old, new])
+
+    done = run_cli(["cleanup"], repo.root)
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"removed cached environment {repo.root / CACHE_DIR / old}" in done.stdout
+    assert entries(repo) == [new]
+
+
+def test_a_project_folder_named_gadugi_does_not_stand_in_for_the_setup_child(repo: Repo) -> None:
+    (repo.root / "gadugi").mkdir()
+    (repo.root / "gadugi" / "__init__.py").write_text("")
+    (repo.root / "gadugi" / "envsetup.py").write_text("raise SystemExit('impostor')\n")
+    repo.commit("a package of the same name")
+    one = worktree(repo, "one")
+
+    done = setup(one, repo, "mkdir deps", config(("*.lock",), ("deps",)))
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "built and stored deps" in done.stdout

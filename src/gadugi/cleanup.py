@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import lease
+from . import envsetup, lease
+from .config import load_config
 from .errors import GadugiError, NotFoundError, RepositoryError, WorktreeError
 from .landing import LAND_REFS, integration_branch
 from .lease import lock_path
@@ -46,6 +47,7 @@ class ActionKind(enum.StrEnum):
     DELETE_BRANCH = "delete-branch"
     DELETE_REF = "delete-ref"  # a landing candidate kept under refs/gadugi/land/<orch>/
     FORGET = "forget-orchestration"
+    REMOVE_CACHE = "remove-cached-environment"
 
 
 # What each kind of action does, to do (a dry run) and done (a real one).
@@ -55,6 +57,7 @@ _VERBS = {
     ActionKind.DELETE_BRANCH: ("delete branch", "deleted branch"),
     ActionKind.DELETE_REF: ("delete ref", "deleted ref"),
     ActionKind.FORGET: ("forget", "forgot"),
+    ActionKind.REMOVE_CACHE: ("remove cached environment", "removed cached environment"),
 }
 
 
@@ -207,7 +210,21 @@ def plan_cleanup(
             chosen.append(orch)
     rows = {o["id"]: registry.tasks(o["id"]) for o in orchestrations}
     _Planner(root, plan, force, rows).decide([o["id"] for o in chosen])
+    _decide_cache(root, plan, now - older_than_hours * 3600)
     return plan
+
+
+def _decide_cache(root: Path, plan: CleanupPlan, unused_since: float) -> None:
+    """Stored worktree environments (``.gadugi/cache/``) no setup would use again."""
+    try:
+        config = load_config(root)
+    except GadugiError as exc:
+        plan.notes.append(f"cached environments left as they are: {exc}")
+        return
+    trees = [t.path for t in _listed_worktrees(root)[1:]]
+    stale, kept = envsetup.stale_entries(root, config, unused_since, trees)
+    plan.actions += [Action(ActionKind.REMOVE_CACHE, str(entry)) for entry in stale]
+    plan.kept += kept
 
 
 class _Planner:
@@ -420,6 +437,12 @@ def _carry_out(
         return _delete_branch(root, action)
     if action.kind is ActionKind.DELETE_REF:
         return _delete_ref(root, action)
+    if action.kind is ActionKind.REMOVE_CACHE:
+        if not Path(action.target).exists():
+            return True
+        if not envsetup.prune(Path(action.target)):
+            raise RepositoryError("a setup is using it now; run cleanup again later")
+        return False
     return _remove_worktree(root, worktrees, action)
 
 

@@ -403,7 +403,7 @@ def check_setup_cache(report: Report, root: Path, config: OrchestrationConfig) -
     """A cache key that matches no file never changes, so no dependency change is seen."""
     if not config.setup_cache_key:
         return
-    files = envsetup.key_files(root, config.setup_cache_key)
+    files = envsetup.key_files(root, config.setup_cache_key, envsetup.main_checkout_skip(config))
     globs = ", ".join(config.setup_cache_key)
     if not files:
         report.add(

@@ -64,7 +64,9 @@ def setup_argv(
     """The setup child's command line: the user's command alone, or through the cache."""
     if not (config.setup_cache_key and config.setup_cache_paths):
         return ["bash", "-c", command]
-    argv = [sys.executable, "-m", "gadugi.envsetup"]
+    # -P: the worktree (the cwd) is not put on sys.path, so a project folder named gadugi
+    # cannot stand in for this package.
+    argv = [sys.executable, "-P", "-m", "gadugi.envsetup"]
     argv += ["--worktree", str(worktree), "--project-root", str(project_root)]
     # One word each (``--key=GLOB``): a value starting with '-' is never read as an option.
     argv += [f"--key={glob}" for glob in config.setup_cache_key]
@@ -74,23 +76,28 @@ def setup_argv(
     return [*argv, "--", command]
 
 
-def key_files(worktree: Path, globs: Iterable[str]) -> list[str]:
-    """The files (relative, sorted) that decide the environment."""
+def key_files(worktree: Path, globs: Iterable[str], skip: Iterable[str] = ()) -> list[str]:
+    """The files (relative, sorted) that decide the environment.
+
+    Never one inside ``skip`` (the environment's own paths: ``**/package.json`` must not
+    find node_modules' files; in the main checkout, the worktrees and ``.gadugi``) or .git.
+    """
+    skipped = [Path(p).parts for p in (".git", *skip)]
     found: set[str] = set()
     for pattern in globs:
         for path in worktree.glob(pattern):
             rel = path.relative_to(worktree)
-            if path.is_file() and rel.parts[0] != ".git":
+            if path.is_file() and not any(rel.parts[: len(s)] == s for s in skipped):
                 found.add(rel.as_posix())
     return sorted(found)
 
 
-def cache_key(worktree: Path, command: str, spec: CacheSpec) -> str:
+def cache_key(worktree: Path, command: str, spec: CacheSpec, skip: Iterable[str] = ()) -> str:
     """The hash of what decides the environment: the key files, the command and the paths."""
     digest = hashlib.sha256()
     header = [FORMAT, sys.platform, platform.machine(), command, list(spec.paths)]
     digest.update(json.dumps(header).encode())
-    for rel in key_files(worktree, spec.key_globs):
+    for rel in key_files(worktree, spec.key_globs, (*spec.paths, *skip)):
         digest.update(b"\0" + rel.encode() + b"\0")
         digest.update(hashlib.sha256((worktree / rel).read_bytes()).digest())
     return digest.hexdigest()[:32]
@@ -303,7 +310,7 @@ def prepare(command: str, worktree: Path, project_root: Path, spec: CacheSpec) -
     """Restore the environment for this key, or build it with ``command`` and store it."""
     worktree = worktree.resolve()
     cache = project_root.resolve() / CACHE_DIR
-    files = key_files(worktree, spec.key_globs)
+    files = key_files(worktree, spec.key_globs, spec.paths)
     if not files:
         say(f"no file matches setup_cache_key ({', '.join(spec.key_globs)}); keyed on the command")
     key = cache_key(worktree, command, spec)
@@ -334,6 +341,66 @@ def prepare(command: str, worktree: Path, project_root: Path, spec: CacheSpec) -
             return 0
         say(f"cache {key}: built and stored {', '.join(spec.paths)} in {entry_dir}")
     return 0
+
+
+def stale_entries(
+    root: Path, config: OrchestrationConfig, unused_since: float, worktrees: Iterable[Path]
+) -> tuple[list[Path], list[str]]:
+    """Stored environments ``gadugi cleanup`` may remove, and why others stay.
+
+    One stays when the project's setup would use it now (its key files and command as the
+    main checkout has them), when it was used after ``unused_since``, or when a worktree
+    links to it (``setup_cache_link``).
+    """
+    cache = root / CACHE_DIR
+    if not cache.is_dir():
+        return [], []
+    current = None
+    if config.setup_command and config.setup_cache_key:
+        spec = CacheSpec(config.setup_cache_key, config.setup_cache_paths)
+        current = cache_key(root, config.setup_command, spec, main_checkout_skip(config))
+    linked = {
+        os.path.realpath(tree / rel)
+        for tree in worktrees
+        for rel in config.setup_cache_paths
+        if (tree / rel).is_symlink()
+    }
+    stale: list[Path] = []
+    kept: list[str] = []
+    for folder in sorted(p for p in cache.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        trees = {os.path.realpath(folder / "tree" / rel) for rel in config.setup_cache_paths}
+        try:
+            used = (folder / MANIFEST).stat().st_mtime
+        except OSError:
+            used = 0.0  # never completed: a store that was cut short
+        if folder.name == current:
+            kept.append(f"cached environment {folder.name}: the current setup uses it")
+        elif trees & linked:
+            kept.append(f"cached environment {folder.name}: a worktree links to it")
+        elif used > unused_since:
+            kept.append(f"cached environment {folder.name}: used since the cut-off")
+        else:
+            stale.append(folder)
+    return stale, kept
+
+
+def main_checkout_skip(config: OrchestrationConfig) -> tuple[str, ...]:
+    """What a key computed in the main checkout must not look into: gadugi's own folders."""
+    return (config.worktrees_dir, ".gadugi", *config.setup_cache_paths)
+
+
+def prune(entry_dir: Path) -> bool:
+    """Remove one stored environment, unless a setup holds its lock now; False then."""
+    fd = os.open(entry_dir.parent / f"{entry_dir.name}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        shutil.rmtree(entry_dir, ignore_errors=True)
+        return True
+    finally:
+        os.close(fd)
 
 
 # What ``gadugi doctor`` asks: would the verification import the worktree's code?
