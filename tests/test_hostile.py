@@ -203,7 +203,20 @@ CASES = [
         "stall_timeout_minutes",
         _toml("stall_timeout_minutes = nan"),
     ),
-    Case("load ceiling nan", [*SHELL, "a"], "max_load_per_cpu", _toml("max_load_per_cpu = nan")),
+    Case(
+        "load ceiling nan",
+        [*SHELL, "a"],
+        "max_load_per_cpu",
+        _toml("max_load_per_cpu = nan"),
+        # The suite's own setting (conftest) would win over the file; empty means unset.
+        env={"GADUGI_MAX_LOAD_PER_CPU": ""},
+    ),
+    Case(
+        "load ceiling inf in the environment",
+        [*SHELL, "a"],
+        "GADUGI_MAX_LOAD_PER_CPU",
+        env={"GADUGI_MAX_LOAD_PER_CPU": "inf"},
+    ),
     Case(
         "monitoring interval nan",
         [*SHELL, "a"],

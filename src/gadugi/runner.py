@@ -446,13 +446,13 @@ class Runner:
             return
         run.head_at_stop = None
         log.debug(
-            "spawn %s attempt %d %s: %s (pid %d, in %s)",
+            "spawn %s attempt %d: %s (pid %d, in %s, %s)",
             run.task_id,
             run.attempt,
-            run.phase,
             _shortened(shlex.join(argv)),
             child.pid,
             run.worktree,
+            run.phase,
         )
         if self.parallel < self.config.max_parallel_tasks:
             self.parallel += 1
