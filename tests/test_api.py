@@ -42,7 +42,7 @@ def test_orchestrate_returns_the_seed_result(repo: Repo) -> None:
 
 def test_orchestrate_with_nothing_valid_raises_and_creates_nothing(repo: Repo) -> None:
     coordinator = OrchestratorCoordinator(
-        OrchestrationConfig(agent="shell"), project_root=repo.root
+        OrchestrationConfig(agent="shell", max_load_per_cpu=0), project_root=repo.root
     )
     with pytest.raises(RequestError, match="not found"):
         coordinator.orchestrate(["ghost.md"])
@@ -144,7 +144,7 @@ def test_an_internal_error_still_stops_every_agent(repo: Repo, tmp_path: Path) -
     pid_file = tmp_path / "pid"
     repo.shell_prompt("sleeper.md", f"echo $$ > {pid_file}\nsleep 300")
     repo.commit()
-    config = OrchestrationConfig(agent="shell", kill_grace_seconds=1)
+    config = OrchestrationConfig(agent="shell", kill_grace_seconds=1, max_load_per_cpu=0)
     listener = _Explodes(pid_file)
     coordinator = OrchestratorCoordinator(config, project_root=repo.root, listener=listener)
     with pytest.raises(RuntimeError, match="internal failure"):

@@ -158,7 +158,7 @@ def test_concurrent_resumes_have_exactly_one_owner_every_time(repo: Repo) -> Non
 
 
 def _run_and_report(root: Path, barrier: Any, out: Any) -> None:
-    config = OrchestrationConfig(agent="shell", max_parallel_tasks=1)
+    config = OrchestrationConfig(agent="shell", max_parallel_tasks=1, max_load_per_cpu=0)
     try:
         barrier.wait(10)
         result = OrchestratorCoordinator(config, root).orchestrate(["a.md"])

@@ -196,7 +196,7 @@ def test_analysis_failure_falls_back_to_one_at_a_time(
     for name in ("x", "y", "z"):
         repo.shell_prompt(f"{name}.md", "sleep 0.2")
     repo.commit()
-    config = OrchestrationConfig(agent="shell", max_parallel_tasks=3)
+    config = OrchestrationConfig(agent="shell", max_parallel_tasks=3, max_load_per_cpu=0)
     result = OrchestratorCoordinator(config, project_root=repo.root).orchestrate(["x", "y", "z"])
     assert result.fallback_used and result.successful_tasks == 3
     spans = sorted((t.started_at or "", t.completed_at or "") for t in result.tasks)
@@ -277,7 +277,7 @@ def test_the_sequential_fallback_runs_each_task_from_the_base_on_its_own(
     repo.commit()
     base = git(repo.root, "rev-parse", "HEAD").strip()
     warnings: list[str] = []
-    config = OrchestrationConfig(agent="shell", max_parallel_tasks=3)
+    config = OrchestrationConfig(agent="shell", max_parallel_tasks=3, max_load_per_cpu=0)
     coordinator = OrchestratorCoordinator(config, project_root=repo.root, warn=warnings.append)
     result = coordinator.orchestrate(["x", "y", "z"])
     assert result.fallback_used
