@@ -317,18 +317,23 @@ def test_kill_9_mid_verification_then_land_again(user_repo: Repo, tmp_path: Path
     assert tasks["high"]["landing"]["attempts"] == 1  # its kept candidate was verified again
 
 
-@pytest.mark.parametrize("verify", [None, "true"])
-def test_kill_9_between_the_ref_and_the_registry_merges_once(
-    user_repo: Repo, verify: str | None
+@pytest.mark.parametrize(
+    ("fault", "verify", "candidates"),
+    [("after-advance", None, 1), ("after-advance", "true", 1), ("after-keep", "true", 2)],
+)
+def test_kill_9_between_git_and_the_registry_merges_once(
+    user_repo: Repo, fault: str, verify: str | None, candidates: int
 ) -> None:
     two_tasks(user_repo)
     run = run_tasks(user_repo, "low", "high")
     branch = f"gadugi/land/{run['orchestration_id']}"
     flags = ["--verify", verify] if verify else []
 
-    killed = land_cli(user_repo, *flags, env={"GADUGI_LAND_FAULT": "after-advance"})
+    killed = land_cli(user_repo, *flags, env={"GADUGI_LAND_FAULT": fault})
     assert killed.returncode == -signal.SIGKILL
-    assert len(merges(user_repo, branch)) == 1  # the ref moved; the registry never heard
+    # after-advance: the ref moved and the registry never heard; after-keep: a candidate
+    # is kept that the registry never heard of
+    assert len(merges(user_repo, branch)) == (fault == "after-advance")
 
     done = land_cli(user_repo, *flags, "--json")
 
@@ -343,6 +348,9 @@ def test_kill_9_between_the_ref_and_the_registry_merges_once(
         tasks["high"]["landing"]["commit"]
         == git(user_repo.root, "rev-parse", f"{branch}~1").strip()
     )
+    kept = git(user_repo.root, "for-each-ref", f"refs/gadugi/land/{run['orchestration_id']}/")
+    # A candidate a crash left unrecorded stays reachable too, beside the one that landed.
+    assert sum("/high." in line for line in kept.splitlines()) == candidates
 
 
 def test_push_to_a_remote_and_open_pull_requests(user_repo: Repo, tmp_path: Path) -> None:
