@@ -162,7 +162,8 @@ def conflicting_pair(repo: Repo) -> None:
 
 def test_a_conflict_needs_a_person_with_the_commands_then_lands(user_repo: Repo) -> None:
     conflicting_pair(user_repo)
-    run = run_tasks(user_repo, "one", "two")
+    user_repo.shell_prompt("three.md", writes("three.txt", "3"), front="depends_on: [two.md]")
+    run = run_tasks(user_repo, "one", "two", "three")
     orch_id = run["orchestration_id"]
     branch = f"gadugi/land/{orch_id}"
 
@@ -180,6 +181,8 @@ def test_a_conflict_needs_a_person_with_the_commands_then_lands(user_repo: Repo)
     assert "landing:    needs_person (0 candidates): merging" in text
     assert f"git merge {branch}" in two["note"] and f"gadugi land {orch_id}" in two["note"]
     assert len(merges(user_repo, branch)) == 1
+    assert tasks["three"]["landing"]["status"] == "needs_person"  # it holds two's work
+    assert "waits for two" in tasks["three"]["landing"]["note"]
 
     # A person follows the commands on the task branch, then lands again.
     fix = user_repo.root.parent / "fix"
@@ -189,7 +192,10 @@ def test_a_conflict_needs_a_person_with_the_commands_then_lands(user_repo: Repo)
     git(fix, "commit", "-q", "-am", "resolve")
     again = land_cli(user_repo, "--json")
     assert again.returncode == 0, again.stderr
-    assert by_task(json.loads(again.stdout))["two"]["landing"]["status"] == "landed"
+    landed = by_task(json.loads(again.stdout))
+    assert landed["two"]["landing"]["status"] == "landed"
+    assert landed["three"]["landing"]["status"] == "landed"  # its turn came with two's
+    assert git(user_repo.root, "show", f"{branch}:three.txt") == "3\n"
     assert git(user_repo.root, "show", f"{branch}:shared.txt") == "one\ntwo\n"
 
 

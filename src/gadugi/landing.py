@@ -280,9 +280,11 @@ class Lander:
                 if d in by_id and _landing(by_id[d]) is LandingStatus.NEEDS_PERSON
             ]
             if stuck:
+                # No tip recorded: the next queue gives it its turn again, as its own
+                # branch is not what held it.
                 changes[row["task_id"]] = {
                     "landing_status": LandingStatus.NEEDS_PERSON.value,
-                    "landing_tip": self._tip(row),
+                    "landing_tip": None,
                     "landing_note": f"waits for {', '.join(stuck)}, which did not land; "
                     f"once it has, run gadugi land {self.orch_id} again",
                 }
