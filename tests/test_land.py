@@ -162,7 +162,8 @@ def conflicting_pair(repo: Repo) -> None:
 
 def test_a_conflict_needs_a_person_with_the_commands_then_lands(user_repo: Repo) -> None:
     conflicting_pair(user_repo)
-    run = run_tasks(user_repo, "one", "two")
+    user_repo.shell_prompt("three.md", writes("three.txt", "3"), front="depends_on: [two.md]")
+    run = run_tasks(user_repo, "one", "two", "three")
     orch_id = run["orchestration_id"]
     branch = f"gadugi/land/{orch_id}"
 
@@ -180,6 +181,8 @@ def test_a_conflict_needs_a_person_with_the_commands_then_lands(user_repo: Repo)
     assert "landing:    needs_person (0 candidates): merging" in text
     assert f"git merge {branch}" in two["note"] and f"gadugi land {orch_id}" in two["note"]
     assert len(merges(user_repo, branch)) == 1
+    assert tasks["three"]["landing"]["status"] == "needs_person"  # it holds two's work
+    assert "waits for two" in tasks["three"]["landing"]["note"]
 
     # A person follows the commands on the task branch, then lands again.
     fix = user_repo.root.parent / "fix"
@@ -189,7 +192,10 @@ def test_a_conflict_needs_a_person_with_the_commands_then_lands(user_repo: Repo)
     git(fix, "commit", "-q", "-am", "resolve")
     again = land_cli(user_repo, "--json")
     assert again.returncode == 0, again.stderr
-    assert by_task(json.loads(again.stdout))["two"]["landing"]["status"] == "landed"
+    landed = by_task(json.loads(again.stdout))
+    assert landed["two"]["landing"]["status"] == "landed"
+    assert landed["three"]["landing"]["status"] == "landed"  # its turn came with two's
+    assert git(user_repo.root, "show", f"{branch}:three.txt") == "3\n"
     assert git(user_repo.root, "show", f"{branch}:shared.txt") == "one\ntwo\n"
 
 
@@ -317,18 +323,23 @@ def test_kill_9_mid_verification_then_land_again(user_repo: Repo, tmp_path: Path
     assert tasks["high"]["landing"]["attempts"] == 1  # its kept candidate was verified again
 
 
-@pytest.mark.parametrize("verify", [None, "true"])
-def test_kill_9_between_the_ref_and_the_registry_merges_once(
-    user_repo: Repo, verify: str | None
+@pytest.mark.parametrize(
+    ("fault", "verify", "candidates"),
+    [("after-advance", None, 1), ("after-advance", "true", 1), ("after-keep", "true", 2)],
+)
+def test_kill_9_between_git_and_the_registry_merges_once(
+    user_repo: Repo, fault: str, verify: str | None, candidates: int
 ) -> None:
     two_tasks(user_repo)
     run = run_tasks(user_repo, "low", "high")
     branch = f"gadugi/land/{run['orchestration_id']}"
     flags = ["--verify", verify] if verify else []
 
-    killed = land_cli(user_repo, *flags, env={"GADUGI_LAND_FAULT": "after-advance"})
+    killed = land_cli(user_repo, *flags, env={"GADUGI_LAND_FAULT": fault})
     assert killed.returncode == -signal.SIGKILL
-    assert len(merges(user_repo, branch)) == 1  # the ref moved; the registry never heard
+    # after-advance: the ref moved and the registry never heard; after-keep: a candidate
+    # is kept that the registry never heard of
+    assert len(merges(user_repo, branch)) == (fault == "after-advance")
 
     done = land_cli(user_repo, *flags, "--json")
 
@@ -343,6 +354,9 @@ def test_kill_9_between_the_ref_and_the_registry_merges_once(
         tasks["high"]["landing"]["commit"]
         == git(user_repo.root, "rev-parse", f"{branch}~1").strip()
     )
+    kept = git(user_repo.root, "for-each-ref", f"refs/gadugi/land/{run['orchestration_id']}/")
+    # A candidate a crash left unrecorded stays reachable too, beside the one that landed.
+    assert sum("/high." in line for line in kept.splitlines()) == candidates
 
 
 def test_push_to_a_remote_and_open_pull_requests(user_repo: Repo, tmp_path: Path) -> None:

@@ -40,7 +40,8 @@ TAIL_LINES = 20
 DEFAULT_VERIFY_TIMEOUT_MIN = 30.0
 GH_TIMEOUT_S = 120.0
 # Tests only: "after-advance" kills the lander between moving the integration ref and
-# recording it, the one window the exactly-once argument has to cover.
+# recording it, the window the exactly-once argument has to cover; "after-keep" between
+# keeping a candidate and recording it.
 FAULT_ENV = "GADUGI_LAND_FAULT"
 
 
@@ -279,9 +280,11 @@ class Lander:
                 if d in by_id and _landing(by_id[d]) is LandingStatus.NEEDS_PERSON
             ]
             if stuck:
+                # No tip recorded: the next queue gives it its turn again, as its own
+                # branch is not what held it.
                 changes[row["task_id"]] = {
                     "landing_status": LandingStatus.NEEDS_PERSON.value,
-                    "landing_tip": self._tip(row),
+                    "landing_tip": None,
                     "landing_note": f"waits for {', '.join(stuck)}, which did not land; "
                     f"once it has, run gadugi land {self.orch_id} again",
                 }
@@ -322,6 +325,7 @@ class Lander:
                 return self._conflict(task, tip, head, conflicts)
             candidate = self._commit(task, tree, head, tip)
             number = self._keep(task_id, candidate)
+            _fault("after-keep")
             self.registry.update_task(
                 self.orch_id,
                 task_id,
@@ -380,8 +384,7 @@ class Lander:
         if not self._update_ref(self.ref, candidate, head, f"land {task_id}"):
             log.warning("%s moved while %s was landing; it is merged again", self.branch, task_id)
             return
-        if os.environ.get(FAULT_ENV) == "after-advance":
-            os.kill(os.getpid(), signal.SIGKILL)
+        _fault("after-advance")
         self._landed(task_id, candidate, candidate, verified=verified)
 
     def _landed(self, task_id: str, commit: str | None, head: str, verified: bool = False) -> None:
@@ -793,6 +796,12 @@ def _landing(row: dict[str, Any]) -> LandingStatus | None:
     if value:
         return LandingStatus(value)
     return LandingStatus.PENDING if row["status"] == TaskStatus.COMPLETED else None
+
+
+def _fault(point: str) -> None:
+    """Die here by SIGKILL when a test asks for it (``FAULT_ENV``); nothing otherwise."""
+    if os.environ.get(FAULT_ENV) == point:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _last(text: str) -> str:
