@@ -136,3 +136,15 @@ def test_a_verification_lost_with_its_process_is_run_again_not_the_agent(rig: Ma
     row = r.row("t")
     assert (row["status"], row["attempts"]) == ("completed", 1)
     assert row["verification"]["passed"] is True
+
+
+def test_a_verification_that_times_out_is_recorded_as_not_passed(rig: MakeRig) -> None:
+    r = rig([task("t", retries=0)], verify_command="sleep 1000", verify_timeout_minutes=1)
+    r.step(T0)
+    r.exit("t", 0)
+    r.step(T0 + 1)
+    r.step(T0 + 62)
+    r.step(T0 + 63)
+    row = r.row("t")
+    assert (row["status"], row["error_message"]) == ("timeout", "verify timed out after 1 minutes")
+    assert row["verification"]["passed"] is False and row["verification"]["exit_code"] is None
