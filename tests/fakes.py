@@ -47,6 +47,7 @@ class FakeProcesses(Processes):
     children: list[FakeChild] = field(default_factory=list)
     signals: list[tuple[str, signal.Signals]] = field(default_factory=list)
     terminated: list[list[str]] = field(default_factory=list)
+    samples: int = 0  # resource readings taken
 
     def spawn(
         self,
@@ -65,10 +66,19 @@ class FakeProcesses(Processes):
         self.children.append(child)
         return child
 
-    def begin_stop(self, child: procs.Child, now: float, grace_s: float) -> None:
+    def begin_stop(
+        self, child: procs.Child, now: float, grace_s: float, gracefully: bool = True
+    ) -> None:
         assert isinstance(child, FakeChild)
-        if child.kill_at is None:
-            child.kill_at = now + grace_s
+        if child.kill_at is not None:
+            return  # as the real one: a stop already begun sends nothing more
+        if not gracefully:
+            child.kill_at = now
+            self.signals.append((child.task_id, signal.SIGKILL))
+            if child.exit is None:
+                child.end(-signal.SIGKILL, now)
+            return
+        child.kill_at = now + grace_s
         self.signals.append((child.task_id, signal.SIGTERM))
         if child.exit is None and not child.ignores_term:
             child.end(-signal.SIGTERM, now)
@@ -82,14 +92,17 @@ class FakeProcesses(Processes):
             child.end(-signal.SIGKILL, now)
         return False
 
-    def terminate(self, children: list[procs.Child], grace_s: float) -> None:
+    def terminate(
+        self, children: list[procs.Child], grace_s: float, gracefully: bool = True
+    ) -> None:
         self.terminated.append([c.task_id for c in children if isinstance(c, FakeChild)])
         for child in children:
             assert isinstance(child, FakeChild)
-            sig = signal.SIGKILL if child.ignores_term else signal.SIGTERM
+            sig = signal.SIGKILL if child.ignores_term or not gracefully else signal.SIGTERM
             child.end(-sig.value, 0.0)
 
     def sample(self, pids: Sequence[int]) -> dict[int, tuple[float, float]]:
+        self.samples += 1
         return {}
 
     def reap(self) -> list[int]:
@@ -116,6 +129,7 @@ class FakeWorktrees(Worktrees):
         self.committed: list[str] = []  # tasks whose leftover work the loop committed
         self.absorbed: list[tuple[str, str]] = []  # task, commit merged before a follow-up
         self.changes = True  # what changed_since answers
+        self.commits_after: dict[tuple[str, str], int] = {}  # (branch, base): commits
 
     def branch_exists(self, branch: str) -> bool:
         return any(b == branch for _, _, b, _ in self.created)
@@ -149,8 +163,11 @@ class FakeWorktrees(Worktrees):
     def is_clean(self, path: Path) -> bool:
         return True
 
+    def branch_head(self, branch: str) -> str | None:
+        return f"head-of-{branch}" if self.branch_exists(branch) else None
+
     def commits_ahead(self, branch: str, base: str) -> int:
-        return 0
+        return self.commits_after.get((branch, base), 0)
 
     def commit_all(self, task_id: str, path: Path, message: str) -> str | None:
         self.committed.append(task_id)

@@ -387,3 +387,20 @@ def test_an_orchestration_another_process_owns_is_skipped(repo: Repo) -> None:
     assert repo.branches() == [task["branch"]]
     done = run_cli(["cleanup", "--force"], repo.root)
     assert f"deleted branch {task['branch']}" in done.stdout and repo.branches() == []
+
+
+def test_a_custom_monitoring_dir_is_excluded_and_cleaned_up(repo: Repo) -> None:
+    (repo.root / "gadugi.toml").write_text('monitoring_dir = "watch/gadugi"\n')
+    repo.shell_prompt("merged.md", "echo m > m.txt\ngit add m.txt\ngit commit -qm m")
+    repo.commit()
+    result = _run(repo, "merged")
+    orch_id = result["orchestration_id"]
+    folder = repo.root / "watch/gadugi"
+    assert (folder / f"{orch_id}_final.json").exists()
+    assert git(repo.root, "status", "--porcelain") == ""  # excluded, like .gadugi/ itself
+    assert "/watch/gadugi/" in (repo.root / ".git/info/exclude").read_text().split()
+    git(repo.root, "merge", "-q", "--no-edit", result["tasks"][0]["branch"])
+    proc = run_cli(["cleanup"], repo.root)
+    assert proc.returncode == 0, proc.stderr
+    assert not (folder / f"{orch_id}_final.json").exists()
+    assert not (folder / f"{orch_id}_status.json").exists()

@@ -232,3 +232,75 @@ def test_an_installed_agent_whose_gadugi_is_gone_or_not_allowed(
         assert status == "fail"
         assert f"calls `{launcher}`, which is not found" in detail
         assert "run `gadugi install-agent` again" in detail
+
+
+def test_verification_importing_the_main_checkout_is_a_warning(
+    project: Repo, tmp_path: Path
+) -> None:
+    """The fact seen on these machines: an editable install of the main checkout makes a
+    worktree's tests import the main checkout's code. doctor says so, and how to fix it."""
+    (project.root / "pyproject.toml").write_text('[project]\nname = "mini"\nversion = "0.1"\n')
+    (project.root / "setup.py").write_text("from setuptools import setup\n\nsetup()\n")
+    (project.root / "src" / "mini").mkdir(parents=True)
+    (project.root / "src" / "mini" / "__init__.py").write_text('VALUE = "main"\n')
+    project.commit("a src-layout package")
+    venv = tmp_path / "venv"
+    made = subprocess.run(
+        f"{shlex.quote(sys.executable)} -m venv --without-pip --system-site-packages {venv} && "
+        f"{venv}/bin/python setup.py -q develop",
+        shell=True,
+        cwd=project.root,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert made.returncode == 0, made.stderr
+    env = clean_env(tmp_path, **KEY)
+
+    code, found = doctor(project.root, {**env, "PATH": f"{venv}/bin:{env['PATH']}"})
+
+    assert code == 0
+    [(status, detail)] = found["project imports"]
+    assert status == "warn"
+    assert f"imports mini from {project.root / 'src' / 'mini'} (the main checkout)" in detail
+    assert "setup_command" in detail and ".venv/bin/pytest" in detail
+    code, found = doctor(project.root, env)
+    assert found["project imports"] == [
+        ("ok", "`python3` on PATH (no verify_command): mini found only in the worktree")
+    ]
+
+    settings = project.root / "gadugi.toml"
+    base = settings.read_text()
+    settings.write_text(base + f'verify_command = "{venv}/bin/python -m pytest -q"\n')
+    code, found = doctor(project.root, env)
+    [(status, detail)] = found["project imports"]
+    assert status == "warn" and detail.startswith(f"verify_command `{venv}/bin/python -m pytest")
+    settings.write_text(base + 'verify_command = ".venv/bin/pytest -q"\n')
+    code, found = doctor(project.root, env)
+    [(status, detail)] = found["project imports"]
+    assert status == "warn" and "but no setup_command makes it there" in detail
+    settings.write_text(
+        base + 'verify_command = ".venv/bin/pytest -q"\n'
+        'setup_command = "python3 -m venv .venv && .venv/bin/pip install -e ."\n'
+    )
+    code, found = doctor(project.root, env)
+    assert found["project imports"] == [
+        ("ok", "verify_command `.venv/bin/pytest -q` uses an environment inside each worktree")
+    ]
+
+
+def test_a_setup_cache_key_that_matches_nothing_is_a_warning(project: Repo, tmp_path: Path) -> None:
+    settings = project.root / "gadugi.toml"
+    settings.write_text(
+        settings.read_text() + 'setup_cache_key = ["uv.lock"]\nsetup_cache_paths = [".venv"]\n'
+    )
+    env = clean_env(tmp_path, **KEY)
+
+    code, found = doctor(project.root, env)
+    assert code == 0
+    [(status, detail)] = found["setup cache"]
+    assert status == "warn" and "matches no file here" in detail
+
+    (project.root / "uv.lock").write_text("version = 1\n")
+    code, found = doctor(project.root, env)
+    assert found["setup cache"] == [("ok", ".venv keyed on uv.lock")]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -180,8 +181,12 @@ def test_a_usage_limit_parks_the_task_without_spending_retries(
     monkeypatch.setattr(gadugi.coordinator, "profile_for", lambda name, config: profile)
     repo.shell_prompt("capped.md", "echo working")
     repo.commit()
-    config = OrchestrationConfig(agent="shell", retries=0)
+    config = OrchestrationConfig(agent="shell", retries=0, usage_limit_margin_seconds=0)
     result = OrchestratorCoordinator(config, project_root=repo.root).orchestrate(["capped"])
     task = result.tasks[0]
     assert task.status == "completed" and task.attempts == 2  # no retry budget was needed
-    assert task.duration_seconds is not None and task.duration_seconds >= 1.4  # it waited
+    assert task.started_at is not None and task.completed_at is not None
+    span = datetime.fromisoformat(task.completed_at) - datetime.fromisoformat(task.started_at)
+    assert span.total_seconds() >= 1.4  # it waited for the reset,
+    assert task.duration_seconds is not None
+    assert task.duration_seconds < span.total_seconds()  # and the wait is not run time

@@ -13,9 +13,10 @@ import pytest
 
 from gadugi.errors import PlanError
 from gadugi.planning import footprint as footprint_module
+from gadugi.planning.accuracy import plan_accuracy
 from gadugi.planning.plan import Plan, analyze, render_plan, sequential_plan
 from gadugi.planning.prompts import read_prompt
-from gadugi.tasks import Prompt
+from gadugi.tasks import ConflictPolicy, Prompt
 
 SOURCES = {
     "README.md": "# demo\n",
@@ -117,7 +118,8 @@ def test_diamond_waves_critical_path_and_parallel_estimate(plan_for: PlanFor) ->
 def test_one_slot_gives_no_speedup(plan_for: PlanFor) -> None:
     specs = {f"t{i}.md": front(estimate_minutes=5) + f"# T{i}\n" for i in range(4)}
     plan = plan_for(specs, max_parallel=1)
-    assert plan.waves == (("t0", "t1", "t2", "t3"),)
+    # Waves are what the scheduler starts together: with one slot, one task at a time.
+    assert plan.waves == (("t0",), ("t1",), ("t2",), ("t3",))
     assert plan.estimated_parallel_minutes == 20
     assert plan.estimated_speedup == 1.0
 
@@ -220,10 +222,8 @@ def test_mentioned_paths_with_dots_dashes_and_punctuation(plan_for: PlanFor) -> 
         "README.md",
         "docs/**",
         "docs/guide.md",
-        "src/app/auth.py",  # imported by web.py
-        "src/app/db.py",
+        "src/app/db.py",  # imports (auth.py, util.py) are not what the task changes
         "src/app/deeper.py",
-        "src/app/util.py",  # imported by auth.py, two levels from web.py
         "src/app/web.py",
         "src/my-pkg/data-file.json",
     )
@@ -234,23 +234,42 @@ def test_sentence_final_dot_after_a_path(plan_for: PlanFor) -> None:
     assert plan.tasks[0].footprint == ("docs/api.md",)
 
 
-def test_declared_globs_admit_new_files_and_directories_become_globs(plan_for: PlanFor) -> None:
+def test_declared_touches_are_the_whole_footprint(plan_for: PlanFor) -> None:
     plan = plan_for(
-        {"a.md": front(touches=["src/auth/**", "docs"]) + "# A\n\nCreate src/auth/forms.py.\n"}
+        {
+            "a.md": front(touches=["src/auth/**", "docs"])
+            + "# A\n\nCreate src/auth/forms.py, then fix src/app/web.py and README.md.\n"
+        }
     )
-    assert plan.tasks[0].footprint == ("docs/**", "src/auth/**", "src/auth/forms.py")
+    # Declared is authoritative: a directory becomes a glob, mentions and imports add nothing.
+    assert plan.tasks[0].footprint == ("docs/**", "src/auth/**")
+
+
+def test_declared_touches_narrow_a_footprint_out_of_a_conflict(plan_for: PlanFor) -> None:
+    body = "# Doc pass\n\nDocument src/app/auth.py in docs/api.md.\n"
+    wide = plan_for({"doc.md": body, "auth.md": "# Auth\n\nRewrite src/app/auth.py\n"})
+    assert by_id(wide)["doc"].conflicts_with == ("auth",)
+    narrow = plan_for(
+        {
+            "doc.md": front(touches=["docs/api.md"]) + body,
+            "auth.md": "# Auth\n\nRewrite src/app/auth.py\n",
+        }
+    )
+    assert by_id(narrow)["doc"].footprint == ("docs/api.md",)
+    assert by_id(narrow)["doc"].conflicts_with == ()
+    assert by_id(narrow)["auth"].conflicts_with == ()
 
 
 def test_imports_follow_src_layout_and_relative_imports_two_levels(plan_for: PlanFor) -> None:
-    plan = plan_for({"a.md": "# Flaky\n\nRepair tests/test_auth.py.\n"})
+    specs = {"a.md": "# Flaky\n\nRepair tests/test_auth.py.\n"}
+    for name in ("auth", "db", "util", "deep"):
+        specs[f"{name}.md"] = f"# Edit {name}\n\nChange src/app/{name}.py.\n"
+    plan = plan_for(specs)
     # test_auth -> app.auth -> (.db, app.util); util -> deep is a third level.
     assert footprint_module.IMPORT_DEPTH == 2
-    assert plan.tasks[0].footprint == (
-        "src/app/auth.py",
-        "src/app/db.py",
-        "src/app/util.py",
-        "tests/test_auth.py",
-    )
+    assert plan.tasks[0].footprint == ("tests/test_auth.py",)
+    assert plan.tasks[0].related_to == ("auth", "db", "util")
+    assert plan.tasks[0].conflicts_with == ()
 
 
 TRICKY_IMPORTS = """from app import (
@@ -372,7 +391,7 @@ def test_new_file_against_a_glob(plan_for: PlanFor) -> None:
     assert tasks["b"].conflicts_with == ("a",)
 
 
-def test_conflict_through_imports(plan_for: PlanFor) -> None:
+def test_imports_relate_tasks_but_never_conflict_them(plan_for: PlanFor) -> None:
     plan = plan_for(
         {
             "fix-test.md": "# Flaky\n\nRepair tests/test_auth.py\n",
@@ -381,8 +400,12 @@ def test_conflict_through_imports(plan_for: PlanFor) -> None:
         }
     )
     tasks = by_id(plan)
-    assert tasks["fix-test"].conflicts_with == ("db",)
-    assert tasks["docs"].conflicts_with == ()
+    assert tasks["fix-test"].conflicts_with == tasks["db"].conflicts_with == ()
+    assert tasks["fix-test"].related_to == ("db",)
+    assert tasks["db"].related_to == ("fix-test",)
+    assert tasks["docs"].related_to == ()
+    text = render_plan(plan)
+    assert "Related through imports (not conflicts): db ~ fix-test" in text
 
 
 def test_sharing_only_an_import_is_no_conflict(plan_for: PlanFor) -> None:
@@ -394,11 +417,10 @@ def test_sharing_only_an_import_is_no_conflict(plan_for: PlanFor) -> None:
         }
     )
     tasks = by_id(plan)
-    assert "src/app/auth.py" in tasks["auth-test"].footprint
-    assert "src/app/auth.py" in tasks["web"].footprint
-    assert tasks["auth-test"].conflicts_with == ("auth",)
-    assert tasks["web"].conflicts_with == ("auth",)
-    assert tasks["auth"].conflicts_with == ("auth-test", "web")
+    assert "src/app/auth.py" not in tasks["auth-test"].footprint
+    assert tasks["auth-test"].conflicts_with == tasks["web"].conflicts_with == ()
+    assert tasks["auth-test"].related_to == tasks["web"].related_to == ("auth",)
+    assert tasks["auth"].related_to == ("auth-test", "web")
 
 
 def test_dependent_tasks_are_not_listed_as_conflicting(plan_for: PlanFor) -> None:
@@ -480,6 +502,7 @@ def test_to_json_has_exactly_the_product_shape(plan_for: PlanFor) -> None:
     data = json.loads(json.dumps(plan.to_json()))
     assert set(data) == {
         "max_parallel",
+        "conflict_policy",
         "tasks",
         "waves",
         "critical_path",
@@ -497,6 +520,7 @@ def test_to_json_has_exactly_the_product_shape(plan_for: PlanFor) -> None:
         "footprint": ["docs/**"],
         "depends_on": [],
         "conflicts_with": [],
+        "related_to": [],
     }
     assert data["tasks"][1]["depends_on"] == ["a"]
     assert data["waves"] == [["a"], ["b"]]
@@ -560,12 +584,13 @@ def test_render_plan_fits_long_paths_and_many_entries(tmp_path: Path) -> None:
     assert row.endswith("... (+11)")  # one long path, cut, then the other eleven
 
 
-def test_sequential_plan_chains_the_request(tmp_path: Path) -> None:
+def test_sequential_plan_runs_the_request_one_at_a_time(tmp_path: Path) -> None:
     prompts = prompts_from(
         tmp_path, {"b.md": "# B\n\nEdit README.md\n", "a.md": "# A\n", "c.md": "# C\n"}
     )
-    plan = sequential_plan(prompts, 3)
-    assert [t.depends_on for t in plan.tasks] == [(), ("b",), ("a",)]
+    plan = sequential_plan(prompts)
+    assert [t.depends_on for t in plan.tasks] == [(), (), ()]
+    assert plan.max_parallel == 1
     assert plan.waves == (("b",), ("a",), ("c",))
     assert all(t.footprint == () and t.conflicts_with == () for t in plan.tasks)
     assert plan.estimated_speedup == 1.0
@@ -578,3 +603,41 @@ def test_no_prompts_and_bad_parallelism(tmp_path: Path) -> None:
     assert empty.estimated_speedup == 1.0
     with pytest.raises(PlanError, match="max_parallel"):
         analyze([], tmp_path, [], 0)
+
+
+@pytest.mark.parametrize(
+    ("policy", "waves", "minutes"),
+    [
+        (ConflictPolicy.STACK, (("a", "c"), ("b",)), 20),
+        (ConflictPolicy.SERIALIZE, (("a", "c"), ("b",)), 20),
+        (ConflictPolicy.OPTIMISTIC, (("a", "b", "c"),), 10),
+    ],
+)
+def test_waves_simulate_the_conflict_policy(
+    tmp_path: Path, policy: ConflictPolicy, waves: tuple[tuple[str, ...], ...], minutes: float
+) -> None:
+    files = write_repo(tmp_path)
+    specs = {
+        "a.md": front(estimate_minutes=10) + "# A\n\nEdit README.md\n",
+        "b.md": front(estimate_minutes=10) + "# B\n\nEdit README.md\n",
+        "c.md": front(estimate_minutes=5) + "# C\n\nEdit docs/api.md\n",
+    }
+    plan = analyze(prompts_from(tmp_path, specs), tmp_path, files, 4, policy)
+    assert plan.waves == waves
+    assert plan.estimated_parallel_minutes == minutes
+    assert plan.to_json()["conflict_policy"] == policy.value
+    stacked = {s.task_id: s.after for s in plan.slots()}
+    assert stacked["b"] == (("a",) if policy is ConflictPolicy.STACK else ())
+
+
+def test_plan_accuracy_counts_only_judged_pairs() -> None:
+    predicted = {"a": ["b", "c"], "b": ["a"], "c": ["a"], "d": []}
+    changed = {"a": ["x.py"], "b": ["y.py"], "d": ["x.py", "z.py"]}  # c did not complete
+    assert plan_accuracy(predicted, changed) == {
+        "predicted_pairs": [["a", "b"]],
+        "actual_pairs": [["a", "d"]],
+        "precision": 0.0,
+        "recall": 0.0,
+    }
+    nothing = plan_accuracy({"a": [], "b": []}, {"a": ["x"], "b": ["y"]})
+    assert nothing["precision"] is None and nothing["recall"] is None

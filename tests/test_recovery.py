@@ -99,6 +99,10 @@ def test_kill_9_then_resume_completes_every_task_exactly_once(
     result = json.loads(resumed.stdout)
     assert result["orchestration_id"] == orch_id
     assert {t["task_id"]: t["status"] for t in result["tasks"]} == dict.fromkeys(TASKS, "completed")
+    # The run cut short and the resume are two segments; the time nobody drove is neither.
+    assert [s["kind"] for s in result["segments"]] == ["run", "resume"]
+    walls = sum(s["execution_time_seconds"] for s in result["segments"])
+    assert result["execution_time_seconds"] == pytest.approx(walls, abs=0.01)
     assert sorted(_lines(ledger)) == sorted(TASKS)  # every task finished exactly once
     for task in result["tasks"]:
         assert task["commits"] == 1
@@ -195,3 +199,54 @@ def test_cancel_stops_the_agent_itself_when_the_orchestrator_is_gone(
     resumed = run_cli(["resume", "--json"], repo.root)
     statuses = {t["task_id"]: t["status"] for t in json.loads(resumed.stdout)["tasks"]}
     assert statuses == {"long": "cancelled", "short": "completed"}
+
+
+def _stamp(value: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(value).timestamp()
+
+
+def test_retry_adds_a_segment_and_exits_by_the_retried_task(repo: Repo, tmp_path: Path) -> None:
+    marker = tmp_path / "tried"
+    repo.shell_prompt("flaky.md", f"if [ ! -e {marker} ]; then touch {marker}; exit 3; fi")
+    repo.shell_prompt("broken.md", "exit 1")
+    repo.commit()
+    first = run_cli(["run", "--agent", "shell", "--json", "flaky", "broken"], repo.root)
+    assert first.returncode == 1
+    run_result = json.loads(first.stdout)
+    [run_segment] = run_result["segments"]
+    assert run_segment["kind"] == "run" and sorted(run_segment["tasks"]) == ["broken", "flaky"]
+    assert run_segment["execution_time_seconds"] == run_result["execution_time_seconds"]
+
+    text = run_cli(["retry", "flaky"], repo.root)
+    # The retried task completed: the other failure is not this command's outcome.
+    assert text.returncode == 0, text.stdout + text.stderr
+    assert " flaky " in text.stdout and " broken " not in text.stdout
+
+    again = run_cli(["retry", "flaky", "--force", "--json"], repo.root)
+    assert again.returncode == 0, again.stderr
+    result = json.loads(again.stdout)
+    kinds = [s["kind"] for s in result["segments"]]
+    assert kinds == ["run", "retry", "retry"]
+    assert [s["tasks"] for s in result["segments"][1:]] == [["flaky"], ["flaky"]]
+    assert result["segments"][0] == run_segment  # the run's own figures stay as they were
+    walls = [s["execution_time_seconds"] for s in result["segments"]]
+    assert result["execution_time_seconds"] == pytest.approx(sum(walls), abs=0.01)
+    span = _stamp(result["finished_at"]) - _stamp(result["started_at"])
+    assert result["execution_time_seconds"] < span  # the idle time between them is not work
+    for earlier, later in zip(result["segments"], result["segments"][1:], strict=False):
+        assert _stamp(later["started_at"]) >= _stamp(earlier["finished_at"])
+    flaky = next(t for t in result["tasks"] if t["task_id"] == "flaky")
+    assert flaky["attempts"] == 3
+    shown = json.loads(run_cli(["show", "flaky", "--json"], repo.root).stdout)
+    runs = sum(a["duration_seconds"] for a in shown["attempts"])
+    assert flaky["duration_seconds"] == pytest.approx(runs, abs=0.01)
+    assert flaky["duration_seconds"] < _stamp(flaky["completed_at"]) - _stamp(flaky["started_at"])
+    status = json.loads(run_cli(["status", "--json"], repo.root).stdout)
+    runtime = next(t for t in status["tasks"] if t["task_id"] == "flaky")["runtime_seconds"]
+    assert runtime == pytest.approx(flaky["duration_seconds"], abs=0.01)
+
+    whole = run_cli(["retry", "flaky", "--force", "--all"], repo.root)
+    assert whole.returncode == 1  # the whole orchestration: broken still failed
+    assert " flaky " in whole.stdout and " broken " in whole.stdout

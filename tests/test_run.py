@@ -307,6 +307,11 @@ def test_status_export_and_monitoring_files_describe_the_run(repo: Repo, tmp_pat
         "error_summary",
         "tasks",
         "agent_totals",
+        "plan_accuracy",
+        "waited_seconds",
+        "budget_usd",
+        "spent_usd",
+        "segments",
     }
     assert set(result["tasks"][0]) == {
         "task_id",
@@ -330,6 +335,7 @@ def test_status_export_and_monitoring_files_describe_the_run(repo: Repo, tmp_pat
         "changed_files",
         "insertions",
         "deletions",
+        "commits_after_cancel",
     }
     assert datetime.fromisoformat(result["started_at"]).utcoffset() is not None
     log = Path(result["tasks"][0]["log_file"])

@@ -8,10 +8,11 @@ sleeping, no agent processes, no git.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import signal
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +22,15 @@ from fakes import Clock, FakeProcesses, FakeWorktrees, Machine
 from gadugi import procs
 from gadugi.agents import AgentContext, AgentProfile, Launch, Outcome, profile_for
 from gadugi.config import OrchestrationConfig
-from gadugi.errors import SpawnError
+from gadugi.errors import SpawnError, WorktreeError
 from gadugi.health import Admission
 from gadugi.lifecycle import LostRace
-from gadugi.planning.schedule import Slot
+from gadugi.monitoring import Monitor
+from gadugi.planning.schedule import Slot, with_policy
 from gadugi.promptgen import load_template
 from gadugi.registry import OwnerChanged, Registry
 from gadugi.runner import Layout, Runner, TaskRun
-from gadugi.tasks import Prompt, TaskStatus
+from gadugi.tasks import ConflictPolicy, Prompt, TaskStatus
 
 T0 = 1_700_000_000.0
 ORCH = "orch-20231114-221320-beef"
@@ -303,7 +305,8 @@ def test_a_transient_exit_backs_off_then_retries_until_the_budget_is_spent(rig: 
     r.exit("flaky", 75)
     r.step(T0 + 1)
     held = r.hold_until("flaky")
-    assert T0 + 1 + 5 <= held <= T0 + 1 + 10  # base delay, jittered down to half
+    # Counted from the exit (at T0, as its supervisor saw it), not from the tick that saw it.
+    assert T0 + 5 <= held <= T0 + 10  # base delay, jittered down to half
     row = r.row("flaky")
     assert (row["status"], row["not_before"], row["attempts"]) == ("queued", held, 1)
     assert row["error_message"].startswith("agent asked for a retry (exit 75); retrying in")
@@ -318,7 +321,7 @@ def test_a_transient_exit_backs_off_then_retries_until_the_budget_is_spent(rig: 
     r.exit("flaky", 75)
     r.step(held + 1)
     second = r.hold_until("flaky")
-    assert held + 1 + 10 <= second <= held + 1 + 20  # the delay doubles
+    assert held + 10 <= second <= held + 20  # the delay doubles
     r.step(second)
     r.exit("flaky", 75, said="server busy")
     assert not r.step(second + 1)  # two retries spent: the third exit 75 fails the task
@@ -373,13 +376,13 @@ def test_a_stall_with_stall_action_restart_requeues_and_costs_a_retry(rig: MakeR
 def test_a_usage_limit_parks_the_task_until_the_reset_and_costs_no_retry(rig: MakeRig) -> None:
     reset = T0 + 3600
     profile = UsageLimited(reset)
-    r = rig([task("limited", retries=0)], profile)
+    r = rig([task("limited", retries=0)], profile, usage_limit_margin_seconds=0)
     r.step(T0)
     r.exit("limited", 1)
     r.step(T0 + 10)
     row = r.row("limited")
     assert (row["status"], row["not_before"]) == ("queued", reset)  # resume reads it
-    assert "usage limit reached; parked until" in row["error_message"]
+    assert row["error_message"].startswith("usage limit of usage-limited: resets at ")
     assert r.attempts("limited") == [(1, "parked", 1)]
 
     r.step(reset - 1)
@@ -625,3 +628,343 @@ def test_no_agent_starts_after_an_interrupt_that_came_while_git_ran(rig: MakeRig
     assert not r.step(T0 + 1)
     assert [r.status(t) for t in "ab"] == [X, X]
     assert r.attempts("a") == [] and r.row("a")["attempts"] == 0
+
+
+# -- conflict policies and waiting reasons ----------------------------------------
+
+
+def conflicting(r: Rig, pairs: dict[str, str], policy: ConflictPolicy) -> None:
+    """Give the rig's tasks the plan's predicted conflicts (both ways) under ``policy``."""
+    found: dict[str, set[str]] = {}
+    for a, b in pairs.items():
+        found.setdefault(a, set()).add(b)
+        found.setdefault(b, set()).add(a)
+    slots = [
+        replace(run.slot, conflicts_with=frozenset(found.get(run.task_id, ())))
+        for run in r.runner.runs
+    ]
+    for run, slot in zip(r.runner.runs, with_policy(slots, policy), strict=True):
+        run.slot = slot
+
+
+def reason_writes(r: Rig, monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """Every write of waiting reasons the loop makes, as it makes them."""
+    writes: list[dict[str, Any]] = []
+    real = r.registry.update_tasks
+
+    def counting(orch_id: str, changes: Any, *, owner: str | None = None) -> None:
+        found = {t: f["waiting_reason"] for t, f in changes.items() if "waiting_reason" in f}
+        if found:
+            writes.append(found)
+        real(orch_id, changes, owner=owner)
+
+    monkeypatch.setattr(r.registry, "update_tasks", counting)
+    return writes
+
+
+def test_stack_starts_the_later_task_from_the_earlier_branch_and_says_why_it_waits(
+    rig: MakeRig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    r = rig([task("a"), task("b"), task("free")], max_parallel_tasks=2)
+    conflicting(r, {"a": "b"}, ConflictPolicy.STACK)
+    writes = reason_writes(r, monkeypatch)
+    r.step(T0)
+    assert r.procs.spawned() == ["a", "free"]  # b is stacked after a, though a slot is free
+    stacked = "stacked after a (running): starts from its branch once it completes"
+    assert r.row("b")["waiting_reason"] == stacked
+    assert writes == [{"b": stacked}]
+    for n in range(1, 4):
+        r.step(T0 + n / 10)
+    assert len(writes) == 1  # nothing changed, nothing written
+    r.exit("free", 0)
+    r.step(T0 + 1)
+    assert r.procs.spawned() == ["a", "free"]
+    r.exit("a", 0)
+    r.step(T0 + 2)
+    assert r.procs.spawned() == ["a", "free", "b"]
+    assert r.worktrees.created[-1][::3] == ("b", r.row("a")["branch"])  # from a's branch
+    assert r.row("b")["waiting_reason"] is None
+
+
+def test_under_stack_a_failed_earlier_task_leaves_the_later_one_to_start_from_the_base(
+    rig: MakeRig,
+) -> None:
+    r = rig([task("a", retries=0), task("b")])
+    conflicting(r, {"a": "b"}, ConflictPolicy.STACK)
+    r.step(T0)
+    assert r.procs.spawned() == ["a"]
+    r.exit("a", 3)
+    r.step(T0 + 1)
+    assert r.status("a") is F and r.status("b") is R
+    assert r.worktrees.created[-1][::3] == ("b", BASE)
+    assert r.worktrees.merged == []
+
+
+def test_serialize_keeps_a_pair_apart_and_starts_each_from_the_base(rig: MakeRig) -> None:
+    r = rig([task("a"), task("b"), task("c"), task("d")])
+    conflicting(r, {"a": "b"}, ConflictPolicy.SERIALIZE)
+    r.step(T0)
+    assert r.procs.spawned() == ["a", "c", "d"]
+    assert r.row("b")["waiting_reason"] == "waiting for conflicting task a (running)"
+    r.exit("a", 0)
+    r.step(T0 + 1)
+    assert r.worktrees.created[-1][::3] == ("b", BASE)
+
+
+def test_optimistic_runs_a_conflicting_pair_together(rig: MakeRig) -> None:
+    r = rig([task("a"), task("b")])
+    conflicting(r, {"a": "b"}, ConflictPolicy.OPTIMISTIC)
+    r.step(T0)
+    assert r.procs.spawned() == ["a", "b"]
+
+
+class ClashingWorktrees(FakeWorktrees):
+    """Merging ``clash`` fails as a real conflicting merge does (git aborts it)."""
+
+    clash = ""
+
+    def merge(self, task_id: str, path: Path, branches: Sequence[str]) -> None:
+        if self.clash in branches:
+            raise WorktreeError(task_id, f"merge of {self.clash}", "CONFLICT (content)", 1)
+        super().merge(task_id, path, branches)
+
+
+def test_a_stack_whose_branches_clash_starts_from_what_merges(rig: MakeRig) -> None:
+    r = rig([task("a"), task("b"), task("c")], max_parallel_tasks=2)
+    r.worktrees = r.runner.worktrees = ClashingWorktrees(r.layout.root)
+    conflicting(r, {"a": "c", "b": "c"}, ConflictPolicy.STACK)  # a and b: no conflict
+    assert r.runner.by_id["c"].slot.after == ("a", "b")
+    r.step(T0)
+    assert r.procs.spawned() == ["a", "b"]
+    r.worktrees.clash = r.row("a")["branch"]
+    r.exit("a", 0)
+    r.exit("b", 0)
+    r.step(T0 + 1)
+    assert r.status("c") is R  # the clash between a and b cost c nothing but a's work
+    assert r.worktrees.created[-1][::3] == ("c", r.row("b")["branch"])
+    assert r.worktrees.merged == []
+
+
+class KeepsWorking(AgentProfile):
+    """The shell agent, marked as one that works on after SIGTERM (as claude is)."""
+
+    name = "keeps-working"
+    stop_gracefully = False
+
+    def prepare(self, ctx: AgentContext, prompt: Prompt) -> Launch:
+        return profile_for("shell", OrchestrationConfig(agent="shell")).prepare(ctx, prompt)
+
+    def judge(self, ctx: AgentContext, exit_code: int) -> Outcome:
+        return Outcome(exit_code == 0, error=None if exit_code == 0 else "failed")
+
+
+def test_an_agent_that_works_on_after_sigterm_is_killed_at_once_on_cancel(rig: MakeRig) -> None:
+    r = rig([task("eager")], KeepsWorking(), kill_grace_seconds=30)
+    r.step(T0)
+    branch = r.runner.by_id["eager"].branch
+    assert branch is not None
+    # The branch gains a commit between the cancel and the end of the task.
+    r.worktrees.commits_after[(branch, f"head-of-{branch}")] = 1
+    r.other.request_cancel(ORCH, "eager", "alice")
+    r.step(T0 + 1)
+    assert r.procs.signals == [("eager", signal.SIGKILL)]  # no SIGTERM, no grace period
+    assert not r.step(T0 + 1.1)
+    row = r.row("eager")
+    assert (row["status"], row["commits_after_cancel"]) == ("cancelled", 1)
+
+
+def test_a_task_never_stopped_reports_no_commits_after_cancel(rig: MakeRig) -> None:
+    r = rig([task("plain")])
+    r.step(T0)
+    r.exit("plain", 0)
+    assert not r.step(T0 + 1)
+    assert r.row("plain")["commits_after_cancel"] is None
+
+
+class Costly(AgentProfile):
+    """The shell agent, each attempt reporting a cost of ``cost_usd``; the first attempt of
+    the tasks in ``limited`` meets a usage limit resetting at ``reset_at``."""
+
+    name = "costly"
+
+    def __init__(
+        self, cost_usd: float = 0.0, limited: tuple[str, ...] = (), reset_at: float = 0.0
+    ) -> None:
+        self.cost_usd, self.limited, self.reset_at = cost_usd, set(limited), reset_at
+        self.caps: list[tuple[str, float | None]] = []  # the max_cost_usd each start got
+
+    def prepare(self, ctx: AgentContext, prompt: Prompt) -> Launch:
+        self.caps.append((ctx.task_id, prompt.max_cost_usd))
+        return profile_for("shell", OrchestrationConfig(agent="shell")).prepare(ctx, prompt)
+
+    def judge(self, ctx: AgentContext, exit_code: int) -> Outcome:
+        agent: dict[str, Any] = {"cost_usd": self.cost_usd}
+        if ctx.task_id in self.limited:
+            self.limited.discard(ctx.task_id)
+            agent["retry_after"] = self.reset_at
+            return Outcome(False, transient=True, error="usage limit reached", agent=agent)
+        return Outcome(exit_code == 0, error=None if exit_code == 0 else "failed", agent=agent)
+
+
+def test_a_usage_limit_parks_every_task_of_the_agent_then_one_canary_goes_first(
+    rig: MakeRig,
+) -> None:
+    reset = T0 + 600
+    profile = Costly(limited=("a",), reset_at=reset)
+    r = rig(
+        [task("a"), task("b"), task("c")],
+        profile,
+        max_parallel_tasks=1,
+        usage_limit_margin_seconds=30,
+    )
+    r.step(T0)
+    r.exit("a", 1)
+    r.step(T0 + 1)
+    for name in "abc":  # every queued task of that agent waits, and says until when
+        row = r.row(name)
+        assert (row["status"], row["not_before"]) == ("queued", reset + 30)
+        assert row["error_message"].startswith("usage limit of costly: resets at ")
+    r.step(reset + 29)
+    assert r.procs.spawned() == ["a"]  # the margin is part of the wait
+
+    r.step(reset + 30)
+    assert r.procs.spawned() == ["a", "a"]  # the canary, alone
+    r.step(reset + 31)
+    assert r.procs.spawned() == ["a", "a"]
+    r.exit("a", 0)
+    r.step(reset + 32)
+    assert r.procs.spawned() == ["a", "a", "b"]  # it passed: the rest follow
+    waited = r.runner.waited_seconds(reset + 32)
+    assert waited == {"usage_limit": pytest.approx(reset + 32 - (T0 + 1))}  # incl. the canary
+
+
+def test_a_budget_holds_new_tasks_then_cancels_them_once_nothing_runs(rig: MakeRig) -> None:
+    r = rig(
+        [task("a"), task("b"), task("c")],
+        Costly(cost_usd=0.6),
+        max_parallel_tasks=2,
+        budget_usd=1.0,
+    )
+    r.step(T0)
+    assert r.procs.spawned() == ["a", "b"]
+    r.exit("a", 0)
+    r.step(T0 + 1)
+    assert r.procs.spawned() == ["a", "b", "c"]  # $0.60 spent, under the budget
+    r.exit("b", 0)
+    r.step(T0 + 2)
+    assert r.runner.spent_usd() == pytest.approx(1.2)
+    r.exit("c", 0)
+    assert not r.step(T0 + 3)
+    assert [r.status(t) for t in "abc"] == [C, C, C]  # running tasks finish (not hard)
+
+
+def test_a_spent_budget_cancels_the_queued_and_a_hard_one_stops_the_running(
+    rig: MakeRig,
+) -> None:
+    r = rig(
+        [task("a"), task("b"), task("c"), task("d")],
+        Costly(cost_usd=1.0),
+        max_parallel_tasks=2,
+        budget_usd=1.0,
+        budget_hard=True,
+        kill_grace_seconds=5,
+    )
+    r.step(T0)
+    r.exit("a", 0)
+    r.step(T0 + 1)
+    assert r.procs.spawned() == ["a", "b"]  # c waits: the budget is spent
+    note = r.other.orchestration(ORCH)["note"]
+    assert note == "budget of $1 reached: $1.0000 spent"
+    assert r.procs.signals == [("b", signal.SIGTERM)]  # hard: the running task is stopped
+    assert not r.step(T0 + 2)
+    assert [r.status(t) for t in "abcd"] == [C, X, X, X]
+    assert {r.row(t)["error_message"] for t in "bcd"} == {"budget of $1 spent"}
+    assert r.attempts("c") == []
+    assert r.other.orchestration(ORCH)["spent_usd"] == pytest.approx(1.0)
+    assert r.runner.waited_seconds(T0 + 2) == {"budget": 1.0}
+
+
+def test_waiting_for_memory_and_load_is_counted_per_reason(rig: MakeRig) -> None:
+    r = rig([task("a"), task("b")], max_parallel_tasks=1, max_load_per_cpu=1.0)
+    r.machine.available_mb = 100
+    r.step(T0)
+    r.step(T0 + 4)
+    r.machine.available_mb, r.machine.load_1m = 4000, 9.0
+    r.step(T0 + 5)
+    r.step(T0 + 7)
+    r.machine.load_1m = 0.0
+    r.step(T0 + 8)
+    assert r.procs.spawned() == ["a"]
+    r.exit("a", 0)
+    r.step(T0 + 9)
+    r.exit("b", 0)
+    assert not r.step(T0 + 10)
+    waited = {"memory": 5.0, "load": 3.0}
+    assert r.runner.waited_seconds(T0 + 10) == waited
+    assert r.other.orchestration(ORCH)["waited_seconds"] == waited
+
+
+def test_without_a_hard_budget_only_the_prompts_own_cap_is_passed(rig: MakeRig) -> None:
+    profile = Costly(cost_usd=0.3)
+    capped = Prompt(**{**asdict(task("b")), "max_cost_usd": 0.5})
+    r = rig([task("a"), capped, task("c")], profile, max_parallel_tasks=1, budget_usd=1.0)
+    r.step(T0)
+    r.exit("a", 0)
+    r.step(T0 + 1)
+    r.exit("b", 0)
+    r.step(T0 + 2)
+    assert profile.caps == [("a", None), ("b", 0.5), ("c", None)]  # not hard: no cap added
+
+
+def test_a_hard_budget_caps_each_start_at_what_is_left_of_it(rig: MakeRig) -> None:
+    hard = Costly(cost_usd=0.3)
+    r2 = rig([task("a2"), task("b2")], hard, max_parallel_tasks=1, budget_usd=1.0, budget_hard=True)
+    r2.step(T0)
+    r2.exit("a2", 0)
+    r2.step(T0 + 1)
+    assert hard.caps == [("a2", 1.0), ("b2", pytest.approx(0.7))]
+
+
+def _monitored_run(rig: MakeRig, interval_s: float) -> tuple[int, int, bool]:
+    """20 s of a task that writes output at every 0.05 s step, then exits: how often the
+    monitoring files were rewritten and resources sampled, and whether the exit was written
+    at the very next step."""
+    r = rig([task("busy")], monitoring_interval_seconds=interval_s)
+    monitor = Monitor(
+        r.registry,
+        ORCH,
+        r.layout.root / ".gadugi/monitoring",
+        interval_s,
+        flush=lambda: r.registry.update_tasks(ORCH, r.runner.heartbeat_fields(), owner=OWNER),
+    )
+    r.runner.on_dirty = monitor.mark_dirty
+    snapshot = r.layout.root / ".gadugi/monitoring/process_registry.json"
+    rewrites, inode, at = 0, 0, T0
+    log = r.layout.logs_dir / "busy.log"
+    for n in range(400):
+        at = T0 + n * 0.05
+        with log.open("a") as fh:
+            fh.write(f"line {n}\n")
+        r.step(at)
+        monitor.maybe_write(at)
+        if snapshot.stat().st_ino != inode:
+            rewrites, inode = rewrites + 1, snapshot.stat().st_ino
+    r.exit("busy", 0)
+    at += 0.05
+    r.step(at)
+    monitor.maybe_write(at)
+    prompt = json.loads(snapshot.read_text())["processes"][0]["status"] == "completed"
+    return rewrites, r.procs.samples, prompt
+
+
+@pytest.mark.parametrize("interval_s", [5.0, 1.0])
+def test_monitoring_interval_sets_the_heartbeat_and_sampling_period(
+    rig: MakeRig, interval_s: float
+) -> None:
+    rewrites, samples, prompt = _monitored_run(rig, interval_s)
+    # While only output arrives, one rewrite and one reading per interval (the first step
+    # also writes the start, a state change, at once).
+    periods = 20 / interval_s
+    assert periods - 1 <= rewrites <= periods + 2
+    assert periods - 1 <= samples <= periods + 1
+    assert prompt  # a state change waits for no interval

@@ -262,3 +262,36 @@ def test_worktrees_are_prepared_ahead_while_every_slot_is_busy(repo: Repo, tmp_p
     assert result["four"]["status"] == "cancelled"
     assert result["four"]["worktree"] is None  # made ahead, nothing ran in it: removed
     assert repo.worktrees() == [str(repo.root)]
+
+
+def test_the_sequential_fallback_runs_each_task_from_the_base_on_its_own(
+    repo: Repo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*_: object, **__: object) -> gadugi.planning.plan.Plan:
+        raise UnicodeDecodeError("utf-8", b"\xff", 0, 1, "a prompt the analyser chokes on")
+
+    monkeypatch.setattr(gadugi.planning.plan, "analyze", broken)
+    repo.shell_prompt("x.md", _commit_file("x.txt", "x"))
+    repo.shell_prompt("y.md", "exit 1")
+    repo.shell_prompt("z.md", _commit_file("z.txt", "z"))
+    repo.commit()
+    base = git(repo.root, "rev-parse", "HEAD").strip()
+    warnings: list[str] = []
+    config = OrchestrationConfig(agent="shell", max_parallel_tasks=3)
+    coordinator = OrchestratorCoordinator(config, project_root=repo.root, warn=warnings.append)
+    result = coordinator.orchestrate(["x", "y", "z"])
+    assert result.fallback_used
+    assert {t.task_id: t.status for t in result.tasks} == {
+        "x": "completed",
+        "y": "failed",
+        "z": "completed",
+    }
+    for task in result.tasks:
+        assert task.branch is not None
+        assert git(repo.root, "rev-parse", f"{task.branch}~{task.commits}").strip() == base
+    files = git(repo.root, "ls-tree", "--name-only", result.tasks[2].branch or "").split()
+    assert "z.txt" in files and "x.txt" not in files
+    spans = sorted((t.started_at or "", t.completed_at or "") for t in result.tasks)
+    for (_, end), (start, _) in itertools.pairwise(spans):
+        assert start >= end
+    assert warnings and not any(w.startswith("skipped") for w in warnings)

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from gadugi.transcript import TaskLog, follow, split_log
+from gadugi.transcript import LastOutput, TaskLog, follow, split_log
 
 SESSION = "11111111-2222-3333-4444-555555555555"
 
@@ -263,3 +263,19 @@ def test_follow_prints_each_line_once_and_stops_at_the_end() -> None:
 
     assert printed == [["a"], ["b", "c"], ["d"]]
     assert naps == [0.5, 0.5, 0.5]
+
+
+def test_the_last_output_is_the_latest_text_or_tool_call_as_the_file_grows(
+    tmp_path: Path,
+) -> None:
+    events = tmp_path / "t.events.jsonl"
+    last = LastOutput(events)
+    assert last.read() == ""  # nothing written yet
+    _write(events, *CLAUDE[:3])
+    assert last.read() == "Now."
+    _write(events, *CLAUDE[3:7])
+    assert last.read() == "→ Read: /a.py"  # a tool call; its results say nothing new
+    _write(events, json.dumps(CLAUDE[7])[:20])  # half a line: not read yet
+    assert last.read() == "→ Read: /a.py"
+    _write(events, json.dumps(CLAUDE[7])[20:] + "\n")
+    assert last.read() == "→ Write"

@@ -30,17 +30,21 @@ from typing import Any
 
 from . import lease
 from .errors import GadugiError, NotFoundError, RepositoryError, WorktreeError
+from .landing import LAND_REFS, integration_branch
 from .lease import lock_path
 from .procs import agents_of
 from .recovery import orchestrator_alive
 from .registry import Registry
 from .worktrees import Worktrees, run_git
 
+_LAST = 1 << 62  # sorts the integration branch after every task branch
+
 
 class ActionKind(enum.StrEnum):
     REMOVE_WORKTREE = "remove-worktree"
     PRUNE = "prune"  # the record of a worktree whose folder was deleted behind git's back
     DELETE_BRANCH = "delete-branch"
+    DELETE_REF = "delete-ref"  # a landing candidate kept under refs/gadugi/land/<orch>/
     FORGET = "forget-orchestration"
 
 
@@ -49,6 +53,7 @@ _VERBS = {
     ActionKind.REMOVE_WORKTREE: ("remove worktree", "removed worktree"),
     ActionKind.PRUNE: ("prune orphaned worktree record", "pruned orphaned worktree record"),
     ActionKind.DELETE_BRANCH: ("delete branch", "deleted branch"),
+    ActionKind.DELETE_REF: ("delete ref", "deleted ref"),
     ActionKind.FORGET: ("forget", "forgot"),
 }
 
@@ -238,6 +243,8 @@ class _Planner:
             # Other people's worktrees are theirs, but their stale records may be pruned.
             if ours or (orphan and not orch_id):
                 removals.append((orch_id, tree))
+        for orch_id in chosen:
+            self._decide_landing_refs(orch_id)
         by_path = {_real(t.path): t for t in self.listed[1:]}
         for orch_id in chosen:
             for row in self.rows[orch_id]:
@@ -286,6 +293,18 @@ class _Planner:
             return
         self.kept_worktrees.add(_real(tree.path))
 
+    def _decide_landing_refs(self, orch_id: str) -> None:
+        """Landing candidates go with their orchestration: they hold gadugi's merges of
+        task branches, which are decided on their own (and the integration branch last)."""
+        res = run_git(
+            ["for-each-ref", "--format=%(objectname) %(refname)", f"{LAND_REFS}/{orch_id}/"],
+            self.root,
+        )
+        for line in res.stdout.splitlines():
+            tip, ref = line.split(" ", 1)
+            self.keepers.deleted.append(ref)
+            self.plan.actions.append(Action(ActionKind.DELETE_REF, ref, orch_id, tip=tip))
+
     def _decide_branches(self, chosen: list[str]) -> None:
         checked_out = {
             t.branch: t.path
@@ -297,6 +316,12 @@ class _Planner:
             for row in self.rows[orch_id]:
                 if row["branch"] and (tip := _branch_tip(self.root, row["branch"])):
                     candidates.append((order, orch_id, row, tip))
+            # The integration branch is decided after every task branch: it goes with
+            # --force, or once what it holds is reachable from elsewhere (merged --into).
+            branch = integration_branch(orch_id)
+            if tip := _branch_tip(self.root, branch):
+                landing = {"branch": branch, "commits": _LAST, "seq": 0, "worktree": None}
+                candidates.append((order, orch_id, landing, tip))
         # The branches that added least go first, so that of two holding the same commits
         # the one that made them stays (a dependent task that committed nothing goes).
         candidates.sort(key=lambda c: (c[2]["commits"] or 0, -c[0], -c[2]["seq"]))
@@ -389,10 +414,12 @@ def _carry_out(
 ) -> bool:
     """Do one action; True when what it removes had gone meanwhile."""
     if action.kind is ActionKind.FORGET:
-        _forget(registry, state_dir, action.target)
+        _forget(registry, root, state_dir, action.target)
         return False
     if action.kind is ActionKind.DELETE_BRANCH:
         return _delete_branch(root, action)
+    if action.kind is ActionKind.DELETE_REF:
+        return _delete_ref(root, action)
     return _remove_worktree(root, worktrees, action)
 
 
@@ -419,6 +446,21 @@ def _remove_worktree(root: Path, worktrees: Worktrees, action: Action) -> bool:
     return False
 
 
+def _monitoring_dir(root: Path, registry: Registry, orch_id: str) -> Path:
+    """Where the orchestration wrote its snapshots: its configuration's ``monitoring_dir``.
+
+    Only a relative path inside the project is taken (as configuration allows); anything
+    else a damaged record might hold falls back to the default folder.
+    """
+    config = registry.orchestration(orch_id).get("config")
+    value = config.get("monitoring_dir") if isinstance(config, dict) else None
+    if isinstance(value, str) and value and not value.startswith("-"):
+        path = Path(value)
+        if not path.is_absolute() and ".." not in path.parts:
+            return root / path
+    return root / ".gadugi" / "monitoring"
+
+
 def _delete_branch(root: Path, action: Action) -> bool:
     tip = _branch_tip(root, action.target)
     if tip is None:
@@ -435,10 +477,20 @@ def _delete_branch(root: Path, action: Action) -> bool:
     return False
 
 
-def _forget(registry: Registry, state_dir: Path, orch_id: str) -> None:
+def _delete_ref(root: Path, action: Action) -> bool:
+    """Compare-and-delete: a ref that moved since the plan was made stays."""
+    res = run_git(["update-ref", "-d", action.target, action.tip], root)
+    if res.returncode != 0:
+        raise RepositoryError(f"git update-ref -d failed: {res.stderr.strip()}")
+    return False
+
+
+def _forget(registry: Registry, root: Path, state_dir: Path, orch_id: str) -> None:
+    folders = {state_dir / "monitoring", _monitoring_dir(root, registry, orch_id)}
     registry.forget(orch_id)
     for folder in ("logs", "prompts"):
         shutil.rmtree(state_dir / folder / orch_id, ignore_errors=True)
-    for suffix in ("_status.json", "_final.json"):
-        (state_dir / "monitoring" / f"{orch_id}{suffix}").unlink(missing_ok=True)
+    for monitoring in folders:
+        for suffix in ("_status.json", "_final.json"):
+            (monitoring / f"{orch_id}{suffix}").unlink(missing_ok=True)
     lock_path(state_dir, orch_id).unlink(missing_ok=True)

@@ -7,14 +7,16 @@ import math
 import os
 import resource
 import stat
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, RepositoryError
+from .tasks import ConflictPolicy
 
 STALL_ACTIONS = ("warn", "restart")
+CONFLICT_POLICIES = tuple(p.value for p in ConflictPolicy)
 AGENTS = ("claude", "shell", "command", "codex", "gemini", "aider")
 CODEX_SANDBOXES = ("read-only", "workspace-write", "danger-full-access")
 ENVIRONMENT = {
@@ -26,6 +28,7 @@ ENVIRONMENT = {
 MAX_TIMEOUT_HOURS = 24 * 7  # no task runs longer, so no estimate or stall limit is longer either
 MAX_DELAY_SECONDS = 3600.0
 MAX_LOAD_PER_CPU = 1000.0
+MAX_BUDGET_USD = 1_000_000.0
 MIN_RESOURCE_LIMIT = 16
 MAX_COMMAND_LENGTH = 10_000  # setup_command, verify_command: a command line, not a script
 # Where the hard RLIMIT_NOFILE is unlimited (macOS), the kernel still refuses more than this.
@@ -45,11 +48,15 @@ class OrchestrationConfig:
     agent: str = "claude"
     agent_cmd: str | None = None
     base_ref: str = "HEAD"
+    land: bool = False  # run --land: each task lands on gadugi/land/<orch> as it completes
+    land_into: str | None = None  # run --into: the branch fast-forwarded when all is green
+    land_retries: int = 1  # re-runs of a task whose landing conflicts or turns verification red
     retries: int = 2  # transient failures only (exit 75, HTTP 429/5xx/529, a lost connection)
     retry_base_delay_seconds: float = 2.0
     kill_grace_seconds: float = 5.0
     stall_timeout_minutes: float | None = 15.0
     stall_action: str = "warn"
+    conflict_policy: str = ConflictPolicy.STACK.value  # what overlapping footprints cost
     min_available_memory_mb: int = 256
     max_load_per_cpu: float = 3.0
     memory_limit_mb: int | None = None
@@ -75,6 +82,14 @@ class OrchestrationConfig:
     verify_command: str | None = None  # must pass after the agent exits (front matter wins)
     verify_timeout_minutes: float = 30.0
     autocommit: bool = True  # commit work an agent left uncommitted, as the user
+    setup_cache_key: tuple[str, ...] = field(default_factory=tuple)
+    setup_cache_paths: tuple[str, ...] = field(default_factory=tuple)
+    setup_cache_link: bool = False
+    # No new task starts once the agents' cost reaches this many US dollars (None: no budget).
+    budget_usd: float | None = None
+    budget_hard: bool = False  # also stop running tasks when the budget is reached
+    # Tasks parked by a usage limit wait this long past its reset time.
+    usage_limit_margin_seconds: float = 60.0
 
     def __post_init__(self) -> None:
         validate(self)
@@ -127,6 +142,10 @@ def validate(cfg: OrchestrationConfig, source: str = "") -> None:
             raise bad(key, "must be a relative path inside the project without '..'")
     if cfg.base_ref.startswith("-"):
         raise bad("base_ref", "a git ref cannot start with '-'")
+    if not 0 <= cfg.land_retries <= 100:
+        raise bad("land_retries", "must be between 0 and 100")
+    if cfg.land_into is not None and (not cfg.land_into or cfg.land_into.startswith("-")):
+        raise bad("land_into", "must be a branch name not starting with '-'")
     stall = cfg.stall_timeout_minutes
     if stall is not None and not (stall > 0 and within(stall, 0, MAX_TIMEOUT_HOURS * 60)):
         raise bad(
@@ -135,6 +154,9 @@ def validate(cfg: OrchestrationConfig, source: str = "") -> None:
         )
     if cfg.stall_action not in STALL_ACTIONS:
         raise bad("stall_action", f"must be one of: {', '.join(STALL_ACTIONS)}")
+    if cfg.conflict_policy not in CONFLICT_POLICIES:
+        shown = repr(cfg.conflict_policy)[:40]
+        raise bad("conflict_policy", f"{shown} is not one of: {', '.join(CONFLICT_POLICIES)}")
     total_mb = machine_memory_mb()
     # A floor at or above the machine's memory would hold every task back for ever.
     if not 0 <= cfg.min_available_memory_mb < total_mb:
@@ -150,6 +172,16 @@ def validate(cfg: OrchestrationConfig, source: str = "") -> None:
             ceiling, what = limit_ceiling(key)
             if not MIN_RESOURCE_LIMIT <= value <= ceiling:
                 raise bad(key, f"must be between {MIN_RESOURCE_LIMIT} and {ceiling} ({what})")
+    if cfg.budget_usd is not None and not (
+        cfg.budget_usd > 0 and within(cfg.budget_usd, 0, MAX_BUDGET_USD)
+    ):
+        raise bad("budget_usd", f"must be more than 0 and at most {MAX_BUDGET_USD:g} (US dollars)")
+    if cfg.budget_hard and cfg.budget_usd is None:
+        raise bad("budget_hard", "needs a budget (--budget-usd or budget_usd)")
+    if not within(cfg.usage_limit_margin_seconds, 0, MAX_DELAY_SECONDS):
+        raise bad(
+            "usage_limit_margin_seconds", f"must be between 0 and {MAX_DELAY_SECONDS:g} seconds"
+        )
     if cfg.claude_max_turns is not None and cfg.claude_max_turns < 1:
         raise bad("claude_max_turns", "must be at least 1")
     if cfg.codex_sandbox not in CODEX_SANDBOXES:
@@ -167,6 +199,32 @@ def validate(cfg: OrchestrationConfig, source: str = "") -> None:
         key = f"{name}_executable"
         if not getattr(cfg, key).strip():
             raise bad(key, "cannot be empty")
+    _validate_setup_cache(cfg, bad)
+
+
+def _validate_setup_cache(cfg: OrchestrationConfig, bad: Callable[[str, str], ConfigError]) -> None:
+    """The cache's globs and paths stay inside the worktree, and come together."""
+    for key in ("setup_cache_key", "setup_cache_paths"):
+        for value in getattr(cfg, key):
+            parts = Path(value).parts
+            if not value.strip() or Path(value).is_absolute() or ".." in parts:
+                raise bad(
+                    key, f"{value!r} must be a relative path inside the worktree without '..'"
+                )
+            if not parts or parts[0] == ".git":
+                raise bad(key, f"{value!r} names the worktree itself or its .git")
+    paths = [Path(p) for p in cfg.setup_cache_paths]
+    for i, a in enumerate(paths):
+        for b in paths[i + 1 :]:
+            if a == b or a in b.parents or b in a.parents:
+                raise bad("setup_cache_paths", f"{a.as_posix()!r} and {b.as_posix()!r} overlap")
+    if bool(cfg.setup_cache_key) != bool(cfg.setup_cache_paths):
+        missing = "setup_cache_paths" if cfg.setup_cache_key else "setup_cache_key"
+        raise bad(
+            missing,
+            "setup_cache_key and setup_cache_paths go together: what decides the "
+            "environment, and what the setup command makes",
+        )
 
 
 def within(value: float, low: float, high: float) -> bool:

@@ -10,26 +10,43 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from . import lease, procs, recovery
+from . import lease, procs, recovery, segments
 from .agents import AgentProfile, check_prompts, profile_for, require_program
 from .config import OrchestrationConfig, check_directories
 from .errors import PlanError, RequestError
+from .landing import (
+    Lander,
+    LandOptions,
+    check_into,
+    options_for,
+    orchestration_landing,
+    task_landing,
+)
 from .lifecycle import Transition
 from .monitoring import Monitor
 from .planning import plan as planning
+from .planning.accuracy import plan_accuracy
 from .planning.prompts import read_prompt, unique_ids
 from .planning.request import Resolution, resolve_names
 from .procs import process_start_time
 from .promptgen import Template, load_template
 from .registry import Registry
 from .runner import Layout, Listener, Runner, TaskRun
-from .tasks import Prompt, TaskStatus, iso
-from .worktrees import Worktrees, exclude_paths, repository_root, resolve_commit, tracked_files
+from .tasks import ConflictPolicy, Prompt, TaskStatus, iso
+from .views import diffstat
+from .worktrees import (
+    Worktrees,
+    exclude_paths,
+    repository_root,
+    resolve_commit,
+    tracked_files,
+    user_identity,
+)
 
 log = logging.getLogger(__name__)
 STATE_DIR = ".gadugi"
@@ -58,12 +75,14 @@ class TaskResult:
     commits: int
     error_message: str | None
     agent: dict[str, Any]
+    landing: dict[str, Any] | None = None  # landing.task_landing
     verdict: str | None = None  # the agent's structured verdict: done, blocked, no_change
     summary: str | None = None
     verification: dict[str, Any] | None = None  # command, passed, exit_code, duration, log
     changed_files: int | None = None  # the branch's diffstat against its base
     insertions: int | None = None
     deletions: int | None = None
+    commits_after_cancel: int | None = None  # set when the task was stopped: what landed after
 
 
 @dataclass
@@ -80,28 +99,59 @@ class OrchestrationResult:
     error_summary: list[str]
     tasks: list[TaskResult] = field(default_factory=list)
     agent_totals: dict[str, float] = field(default_factory=dict)
+    landing: dict[str, Any] | None = None  # landing.orchestration_landing
+    plan_accuracy: dict[str, Any] | None = None  # planning/accuracy.py, once the run ends
+    waited_seconds: dict[str, float] = field(default_factory=dict)  # admission, per reason
+    budget_usd: float | None = None
+    spent_usd: float | None = None  # what the agents cost, as they reported it
+    segments: list[dict[str, Any]] = field(default_factory=list)
     interrupted: bool = False
+    # The tasks this command drove (a retry's), when it judges and reports only those.
+    focus: tuple[str, ...] | None = None
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data.pop("interrupted")
+        data.pop("focus")
         return data
 
     @property
     def exit_code(self) -> int:
         if self.interrupted:
             return 130
-        return 0 if self.successful_tasks == self.total_tasks else 1
+        landed = self.landing is None or all(
+            t.landing is not None and t.landing["status"] == "landed"
+            for t in self.tasks
+            if t.status == TaskStatus.COMPLETED
+        )
+        if self.focus is not None:
+            mine = [t for t in self.tasks if t.task_id in self.focus]
+            return 0 if all(t.status == TaskStatus.COMPLETED for t in mine) and landed else 1
+        return 0 if self.successful_tasks == self.total_tasks and landed else 1
 
 
 def build_result(
-    orch: dict[str, Any], rows: list[dict[str, Any]], interrupted: bool = False
+    orch: dict[str, Any],
+    rows: list[dict[str, Any]],
+    interrupted: bool = False,
+    *,
+    attempts: list[dict[str, Any]] | None = None,
+    parts: list[dict[str, Any]] | None = None,
 ) -> OrchestrationResult:
-    """The result object, from the registry alone (so `resume` and `run` agree)."""
+    """The result object, from the registry alone (so `resume` and `run` agree).
+
+    With ``attempts``, a task's duration is the sum of its attempts' run times; with
+    ``parts`` (the segments), the wall time is theirs, never the idle time between them.
+    """
     started, finished = orch["started_at"], orch["finished_at"] or time.time()
-    wall = max(finished - started, 1e-9)
-    tasks = [_task_result(r) for r in rows]
+    run_s = segments.task_run_seconds(attempts) if attempts is not None else None
+    tasks = [_task_result(r, run_s) for r in rows]
     busy = sum(t.duration_seconds or 0.0 for t in tasks)
+    if parts:
+        wall, speedup = segments.totals(parts, busy)
+    else:
+        wall = round(max(finished - started, 1e-9), 3)
+        speedup = round(busy / wall, 3)
     return OrchestrationResult(
         orchestration_id=orch["id"],
         started_at=iso(started),
@@ -109,8 +159,8 @@ def build_result(
         total_tasks=len(tasks),
         successful_tasks=sum(t.status == TaskStatus.COMPLETED for t in tasks),
         failed_tasks=sum(t.status != TaskStatus.COMPLETED for t in tasks),
-        execution_time_seconds=round(wall, 3),
-        parallel_speedup=round(busy / wall, 3),
+        execution_time_seconds=wall,
+        parallel_speedup=speedup,
         fallback_used=bool(orch["fallback_used"]),
         error_summary=[
             f"{t.task_id}: {t.status}: {t.error_message}"
@@ -119,8 +169,44 @@ def build_result(
         ],
         tasks=tasks,
         agent_totals=_agent_totals(tasks),
+        landing=orchestration_landing(orch, rows),
+        segments=list(parts or []),
         interrupted=interrupted,
+        **_accounts(orch, tasks),
     )
+
+
+def measure_accuracy(root: Path, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The plan's predicted conflicts against the files each completed branch changed
+    since its own base (the list the task recorded, where it did)."""
+    changed: dict[str, list[str]] = {}
+    for row in rows:
+        if row["status"] != TaskStatus.COMPLETED or not row["branch"] or not row["base_commit"]:
+            continue
+        recorded = row.get("changed_files")
+        if isinstance(recorded, list) and all(isinstance(p, str) for p in recorded):
+            changed[row["task_id"]] = recorded
+            continue
+        stat = diffstat(root, row["base_commit"], row["branch"])
+        if stat is not None:
+            changed[row["task_id"]] = [f["path"] for f in stat.files]
+    predicted = {row["task_id"]: row["conflicts_with"] or [] for row in rows}
+    return plan_accuracy(predicted, changed)
+
+
+def _accounts(orch: dict[str, Any], tasks: list[TaskResult]) -> dict[str, Any]:
+    """``waited_seconds``, ``budget_usd`` and ``spent_usd`` as the loop recorded them."""
+    config = orch.get("config")
+    config = config if isinstance(config, dict) else {}
+    waited = orch.get("waited_seconds")
+    spent = orch.get("spent_usd")
+    if spent is None:
+        spent = _agent_totals(tasks).get("cost_usd")
+    return {
+        "waited_seconds": waited if isinstance(waited, dict) else {},
+        "budget_usd": config.get("budget_usd"),
+        "spent_usd": None if spent is None else round(float(spent), 6),
+    }
 
 
 def _agent_totals(tasks: list[TaskResult]) -> dict[str, float]:
@@ -133,8 +219,12 @@ def _agent_totals(tasks: list[TaskResult]) -> dict[str, float]:
     return totals
 
 
-def _task_result(row: dict[str, Any]) -> TaskResult:
+def _task_result(row: dict[str, Any], run_s: dict[str, float] | None = None) -> TaskResult:
     start, end = row["started_at"], row["completed_at"]
+    if run_s is not None:
+        duration = round(run_s[row["task_id"]], 3) if row["task_id"] in run_s else None
+    else:
+        duration = round(end - start, 3) if start is not None and end is not None else None
     return TaskResult(
         task_id=row["task_id"],
         task_name=row["name"],
@@ -144,20 +234,31 @@ def _task_result(row: dict[str, Any]) -> TaskResult:
         attempts=row["attempts"],
         started_at=iso(start),
         completed_at=iso(end),
-        duration_seconds=round(end - start, 3) if start is not None and end is not None else None,
+        duration_seconds=duration,
         branch=row["branch"],
         worktree=None if row["worktree_removed"] else row["worktree"],
         log_file=row["log_file"],
         commits=row["commits"] or 0,
         error_message=row["error_message"],
         agent=row["agent"] or {},
+        landing=task_landing(row),
         verdict=row.get("verdict"),
         summary=row.get("summary"),
         verification=row.get("verification"),
         changed_files=row.get("changed_files"),
         insertions=row.get("insertions"),
         deletions=row.get("deletions"),
+        commits_after_cancel=row.get("commits_after_cancel"),
     )
+
+
+@dataclass(frozen=True)
+class Landed:
+    """What ``gadugi land`` reports: the result object, notes for a person, its exit code."""
+
+    result: OrchestrationResult
+    notes: list[str]
+    exit_code: int
 
 
 @dataclass
@@ -187,6 +288,8 @@ class OrchestratorCoordinator:
         self.listener = listener
         self.warn = warn or log.warning
         self.state_dir = self.root / STATE_DIR
+        self.lander: Lander | None = None  # the last loop's lander, for its notes
+        self._earlier: dict[str, list[dict[str, Any]]] = {}  # segments before this drive
 
     # -- analysis -----------------------------------------------------------------------
 
@@ -197,25 +300,35 @@ class OrchestratorCoordinator:
         """Resolve, read and analyse the prompts; raises before anything is created."""
         resolution = self.resolve(names, cwd)
         for problem in resolution.problems:
-            self.warn(problem)
+            self.warn(f"skipped {problem}")
         if not resolution.paths:
             what = "; ".join(resolution.problems) if resolution.problems else "no prompt named"
             raise RequestError(f"nothing to run: {what}")
         prompts = unique_ids(read_prompt(p, self.root) for p in resolution.paths)
         parallel = self.config.max_parallel_tasks
+        policy = ConflictPolicy(self.config.conflict_policy)
         fallback = False
         try:
-            plan = planning.analyze(prompts, self.root, tracked_files(self.root), parallel)
+            files = tracked_files(self.root)
+            plan = planning.analyze(prompts, self.root, files, parallel, policy)
         except PlanError:
             raise
         except Exception as exc:  # analysis is best effort; the seed falls back to sequential
             if not self.config.fallback_to_sequential:
                 raise PlanError(f"task analysis failed: {exc!r} (fallback disabled)") from exc
             self.warn(f"task analysis failed ({exc!r}); running the tasks one at a time")
-            plan, fallback = planning.sequential_plan(prompts, parallel), True
+            # One at a time, each from the base and judged on its own: a plan that knows
+            # nothing of the tasks cannot say which may safely run together.
+            plan, fallback = planning.sequential_plan(prompts, policy), True
+            self.config = replace(self.config, max_parallel_tasks=1)
+        _log_plan(plan, prompts)
         check_directories(self.root, self.config, STATE_DIR)
         load_template(self.root)  # checks it, so `plan` refuses what `run` would
         check_prompts(prompts, self.config.agent)
+        if self.config.land:
+            user_identity(self.root)
+            if self.config.land_into:
+                check_into(self.root, self.config.land_into)
         return Prepared(self.root, prompts, plan, fallback, resolution.problems)
 
     # -- running ------------------------------------------------------------------------
@@ -246,7 +359,7 @@ class OrchestratorCoordinator:
                     raise
                 if on_recorded is not None:
                     on_recorded(layout)
-                return self._drive(registry, layout, runs, base, template, held)
+                return self._drive(registry, layout, runs, base, template, held, "run")
         finally:
             registry.close()
 
@@ -257,20 +370,11 @@ class OrchestratorCoordinator:
             orch = recovery.resumable(registry, orch_id)
             with self._claim(registry, orch["id"]) as held:
                 orch = recovery.resumable(registry, orch["id"])  # as it is now that we own it
-                runs, rows, layout = self._take_over(registry, orch, held)
-                now = time.time()
-                for run, row in zip(runs, rows, strict=True):
-                    old = recovery.row_status(row)
-                    if run.status is not old:
-                        # Adopted (queued -> running) or unusable (-> failed).
-                        registry.transition(
-                            orch["id"],
-                            Transition(run.task_id, old, run.status, run.error),
-                            now,
-                            owner=held.token,
-                        )
+                runs, layout = self._adopt(registry, orch, held)
                 template = load_template(self.root)
-                return self._drive(registry, layout, runs, orch["base_commit"], template, held)
+                return self._drive(
+                    registry, layout, runs, orch["base_commit"], template, held, "resume"
+                )
         finally:
             registry.close()
 
@@ -313,7 +417,50 @@ class OrchestratorCoordinator:
                         if old is TaskStatus.COMPLETED:
                             run.retries_left = max(run.retries_left, 0)
                 template = load_template(self.root)
-                return self._drive(registry, layout, runs, orch["base_commit"], template, held)
+                return self._drive(
+                    registry, layout, runs, orch["base_commit"], template, held, "retry", [task_id]
+                )
+        finally:
+            registry.close()
+
+    def land(
+        self,
+        orch_id: str,
+        options: LandOptions,
+        on_owned: Callable[[Path], None] | None = None,
+    ) -> Landed:
+        """Land a recorded orchestration's completed tasks (``gadugi land``), as its owner.
+
+        The orchestration is taken over as ``resume`` does and its loop driven with the
+        lander as one of its steps, so a task whose merge conflicts or turns verification
+        red can be re-run (``land_retries``) exactly as under ``run --land``; an
+        orchestration a dead orchestrator left running is finished on the way. ``on_owned``
+        hears where the log goes once the lease is held (``land --detach``).
+        """
+        registry = Registry.existing(self.state_dir / "state.db")
+        try:
+            registry.orchestration(orch_id)
+            with self._claim(registry, orch_id) as held:
+                orch = registry.orchestration(orch_id)
+                runs, layout = self._adopt(registry, orch, held)
+                if on_owned is not None:
+                    # Only now: `gadugi wait` sees it running until the landing ends.
+                    layout.logs_dir.mkdir(parents=True, exist_ok=True)
+                    on_owned(layout.logs_dir / "land.log")
+                template = load_template(self.root)
+                result = self._drive(
+                    registry,
+                    layout,
+                    runs,
+                    orch["base_commit"],
+                    template,
+                    held,
+                    "land",
+                    landing=options,
+                )
+                assert self.lander is not None
+                code = result.exit_code if result.interrupted else self.lander.exit_code
+                return Landed(result, self.lander.notes, code)
         finally:
             registry.close()
 
@@ -346,10 +493,32 @@ class OrchestratorCoordinator:
             )
         return held
 
+    def _adopt(
+        self, registry: Registry, orch: dict[str, Any], held: lease.Lease
+    ) -> tuple[list[TaskRun], Layout]:
+        """Take over a recorded orchestration, its attempts adopted or found lost."""
+        runs, rows, layout = self._take_over(registry, orch, held)
+        now = time.time()
+        for run, row in zip(runs, rows, strict=True):
+            old = recovery.row_status(row)
+            if run.status is not old:
+                # Adopted (queued -> running) or unusable (-> failed).
+                registry.transition(
+                    orch["id"],
+                    Transition(run.task_id, old, run.status, run.error),
+                    now,
+                    owner=held.token,
+                )
+        return runs, layout
+
     def _take_over(
         self, registry: Registry, orch: dict[str, Any], held: lease.Lease
     ) -> tuple[list[TaskRun], list[dict[str, Any]], Layout]:
         """Become the orchestrator of a recorded orchestration, its tasks restored."""
+        # Its segments so far, read before this take-over marks it running again.
+        self._earlier[orch["id"]] = segments.earlier_segments(
+            orch, registry.attempts(orch["id"]), registry.tasks(orch["id"])
+        )
         self.config = recovery.stored_config(orch["config"])
         layout = self._layout(orch["id"])
         rows = registry.tasks(orch["id"])
@@ -451,7 +620,19 @@ class OrchestratorCoordinator:
         # Only once the orchestration is recorded (a refused one leaves nothing).
         for path in (layout.worktrees_dir, layout.logs_dir, layout.prompts_dir):
             path.mkdir(parents=True, exist_ok=True)
-        exclude_paths(self.root, [f"/{self.config.worktrees_dir.strip('/')}/", f"/{STATE_DIR}/"])
+        exclude_paths(
+            self.root,
+            [
+                f"/{d.strip('/')}/"
+                for d in (self.config.worktrees_dir, STATE_DIR, self.config.monitoring_dir)
+                if d == STATE_DIR or not _within(d, STATE_DIR)
+            ],
+        )
+        # An environment the setup makes is no work of the agent's: never autocommitted, and
+        # no reason to keep a finished worktree. No trailing '/': it may be a symlink.
+        if self.config.setup_cache_paths:
+            paths = [f"/{p.strip('/')}" for p in self.config.setup_cache_paths]
+            exclude_paths(self.root, [*paths, "*.gadugi-restore"])
 
     def _drive(
         self,
@@ -461,9 +642,20 @@ class OrchestratorCoordinator:
         base: str,
         template: Template,
         held: lease.Lease,
+        kind: str,
+        focus: list[str] | None = None,
+        landing: LandOptions | None = None,
     ) -> OrchestrationResult:
-        """Run the loop to the end and record the result."""
+        """Run the loop to the end and record the result, this drive (``kind``: run,
+        resume, retry or land) a segment of its own beside the earlier ones; with
+        ``landing`` (``gadugi land``) or ``land`` configured (``run --land``), the lander
+        is one of its steps."""
         orch_id = layout.orchestration_id
+        earlier = self._earlier.pop(orch_id, [])
+        begun = registry.orchestration(orch_id)["started_at"] if kind == "run" else time.time()
+        registry.begin_segment(orch_id, kind, begun)
+        if focus is None:
+            focus = [r.task_id for r in runs if kind == "run" or not r.status.finished]
         runner: Runner
         monitor = Monitor(
             registry,
@@ -473,6 +665,21 @@ class OrchestratorCoordinator:
             flush=lambda: registry.update_tasks(
                 orch_id, runner.heartbeat_fields(), owner=held.token
             ),
+        )
+        if landing is None and self.config.land:
+            landing = options_for(registry.orchestration(orch_id))
+        lander = self.lander = (
+            None
+            if landing is None
+            else Lander(
+                self.root,
+                registry,
+                orch_id,
+                landing,
+                logs_dir=layout.logs_dir,
+                worktrees_dir=layout.worktrees_dir,
+                owner=held.token,
+            )
         )
         runner = Runner(
             layout,
@@ -485,7 +692,16 @@ class OrchestratorCoordinator:
             listener=self.listener,
             on_dirty=monitor.mark_dirty,
             owner=held.token,
+            lander=lander,
         )
+        if lander is not None:
+            lander.rerun = lambda task_id, text, base, why: runner.follow_up(
+                runner.by_id[task_id], text, runner.clock(), base, why=why
+            )
+        # A live view that shows which orchestration it watches (the table's header).
+        began = getattr(self.listener, "began", None)
+        if callable(began):
+            began(orch_id, begun)
         # A subreaper: what agents orphan is reparented to us, whatever its environment.
         with procs.subreaper(), _signals_to(runner):
             try:
@@ -498,17 +714,61 @@ class OrchestratorCoordinator:
                 alive = [r.child.pid for r in runner.runs if r.child and r.child.check() is None]
                 procs.sweep(orch_id, self.config.kill_grace_seconds, keep=alive)
         state = "interrupted" if runner.interrupted else "finished"
+        finished, attempts = time.time(), registry.attempts(orch_id)
+        mine = segments.segment(kind, begun, finished, attempts, focus)
         result = build_result(
-            registry.orchestration(orch_id) | {"finished_at": time.time()},
+            registry.orchestration(orch_id) | {"finished_at": finished},
             registry.tasks(orch_id),
             interrupted=bool(runner.interrupted),
+            attempts=attempts,
+            parts=[*earlier, mine],
         )
+        if kind == "retry":
+            result.focus = tuple(focus)
         if runner.fatal:
             result.error_summary.insert(0, f"orchestration stopped: {runner.fatal}")
+        if lander is not None:
+            result.error_summary += [f"landing: {note}" for note in lander.notes]
+        result.plan_accuracy = measure_accuracy(self.root, registry.tasks(orch_id))
         registry.finish_orchestration(orch_id, state, result.to_json(), owner=held.token)
         monitor.write(state)
         monitor.write_final(result.to_json())
         return result
+
+
+def _log_plan(plan: planning.Plan, prompts: Sequence[Prompt]) -> None:
+    """The plan's decisions, for ``--verbose``: footprints and where they came from,
+    dependencies, each conflict and why, and the waves."""
+    if not log.isEnabledFor(logging.DEBUG):
+        return
+    declared = {p.task_id for p in prompts if p.touches}
+    by_id = {t.task_id: t for t in plan.tasks}
+    for t in plan.tasks:
+        source = "touches" if t.task_id in declared else "the prompt's text and imports"
+        shown = ", ".join(t.footprint[:8]) + (" ..." if len(t.footprint) > 8 else "")
+        log.debug(
+            "plan: %s: footprint from %s: %s",
+            t.task_id,
+            source,
+            shown if t.footprint else "nothing found (it conflicts with nothing)",
+        )
+        for dep in t.depends_on:
+            log.debug("plan: %s depends on %s: it starts from that task's branch", t.task_id, dep)
+    for t in plan.tasks:
+        for other in t.conflicts_with:
+            if other > t.task_id and other in by_id:
+                shared = sorted(set(t.footprint) & set(by_id[other].footprint))
+                why = (
+                    f"both touch {', '.join(shared[:8])}" if shared else "their footprints overlap"
+                )
+                log.debug("plan: %s and %s conflict: %s; never run together", t.task_id, other, why)
+    for n, wave in enumerate(plan.waves, 1):
+        log.debug("plan: wave %d: %s", n, ", ".join(wave))
+
+
+def _within(path: str, folder: str) -> bool:
+    """Whether the relative ``path`` is ``folder`` or inside it (excluded with it, then)."""
+    return Path(path).parts[: len(Path(folder).parts)] == Path(folder).parts
 
 
 @contextmanager

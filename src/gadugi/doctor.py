@@ -21,7 +21,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from . import credentials
+from . import credentials, envsetup
 from .agents import CLIS, executable_for
 from .agents.command import parse_template
 from .config import OrchestrationConfig, load_config, read_project_file
@@ -29,11 +29,12 @@ from .errors import GadugiError
 from .planning.prompts import read_prompt
 from .promptgen import load_template
 from .registry import Registry
-from .worktrees import repository_root, resolve_commit, run_git
+from .worktrees import repository_root, resolve_commit, run_git, tracked_files
 
 # `git rev-parse --end-of-options` (how gadugi names a base ref safely) came with 2.24;
 # `git worktree remove` with 2.17.
 MIN_GIT = (2, 24)
+MIN_GIT_LAND = (2, 38)  # git merge-tree --write-tree: a merge computed without a work tree
 MIN_GIT_WHY = "gadugi uses `git rev-parse --end-of-options` (2.24) and `git worktree remove` (2.17)"
 VERSION_TIMEOUT_S = 10.0
 DISK_MARGIN_BYTES = 64 * 2**20  # logs, prompts and git's own bookkeeping beside the checkouts
@@ -101,6 +102,8 @@ def diagnose(start: Path, environ: Mapping[str, str] | None = None) -> Report:
         check_checkout(report, root)
         check_disk(report, root, config)
         check_hooks(report, root, env)
+        check_imports(report, root, config, env)
+        check_setup_cache(report, root, config)
     needs = check_prompts(report, root) if root is not None else {}
     check_agents(report, config, needs, env)
     check_orchestrator_agent(report, root, env)
@@ -134,6 +137,13 @@ def check_git(report: Report) -> None:
         )
     else:
         report.add("git", Status.OK, f"git {found.group(0)} (need {need} or newer)")
+    if MIN_GIT <= version < MIN_GIT_LAND:
+        report.add(
+            "git for land",
+            Status.WARN,
+            f"git {found.group(0)} cannot run gadugi land or run --land: they need "
+            f"{'.'.join(map(str, MIN_GIT_LAND))} or newer (git merge-tree --write-tree)",
+        )
 
 
 def check_repository(report: Report, start: Path) -> Path | None:
@@ -329,6 +339,86 @@ def check_hooks(report: Report, root: Path, env: Mapping[str, str]) -> None:
         )
     else:
         report.add("post-checkout hook", Status.OK, f"{hook}")
+
+
+WORKTREE_ENV_FIX = (
+    'make a worktree-local environment: setup_command = "python3 -m venv .venv && '
+    '.venv/bin/pip install -e ." with verify_command = ".venv/bin/pytest" (docs/usage.md)'
+)
+
+
+def check_imports(
+    report: Report, root: Path, config: OrchestrationConfig, env: Mapping[str, str]
+) -> None:
+    """Verification in a worktree must test the worktree's code, not the main checkout's."""
+    try:
+        packages = envsetup.project_packages(root, tracked_files(root))
+    except GadugiError:
+        return
+    if not packages:
+        return
+    name = "project imports"
+    verify = config.verify_command
+    command = verify or "python3"
+    used = f"verify_command `{verify}`" if verify else "`python3` on PATH (no verify_command)"
+    python = envsetup.command_python(command, env)
+    if python.local is not None:
+        if config.setup_command:
+            report.add(name, Status.OK, f"{used} uses an environment inside each worktree")
+        else:
+            report.add(
+                name,
+                Status.WARN,
+                f"{used} runs {python.local} inside the task's worktree, but no setup_command "
+                f"makes it there; {WORKTREE_ENV_FIX}",
+            )
+        return
+    if python.path is None:
+        report.add(name, Status.INFO, f"cannot tell which Python {used} imports the project with")
+        return
+    try:
+        found = envsetup.imported_from(python.path, packages, env)
+    except (OSError, ValueError, subprocess.SubprocessError) as exc:
+        report.add(name, Status.INFO, f"cannot ask {python.path} where it finds {packages}: {exc}")
+        return
+    outside = {pkg: where for pkg, where in found.items() if where is not None}
+    if not outside:
+        report.add(name, Status.OK, f"{used}: {', '.join(packages)} found only in the worktree")
+        return
+    for pkg, where in sorted(outside.items()):
+        place = (
+            "the main checkout"
+            if Path(where).resolve().is_relative_to(root)
+            else "outside the project"
+        )
+        report.add(
+            name,
+            Status.WARN,
+            f"{used} imports {pkg} from {where} ({place}), not from the task's worktree, so "
+            f"verification would test code the agent did not change; {WORKTREE_ENV_FIX}",
+        )
+
+
+def check_setup_cache(report: Report, root: Path, config: OrchestrationConfig) -> None:
+    """A cache key that matches no file never changes, so no dependency change is seen."""
+    if not config.setup_cache_key:
+        return
+    files = envsetup.key_files(root, config.setup_cache_key)
+    globs = ", ".join(config.setup_cache_key)
+    if not files:
+        report.add(
+            "setup cache",
+            Status.WARN,
+            f"setup_cache_key ({globs}) matches no file here, so the cache is keyed on the "
+            "setup command alone and a change of dependencies would reuse a stale environment",
+        )
+        return
+    shown = ", ".join(files[:5]) + (f" and {len(files) - 5} more" if len(files) > 5 else "")
+    report.add(
+        "setup cache",
+        Status.OK,
+        f"{', '.join(config.setup_cache_paths)} keyed on {shown}",
+    )
 
 
 def check_orchestrator_agent(report: Report, root: Path | None, env: Mapping[str, str]) -> None:

@@ -45,6 +45,7 @@ class Admission:
         self.read = read
         self._at = float("-inf")
         self._reason: str | None = None
+        self.kind: str | None = None  # "memory" or "load": what the reason is about
 
     def blocked(self, now: float) -> str | None:
         if now - self._at >= SAMPLE_EVERY_S:
@@ -53,12 +54,15 @@ class Admission:
         return self._reason
 
     def _judge(self, r: Reading) -> str | None:
+        self.kind = None
         if self.min_available_mb and r.available_mb < self.min_available_mb:
+            self.kind = "memory"
             return (
                 f"waiting for memory: {r.available_mb:.0f} MB available, "
                 f"floor {self.min_available_mb:.0f} MB"
             )
         ceiling = self.max_load_per_cpu * r.cpus
         if self.max_load_per_cpu and r.load_1m > ceiling:
+            self.kind = "load"
             return f"waiting for load to fall: load {r.load_1m:.1f}, ceiling {ceiling:.1f}"
         return None

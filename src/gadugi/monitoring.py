@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from .files import write_json_atomic
+from .landing import task_landing
 from .registry import Registry
 from .tasks import TaskStatus, iso
 
@@ -97,7 +98,12 @@ class Monitor:
                 },
                 "registry_stats.json": _stats(rows, stamp),
                 f"{self.orchestration_id}_status.json": status_document(
-                    self.orchestration_id, own, state, now, note
+                    self.orchestration_id,
+                    own,
+                    state,
+                    now,
+                    note,
+                    self.registry.attempts(self.orchestration_id),
                 ),
             }
         )
@@ -167,9 +173,16 @@ def _heartbeat(row: dict[str, Any], now: float) -> dict[str, Any]:
     }
 
 
-def runtime_seconds(row: dict[str, Any], now: float) -> float | None:
+def runtime_seconds(
+    row: dict[str, Any], now: float, attempts: Sequence[dict[str, Any]] | None = None
+) -> float | None:
+    """How long the task's agent has run: with its ``attempts``, the sum of their run times
+    (a running one up to ``now``), so waits between attempts do not count."""
     if row["started_at"] is None:
         return None
+    if attempts:
+        ran = sum(float(a["ended_at"] or now) - float(a["started_at"]) for a in attempts)
+        return round(ran, 3)
     end: float = row["completed_at"] if row["completed_at"] is not None else now
     return round(end - float(row["started_at"]), 3)
 
@@ -219,6 +232,11 @@ STATUS_COLUMNS = (
     "error_message",
     "agent",
     *VERDICT_COLUMNS,
+    "landing_status",
+    "landing_commit",
+    "landing_attempts",
+    "landing_note",
+    "waiting_reason",
 )
 
 
@@ -228,7 +246,11 @@ def status_document(
     state: str,
     now: float,
     note: str | None = None,
+    attempts: Sequence[dict[str, Any]] = (),
 ) -> dict[str, Any]:
+    by_task: dict[str, list[dict[str, Any]]] = {}
+    for attempt in attempts:
+        by_task.setdefault(attempt["task_id"], []).append(attempt)
     breakdown: dict[str, int] = {}
     for row in rows:
         breakdown[row["status"]] = breakdown.get(row["status"], 0) + 1
@@ -244,7 +266,7 @@ def status_document(
                 "task_id": r["task_id"],
                 "task_name": r["name"],
                 "status": r["status"],
-                "runtime_seconds": runtime_seconds(r, now),
+                "runtime_seconds": runtime_seconds(r, now, by_task.get(r["task_id"])),
                 "attempt": r["attempts"],
                 "branch": r["branch"],
                 "pid": r["pid"],
@@ -253,6 +275,11 @@ def status_document(
                 "agent": r["agent"],
                 # The running attempt's phase (setup, agent, verify), and how a task ended.
                 **{key: r.get(key) for key in VERDICT_COLUMNS},
+                "landing": task_landing(r),
+                # Recorded by the loop when it changes; only a queued task waits.
+                "waiting_reason": (
+                    r.get("waiting_reason") if r["status"] == TaskStatus.QUEUED else None
+                ),
             }
             for r in rows
         ],

@@ -2,8 +2,10 @@
 
 An agent's stdout and stderr go straight into files the child holds open, so output
 reaches the log as it is written and keeps flowing even if the orchestrator is busy.
-Stopping never blocks the caller's loop: ``begin_stop`` sends SIGTERM and sets a
-deadline, ``finish_stop`` (called on later ticks) sends SIGKILL once it has passed.
+Stopping never blocks the caller's loop: ``begin_stop`` freezes the whole tree
+(SIGSTOP), then either kills it at once or lets the agent alone end politely (SIGTERM and
+SIGCONT to it, the rest still frozen) and sets a deadline; ``finish_stop`` (called on
+later ticks) kills what is left once the agent has gone or the deadline has passed.
 """
 
 from __future__ import annotations
@@ -96,6 +98,7 @@ if code < 0:
 sys.exit(code)
 """
 KILL_WAIT_S = 5.0
+FREEZE_LOOKS = 3  # a frozen tree cannot fork, so a second look finds what the first missed
 OUT_OF_RESOURCES = frozenset({errno.EAGAIN, errno.ENOMEM})
 PR_SET_CHILD_SUBREAPER, PR_GET_CHILD_SUBREAPER = 36, 37
 
@@ -158,7 +161,9 @@ class Child:
     strays: list[psutil.Process] | None = None  # descendants seen at the first signal
     exit: Exit | None = None
     kill_at: float | None = None  # when a stop begun with SIGTERM turns to SIGKILL
-    killed: bool = False  # SIGKILL has been sent
+    killed: bool = False  # SIGKILL has been sent to the agent itself
+    frozen: bool = False  # part of the tree is held by SIGSTOP until it is killed
+    task: tuple[str, str] | None = None  # (orchestration, task) its environment names
 
     @property
     def returncode(self) -> int | None:
@@ -300,7 +305,9 @@ def spawn(
         if err_fd != out_fd:
             os.close(err_fd)
     started = process_start_time(popen.pid) or time.time()
-    return Child(popen.pid, started, result_file, popen=popen)
+    orch_id, task_id = env.get("GADUGI_ORCHESTRATION_ID"), env.get("GADUGI_TASK_ID")
+    task = (orch_id, task_id) if orch_id and task_id else None
+    return Child(popen.pid, started, result_file, popen=popen, task=task)
 
 
 def find_agent(orchestration_id: str, task_id: str) -> tuple[int, float] | None:
@@ -438,6 +445,23 @@ def reap_orphans() -> list[int]:
                 if proc.status() == psutil.STATUS_ZOMBIE and os.waitpid(proc.pid, os.WNOHANG)[0]:
                     reaped.append(proc.pid)
     return reaped
+
+
+def orphans_of(orchestration_id: str, task_id: str) -> list[psutil.Process]:
+    """What one task left reparented to us (a daemon whose parent exited), with its trees:
+    outside the task's process tree, yet still its work."""
+    found = []
+    for orphan in orphans():
+        try:
+            env = orphan.environ()
+        except psutil.Error:
+            continue
+        if (env.get("GADUGI_ORCHESTRATION_ID"), env.get("GADUGI_TASK_ID")) == (
+            orchestration_id,
+            task_id,
+        ):
+            found += _tree(orphan.pid)
+    return found
 
 
 def agents_of(orchestration_ids: set[str]) -> list[tuple[int, str, str]]:
@@ -615,21 +639,79 @@ def stopped(child: Child) -> bool:
     return True
 
 
-def begin_stop(child: Child, now: float, grace_s: float) -> None:
-    """SIGTERM to the child's tree; ``finish_stop`` sends SIGKILL from ``now + grace_s``.
+def freeze(child: Child) -> list[psutil.Process]:
+    """SIGSTOP the child's whole tree, so that nothing in it runs, forks or exits.
 
-    A stop already begun keeps its first deadline.
+    The group first, then each descendant (those that left the group with ``setsid``
+    too); then another look for what forked between a look and its signal, until a look
+    finds nothing new. Returns the agent's own processes (the supervisor's children),
+    for a polite stop to single out; the supervisor itself stays frozen too.
     """
-    if child.kill_at is None:
-        child.kill_at = now + grace_s
-    signal_tree(child, signal.SIGTERM)
+    if child.pid <= 1:
+        return []
+    known = {p.pid: p for p in child.strays or ()}
+    if child.task is not None:
+        known.update((p.pid, p) for p in orphans_of(*child.task))
+    fresh = list(known.values())  # orphans first: nothing has signalled them yet
+    for look in range(FREEZE_LOOKS):
+        with suppress(ProcessLookupError, PermissionError):
+            os.killpg(child.pid, signal.SIGSTOP)
+        for proc in fresh:
+            with suppress(psutil.Error):
+                proc.send_signal(signal.SIGSTOP)
+        fresh = [p for p in _tree(child.pid) if p.pid != child.pid and p.pid not in known]
+        known.update((p.pid, p) for p in fresh)
+        if not fresh and look:
+            break
+    for proc in fresh:  # found by the last look
+        with suppress(psutil.Error):
+            proc.send_signal(signal.SIGSTOP)
+    child.strays = list(known.values())
+    agents = []
+    for proc in child.strays or ():
+        with suppress(psutil.Error):
+            if proc.ppid() == child.pid:
+                agents.append(proc)
+    return agents
+
+
+def begin_stop(child: Child, now: float, grace_s: float, gracefully: bool = True) -> None:
+    """Freeze the child's tree, then end it: at once (``gracefully`` false: SIGKILL, for an
+    agent known to keep working after SIGTERM), or politely: SIGTERM and SIGCONT to the
+    agent alone while its tools stay frozen, and ``finish_stop`` kills the rest once the
+    agent has gone, or everything from ``now + grace_s``.
+
+    A stop already begun keeps its first deadline and sends nothing more.
+    """
+    if child.kill_at is not None:
+        return
+    child.kill_at = now + grace_s if gracefully else now
+    agents = freeze(child)
+    if not gracefully:
+        child.killed = True
+        signal_tree(child, signal.SIGKILL)
+        return
+    if not agents:
+        # No agent to single out (its supervisor is gone): the tree ends politely as one.
+        signal_tree(child, signal.SIGTERM)
+        signal_tree(child, signal.SIGCONT)
+        return
+    child.frozen = True
+    for proc in agents:
+        with suppress(psutil.Error):
+            proc.send_signal(signal.SIGTERM)  # held until it runs again, then delivered
+            proc.send_signal(signal.SIGCONT)
+    with suppress(ProcessLookupError, PermissionError):
+        os.kill(child.pid, signal.SIGCONT)  # the supervisor, to record how the agent ended
 
 
 def finish_stop(child: Child, now: float) -> bool:
     """True once the child's whole tree is gone; never waits.
 
-    From the deadline on, each call sends SIGKILL again: it cannot be refused, but a
-    process forked since the last signal is only reached by the next one.
+    What is still frozen is killed as soon as the agent itself has ended (nothing in it
+    can run again), everything from the deadline on. Each such call sends SIGKILL again:
+    it cannot be refused, but a process forked since the last signal is only reached by
+    the next one.
     """
     if stopped(child):
         return True
@@ -638,15 +720,17 @@ def finish_stop(child: Child, now: float) -> bool:
             log.info("pid %d did not exit after SIGTERM; sending SIGKILL", child.pid)
             child.killed = True
         signal_tree(child, signal.SIGKILL)
+    elif child.frozen and child.check() is not None:
+        signal_tree(child, signal.SIGKILL)
     return False
 
 
-def terminate(children: list[Child], grace_s: float) -> None:
-    """Stop every child's tree at once and wait for it: SIGTERM, then SIGKILL after
-    ``grace_s``. For callers with nothing else to do; a loop uses ``begin_stop`` and
-    ``finish_stop`` instead, and never waits."""
+def terminate(children: list[Child], grace_s: float, gracefully: bool = True) -> None:
+    """Stop every child's tree at once and wait for it: frozen, then SIGTERM to each agent
+    and SIGKILL after ``grace_s`` (or SIGKILL at once). For callers with nothing else to
+    do; a loop uses ``begin_stop`` and ``finish_stop`` instead, and never waits."""
     for child in children:
-        begin_stop(child, time.time(), grace_s)
+        begin_stop(child, time.time(), grace_s, gracefully)
     # SIGKILL cannot be refused, but delivery takes a moment: wait for it, boundedly.
     deadline = time.monotonic() + grace_s + KILL_WAIT_S
     pending = children

@@ -20,10 +20,10 @@ from .config import OrchestrationConfig
 from .errors import GadugiError, RegistryError, RequestError
 from .lifecycle import parse_status
 from .planning.prompts import read_prompt
-from .planning.schedule import Slot
+from .planning.schedule import Slot, with_policy
 from .registry import Registry
 from .runner import Layout, TaskRun
-from .tasks import Phase, Prompt, TaskStatus
+from .tasks import ConflictPolicy, Phase, Prompt, TaskStatus
 from .worktrees import WorktreeState
 
 
@@ -104,6 +104,10 @@ def restore_runs(
         if _maybe_started(run, row, ended):
             _reattach(run, row, layout, config, started.get((run.task_id, run.attempt)))
         runs.append(run)
+    # Stack edges come from the recorded conflicts and the orchestration's own policy.
+    slots = with_policy([r.slot for r in runs], ConflictPolicy(config.conflict_policy))
+    for run, slot in zip(runs, slots, strict=True):
+        run.slot = slot
     return runs
 
 

@@ -50,7 +50,12 @@ CREATE TABLE IF NOT EXISTS orchestrations (
     fallback_used INTEGER NOT NULL DEFAULT 0,
     note TEXT,
     result TEXT,
-    owner TEXT
+    owner TEXT,
+    landing_branch TEXT,
+    landing_base TEXT,
+    landing_head TEXT,
+    landing_into TEXT,
+    landing_verified TEXT
 );
 CREATE TABLE IF NOT EXISTS tasks (
     orchestration_id TEXT NOT NULL REFERENCES orchestrations(id),
@@ -86,6 +91,12 @@ CREATE TABLE IF NOT EXISTS tasks (
     last_line TEXT,
     not_before REAL,
     worktree_state TEXT,
+    landing_status TEXT,
+    landing_commit TEXT,
+    landing_attempts INTEGER NOT NULL DEFAULT 0,
+    landing_tip TEXT,
+    landing_note TEXT,
+    landing_reruns INTEGER NOT NULL DEFAULT 0,
     phase TEXT,
     followup TEXT,
     verdict TEXT,
@@ -94,6 +105,7 @@ CREATE TABLE IF NOT EXISTS tasks (
     changed_files INTEGER,
     insertions INTEGER,
     deletions INTEGER,
+    waiting_reason TEXT,
     PRIMARY KEY (orchestration_id, task_id)
 );
 CREATE TABLE IF NOT EXISTS attempts (
@@ -111,13 +123,40 @@ CREATE TABLE IF NOT EXISTS attempts (
 );
 CREATE INDEX IF NOT EXISTS tasks_by_status ON tasks(orchestration_id, status);
 """
+LANDING_ORCHESTRATION = (
+    "landing_branch",
+    "landing_base",
+    "landing_head",
+    "landing_into",
+    "landing_verified",
+)
 # Columns that came after the first registries were written, and how to add them.
 ADDED_COLUMNS = {
-    "orchestrations": {"note": "TEXT", "owner": "TEXT"},
+    "orchestrations": {
+        "note": "TEXT",
+        "owner": "TEXT",
+        # landing.py: the integration branch, the commit its queue was built on, its head,
+        # the branch it fast-forwards, and the last head a verification passed on
+        **dict.fromkeys(LANDING_ORCHESTRATION, "TEXT"),
+        "spent_usd": "REAL",  # what its agents cost, as they reported it
+        "waited_seconds": "TEXT",  # JSON {reason: seconds} of waiting for admission
+        # The segment (run, resume, retry) being driven now: its figures are added to the
+        # result when it ends, or from its last activity when a resume finds it cut short.
+        "segment_kind": "TEXT",
+        "segment_started_at": "REAL",
+    },
     "tasks": {
         "conflicts_with": "TEXT NOT NULL DEFAULT '[]'",
         "not_before": "REAL",
         "worktree_state": "TEXT",  # WorktreeState: intended before git runs, then ready, removed
+        # landing.py: LandingStatus, the candidate or landed merge, how many candidates,
+        # the branch tip last tried, and what a person needs to know
+        "landing_status": "TEXT",
+        "landing_commit": "TEXT",
+        "landing_attempts": "INTEGER NOT NULL DEFAULT 0",
+        "landing_tip": "TEXT",
+        "landing_note": "TEXT",
+        "landing_reruns": "INTEGER NOT NULL DEFAULT 0",  # re-runs asked (land_retries bounds)
         "phase": "TEXT",  # Phase of a running attempt: setup, agent, verify
         "followup": "TEXT",  # what the next attempt is asked, continuing the last one
         "verdict": "TEXT",  # the agent's structured verdict: done, blocked, no_change
@@ -126,6 +165,8 @@ ADDED_COLUMNS = {
         "changed_files": "INTEGER",  # the branch's diffstat against its base, once finished
         "insertions": "INTEGER",
         "deletions": "INTEGER",
+        "waiting_reason": "TEXT",  # why a queued task is not starting (schedule.waiting_reasons)
+        "commits_after_cancel": "INTEGER",  # commits the branch gained after a stop began
     },
 }
 _IDENTIFIER = re.compile(r"[a-z_]+")
@@ -303,6 +344,14 @@ class Registry:
                 (pid, pid_start_time, owner, orch_id),
             )
 
+    def begin_segment(self, orch_id: str, kind: str, started_at: float) -> None:
+        """Record which kind of drive (run, resume, retry) began when, for its figures."""
+        with self.transaction() as c:
+            c.execute(
+                "UPDATE orchestrations SET segment_kind = ?, segment_started_at = ? WHERE id = ?",
+                (kind, started_at, orch_id),
+            )
+
     def release(self, orch_id: str, owner: str) -> None:
         """Give up ownership (the lease's token) without finishing the orchestration."""
         with self.transaction() as c:
@@ -327,6 +376,16 @@ class Registry:
         with self.transaction() as c:
             c.execute("UPDATE orchestrations SET note = ? WHERE id = ?", (note, orch_id))
 
+    def set_accounts(
+        self, orch_id: str, spent_usd: float, waited_seconds: Mapping[str, float]
+    ) -> None:
+        """What the orchestration's agents have cost, and how long it waited, per reason."""
+        with self.transaction() as c:
+            c.execute(
+                "UPDATE orchestrations SET spent_usd = ?, waited_seconds = ? WHERE id = ?",
+                (spent_usd, json.dumps(dict(waited_seconds)), orch_id),
+            )
+
     def finish_orchestration(
         self, orch_id: str, state: str, result: Mapping[str, Any], owner: str | None = None
     ) -> None:
@@ -337,6 +396,23 @@ class Registry:
                 "UPDATE orchestrations SET state = ?, finished_at = ?, result = ?, owner = NULL"
                 " WHERE id = ?",
                 (state, time.time(), json.dumps(dict(result)), orch_id),
+            )
+
+    def update_landing(self, orch_id: str, *, owner: str | None = None, **fields: Any) -> None:
+        """An orchestration's landing fields (``LANDING_ORCHESTRATION``), in one transaction."""
+        if not fields:
+            return
+        if not set(fields) <= set(LANDING_ORCHESTRATION):
+            raise ValueError(
+                f"not landing fields: {sorted(set(fields) - set(LANDING_ORCHESTRATION))}"
+            )
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        with self.transaction() as c:
+            if owner is not None:
+                self._check_owner(c, orch_id, owner)
+            c.execute(
+                f"UPDATE orchestrations SET {sets} WHERE id = ?",  # noqa: S608
+                (*fields.values(), orch_id),
             )
 
     def orchestration(self, orch_id: str | None = None) -> dict[str, Any]:
@@ -560,7 +636,9 @@ class Registry:
         rows = self._query(
             "SELECT id, state, started_at, finished_at, pid, pid_start_time, note,"
             " CASE WHEN json_valid(result)"
-            " THEN json_extract(result, '$.execution_time_seconds') END AS execution_time_seconds"
+            " THEN json_extract(result, '$.execution_time_seconds') END AS execution_time_seconds,"
+            " CASE WHEN json_valid(result)"
+            " THEN json_extract(result, '$.plan_accuracy') END AS plan_accuracy"
             " FROM orchestrations ORDER BY started_at DESC LIMIT ?",
             (limit,),
         )
@@ -775,7 +853,7 @@ def _encode(key: str, value: Any) -> Any:
 
 
 def _decode(row: dict[str, Any]) -> dict[str, Any]:
-    for key in _JSON_COLUMNS | {"config", "result"}:
+    for key in _JSON_COLUMNS | {"config", "result", "waited_seconds"}:
         if isinstance(row.get(key), str):
             with suppress(json.JSONDecodeError):
                 row[key] = json.loads(row[key])

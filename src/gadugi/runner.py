@@ -14,10 +14,11 @@ import logging
 import os
 import random
 import resource
+import shlex
 import signal
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -28,9 +29,10 @@ from .config import OrchestrationConfig
 from .envsetup import setup_argv
 from .errors import GadugiError, RequestError, SpawnError, WorktreeError
 from .health import Admission
+from .holds import Budget, UsageLimits, WaitTally, clock_time, cost_of
 from .lifecycle import Transition
 from .phases import followup_prompt, phase_failed, verify_followup
-from .planning.schedule import Slot, doomed, next_to_start
+from .planning.schedule import Slot, doomed, next_to_start, waiting_reasons
 from .promptgen import Template
 from .registry import AttemptRecord, Registry
 from .tasks import Phase, Prompt, TaskStatus, Verdict
@@ -56,6 +58,16 @@ class Listener(Protocol):
     def ticked(self, runs: Sequence[TaskRun], now: float, note: str | None) -> None: ...
 
 
+class LandingStep(Protocol):
+    """What ``run --land`` steps inside the loop (``landing.Lander``)."""
+
+    done: bool
+
+    def step(self, now: float) -> bool: ...
+
+    def abort(self, now: float) -> None: ...
+
+
 class Processes:
     """The loop's seam to real processes; unit tests pass a subclass that records calls."""
 
@@ -71,14 +83,18 @@ class Processes:
     ) -> procs.Child:
         return procs.spawn(argv, cwd, env, stdout, stderr, result_file, limits)
 
-    def begin_stop(self, child: procs.Child, now: float, grace_s: float) -> None:
-        procs.begin_stop(child, now, grace_s)
+    def begin_stop(
+        self, child: procs.Child, now: float, grace_s: float, gracefully: bool = True
+    ) -> None:
+        procs.begin_stop(child, now, grace_s, gracefully)
 
     def finish_stop(self, child: procs.Child, now: float) -> bool:
         return procs.finish_stop(child, now)
 
-    def terminate(self, children: list[procs.Child], grace_s: float) -> None:
-        procs.terminate(children, grace_s)
+    def terminate(
+        self, children: list[procs.Child], grace_s: float, gracefully: bool = True
+    ) -> None:
+        procs.terminate(children, grace_s, gracefully)
 
     def sample(self, pids: Sequence[int]) -> dict[int, tuple[float, float]]:
         return procs.sample_trees(pids)
@@ -133,6 +149,10 @@ class TaskRun:
     verdict: str | None = None  # Verdict, when the agent gives one
     summary: str | None = None
     verification: dict[str, Any] | None = None
+    waiting_reason: str | None = None  # why it is queued and not starting, as last recorded
+    head_at_stop: str | None = None  # the branch's commit when a stop was asked for
+    spent_usd: float = 0.0  # what the task's ended attempts cost, as their agents reported
+    attempt_cost: float = 0.0  # what the running attempt has cost so far
 
     @property
     def task_id(self) -> str:
@@ -197,8 +217,10 @@ class Runner:
         clock: Callable[[], float] = time.time,
         processes: Processes | None = None,
         admission: Admission | None = None,
+        lander: LandingStep | None = None,
     ) -> None:
         self.layout = layout
+        self.lander = lander  # run --land: landing is a step of this loop, not a second one
         self.runs = runs
         self.by_id = {r.task_id: r for r in runs}
         self.config = config
@@ -221,10 +243,18 @@ class Runner:
             config.min_available_memory_mb, config.max_load_per_cpu
         )
         self._last_observe = 0.0
+        self._last_sample = 0.0
         # Lowered when the system runs out of processes, raised again by each good start.
         self.parallel = config.max_parallel_tasks
         self._paused_until = 0.0  # backing off after a fork failure in the loop itself
         self._pauses = 0
+        self.budget = Budget(config.budget_usd, config.budget_hard)
+        self.limits = UsageLimits(config.usage_limit_margin_seconds)
+        self.waits = WaitTally()
+        self._accounts: tuple[float, dict[str, float]] | None = None  # as last recorded
+        for run in runs:
+            if run.status is not TaskStatus.RUNNING:  # taken over by resume or retry
+                run.spent_usd = cost_of(run.agent_info)
 
     # -- the loop ---------------------------------------------------------------------
 
@@ -255,12 +285,22 @@ class Runner:
         children = [r.child for r in self.runs if r.child is not None]
         if children:
             log.error("stopping %d agent(s) after an internal error", len(children))
-            self.procs.terminate(children, self.config.kill_grace_seconds)
+        for gracefully in (False, True):  # those killed at once first: nothing to wait for
+            group = [
+                r.child
+                for r in self.runs
+                if r.child is not None
+                and bool(getattr(r.profile, "stop_gracefully", True)) is gracefully
+            ]
+            if group:
+                self.procs.terminate(group, self.config.kill_grace_seconds, gracefully)
 
     def tick(self, now: float) -> bool:
         """One step; returns False once every task has finished."""
         self.changed = False
         if self.interrupted or self.fatal:
+            if self.lander is not None:
+                self.lander.abort(now)
             return self._stop_everything(now)
         if now < self._paused_until:
             return True
@@ -278,7 +318,12 @@ class Runner:
         self._pauses = 0
         if self.listener:
             self.listener.ticked(self.runs, now, self.waiting)
-        return any(not r.status.finished for r in self.runs)
+        going = any(not r.status.finished for r in self.runs)
+        if not going:
+            self.waits.observe((), now)
+            self._record_accounts(now)
+        landing = self.lander is not None and not self.lander.done
+        return landing or going
 
     def _step(self, now: float) -> None:
         self._apply_cancel_requests(now)
@@ -287,13 +332,25 @@ class Runner:
                 self._check_running(run, now)
         self._cancel_doomed(now)
         self._start_ready(now)
-        if now - self._last_observe >= OBSERVE_EVERY_S:
+        self._enforce_budget(now)
+        self._note_waiting(now)
+        if self.waits.observe(self._waiting_kinds(now), now):
+            self._record_accounts(now)
+        interval_s = self.config.monitoring_interval_seconds
+        if now - self._last_observe >= min(OBSERVE_EVERY_S, interval_s):
             self._last_observe = now
             self.procs.reap()  # orphans reparented to us, so no zombie piles up
             running = [r for r in self.runs if r.status is TaskStatus.RUNNING]
-            readings = self.procs.sample([r.child.pid for r in running if r.child])
+            # Output is looked at every second (the live view, stall checks); CPU and
+            # memory, which walk every process tree, once per monitoring interval.
+            readings: dict[int, tuple[float, float]] = {}
+            if now - self._last_sample >= interval_s:
+                self._last_sample = now
+                readings = self.procs.sample([r.child.pid for r in running if r.child])
             for run in running:
                 self.observe(run, now, readings.get(run.child.pid if run.child else 0))
+        if self.lander is not None and not self.lander.done:
+            self.changed |= self.lander.step(now)
 
     def _out_of_processes(self, exc: SpawnError) -> None:
         """Run fewer tasks at once: as many as run now (at least one), until starts succeed."""
@@ -311,11 +368,23 @@ class Runner:
         if free <= 0:
             return
         statuses = {r.task_id: r.status for r in self.runs}
-        held = frozenset(r.task_id for r in self.runs if r.hold_until > now)
+        held = frozenset(
+            r.task_id
+            for r in self.runs
+            if r.hold_until > now or self.limits.holds(r.profile.name, r.task_id, now)
+        )
         ready = next_to_start([r.slot for r in self.runs], statuses, free, held)
-        self._set_waiting(self.admission.blocked(now) if ready else None)
+        budget = self.budget.waiting(self.spent_usd()) if ready else None
+        self._set_waiting(budget or (self.admission.blocked(now) if ready else None))
         if self.waiting:
             return  # running tasks go on; new ones wait until the machine has room
+        if ready:
+            log.debug(
+                "admission: starting %s (%d of %d slot(s) free; machine has room)",
+                ", ".join(ready),
+                free,
+                self.parallel,
+            )
         for task_id in ready:
             if self.interrupted:
                 return  # Ctrl-C while an earlier start ran git: start nothing more
@@ -324,6 +393,28 @@ class Runner:
             run = self.by_id[task_id]
             self._start(run, self.clock())
             running += run.status is TaskStatus.RUNNING
+
+    def _note_waiting(self, now: float) -> None:
+        """Record why each queued task is not starting, for the tasks whose reason changed."""
+        statuses = {r.task_id: r.status for r in self.runs}
+        held = {
+            r.task_id: f"backing off until {_clock(r.hold_until)}"
+            for r in self.runs
+            if r.hold_until > now
+        }
+        reasons = waiting_reasons(
+            [r.slot for r in self.runs], statuses, self.parallel, held, self.waiting
+        )
+        changes: dict[str, dict[str, Any]] = {}
+        for run in self.runs:
+            reason = reasons.get(run.task_id)
+            if reason != run.waiting_reason:
+                run.waiting_reason = reason
+                changes[run.task_id] = {"waiting_reason": reason}
+        if changes:
+            # One short transaction for every change, and none in a step that changed none.
+            self.registry.update_tasks(self.layout.orchestration_id, changes, owner=self.owner)
+            self.on_dirty()
 
     def _set_waiting(self, reason: str | None) -> None:
         if reason != self.waiting:
@@ -353,6 +444,16 @@ class Runner:
         except (GadugiError, OSError) as exc:
             self._start_failed(run, exc, now)
             return
+        run.head_at_stop = None
+        log.debug(
+            "spawn %s attempt %d %s: %s (pid %d, in %s)",
+            run.task_id,
+            run.attempt,
+            run.phase,
+            _shortened(shlex.join(argv)),
+            child.pid,
+            run.worktree,
+        )
         if self.parallel < self.config.max_parallel_tasks:
             self.parallel += 1
         run.started_at = run.started_at or now
@@ -390,6 +491,8 @@ class Runner:
         run.followup = None  # said now, in this attempt's prompt
         run.verdict = run.summary = None  # the last attempt's; this one gives its own
         self._watch(run, child, ctx, Phase.AGENT, now, run.timeout_s)
+        run.attempt_cost = 0.0
+        self.limits.started(run.profile.name, run.task_id, now)
         return child, launch.argv
 
     def _spawn_phase(self, run: TaskRun, phase: Phase, argv: list[str], now: float) -> procs.Child:
@@ -487,6 +590,7 @@ class Runner:
                 and run.worktree is None
                 and run.hold_until <= now
                 and all(d in done for d in run.slot.depends_on)
+                and not self._stacked_unfinished(run)  # its base is not known yet
             ):
                 try:
                     self._make_worktree(run)
@@ -509,15 +613,22 @@ class Runner:
         if run.branch and run.intended is None and self.worktrees.branch_exists(run.branch):
             self._reopen_worktree(run, run.branch)
             return
-        deps = [self.by_id[d] for d in run.slot.depends_on if d in self.by_id]
-        base = deps[0].branch if deps and deps[0].branch else self.base_commit
+        deps, stacked = self._base_sources(run)
+        base = (deps + stacked)[0] if deps or stacked else self.base_commit
         path, branch = self._place_worktree(run, base)
         run.branch, run.worktree, run.intended = branch, path, None
         run.needs_setup = True
-        others = [d.branch for d in deps[1:] if d.branch]
-        if others:
+        others = (deps + stacked)[1:]
+        if deps[1:]:
             # Merged again after a crash adopted the worktree: git says "up to date".
-            self.worktrees.merge(run.task_id, path, others)
+            self.worktrees.merge(run.task_id, path, deps[1:])
+        for other in stacked[1:] if not deps else stacked:
+            try:
+                self.worktrees.merge(run.task_id, path, [other])
+            except WorktreeError as exc:
+                # A stack edge is an ordering: branches that clash with each other cost
+                # the task their composition, never the task itself.
+                log.warning("%s: starting without %s: %s", run.task_id, other, exc)
         # Without a merge the new HEAD is the base itself: no need to ask git again.
         run.base_commit = (
             base if base == self.base_commit and not others else self.worktrees.head(path)
@@ -530,6 +641,22 @@ class Runner:
             base_commit=run.base_commit,
             worktree_state=WorktreeState.READY.value,
         )
+
+    def _base_sources(self, run: TaskRun) -> tuple[list[str], list[str]]:
+        """The branches a new worktree starts from: its dependencies', then those of the
+        completed tasks it is stacked after, the latest first (it holds the earlier ones
+        of a chain, so merging those is a no-op). A stacked task that failed or was
+        cancelled adds nothing: the task then starts from the base."""
+        deps = [self.by_id[d].branch for d in run.slot.depends_on if d in self.by_id]
+        stacked = [
+            self.by_id[e].branch
+            for e in reversed(run.slot.after)
+            if e in self.by_id and self.by_id[e].status is TaskStatus.COMPLETED
+        ]
+        return [b for b in deps if b], [b for b in stacked if b]
+
+    def _stacked_unfinished(self, run: TaskRun) -> bool:
+        return any(e in self.by_id and not self.by_id[e].status.finished for e in run.slot.after)
 
     def _reopen_worktree(self, run: TaskRun, branch: str) -> None:
         """A task run again after its worktree was removed goes on from its own branch:
@@ -590,11 +717,21 @@ class Runner:
             # A resumed session already holds the task: it is told only what comes next.
             text = run.followup if ctx.resume_session else followup_prompt(text, run.followup)
         prompt_file.write_text(text, encoding="utf-8")
-        launch = run.profile.prepare(ctx, run.prompt)
+        launch = run.profile.prepare(ctx, self._capped(run.prompt))
         if run.attempt > 1:
             with ctx.log_file.open("a", encoding="utf-8") as fh:
                 fh.write(f"\n{ATTEMPT_MARK}{run.attempt} ---\n")
         return ctx, launch
+
+    def _capped(self, prompt: Prompt) -> Prompt:
+        """With a hard budget, an agent that can cap its own spending (``max_cost_usd``:
+        claude's ``--max-budget-usd``) gets at most what is left of the budget: its cost is
+        only known when an attempt ends, too late to stop it from outside."""
+        left = self.budget.left(self.spent_usd()) if self.budget.hard else None
+        if left is None or left <= 0:
+            return prompt
+        cap = min(left, prompt.max_cost_usd or left)
+        return replace(prompt, max_cost_usd=max(round(cap, 6), 1e-6))
 
     def _render_prompt(self, run: TaskRun) -> str:
         deps = [f"{d} (branch {self.by_id[d].branch})" for d in run.slot.depends_on]
@@ -645,7 +782,8 @@ class Runner:
         elif not self.procs.finish_stop(child, now):
             # The agent left processes behind in its group: they must not outlive it.
             if child.kill_at is None:
-                self.procs.begin_stop(child, now, self.config.kill_grace_seconds)
+                gracefully = bool(getattr(run.profile, "stop_gracefully", True))
+                self.procs.begin_stop(child, now, self.config.kill_grace_seconds, gracefully)
         elif ended.out_of_resources:
             self._not_started(run, ended, now)
         elif run.phase is Phase.SETUP:
@@ -715,11 +853,26 @@ class Runner:
         )
 
     def _stop(self, run: TaskRun, status: TaskStatus, why: str, now: float) -> None:
-        """Begin stopping a running task: SIGTERM now, SIGKILL after the grace period."""
+        """Begin stopping a running task: its tree frozen now, then ended (see _begin_stop)."""
         assert run.child is not None
-        self.procs.begin_stop(run.child, now, self.config.kill_grace_seconds)
+        self._begin_stop(run, now)
         run.stopping = (status, why, now + self.config.kill_grace_seconds)
         log.info("%s: stopping (%s)", run.task_id, why)
+
+    def _begin_stop(self, run: TaskRun, now: float) -> None:
+        """Freeze the task's tree and end it, politely or, for an agent that keeps working
+        after SIGTERM (its profile's ``stop_gracefully`` is false), with SIGKILL at once.
+
+        The branch's commit is noted first: a commit that lands after it is reported
+        (``commits_after_cancel``), never hidden.
+        """
+        assert run.child is not None
+        if run.child.kill_at is not None:
+            return
+        if run.branch and run.head_at_stop is None:
+            run.head_at_stop = self.worktrees.branch_head(run.branch)
+        gracefully = bool(getattr(run.profile, "stop_gracefully", True))
+        self.procs.begin_stop(run.child, now, self.config.kill_grace_seconds, gracefully)
 
     def _exited(self, run: TaskRun, ended: procs.Exit, now: float) -> None:
         assert run.ctx is not None
@@ -730,6 +883,8 @@ class Runner:
         self.observe(run, now)
         outcome: Outcome = run.profile.judge(run.ctx, code)
         run.agent_info.update(outcome.agent)
+        if "cost_usd" in outcome.agent:
+            run.attempt_cost = cost_of(outcome.agent)
         if outcome.success:
             self._agent_done(run, outcome, now, recorded)
         elif outcome.fatal:
@@ -738,12 +893,9 @@ class Runner:
         elif isinstance(outcome.agent.get("retry_after"), int | float):
             # A usage limit with a reset time: park the task until then; this is not
             # the task's fault, so it costs none of its retry budget.
-            until = float(outcome.agent["retry_after"])
-            why = (
-                f"{outcome.error}; parked until {time.strftime('%H:%M:%S', time.localtime(until))}"
-            )
-            run.hold_until = until
+            why = outcome.error or "usage limit reached"
             self._requeue(run, now, "parked", why, why, recorded, exit_code=recorded)
+            self._park(run.profile.name, float(outcome.agent["retry_after"]))
         elif outcome.transient and run.retries_left > 0:
             run.retries_left -= 1
             delay = min(
@@ -917,6 +1069,61 @@ class Runner:
         run.completed_at = None
         self._move(run, TaskStatus.QUEUED, now, shown, None, followup=text, not_before=None)
 
+    def _park(self, agent: str, reset_at: float) -> None:
+        """Every queued task of ``agent`` waits for its usage limit's reset (plus a margin);
+        the wait is recorded (``not_before``), so a resumed orchestrator keeps it."""
+        until = self.limits.park(agent, reset_at)
+        why = self.limits.reason(agent)
+        log.warning("%s; its tasks wait until %s", why, clock_time(until))
+        for run in self.runs:
+            if run.status is TaskStatus.QUEUED and run.profile.name == agent:
+                run.hold_until = max(run.hold_until, until)
+                self._record(run, error_message=why, not_before=run.hold_until)
+
+    def _enforce_budget(self, now: float) -> None:
+        """Once the budget is spent: with ``budget_hard`` stop the running tasks; once
+        nothing runs, cancel what is still queued, so the orchestration ends."""
+        spent = self.spent_usd()
+        if not self.budget.spent_out(spent):
+            return
+        why = self.budget.spent_message()
+        running = [r for r in self.runs if r.status is TaskStatus.RUNNING]
+        if self.budget.hard:
+            for run in running:
+                if run.stopping is None:
+                    self._stop(run, TaskStatus.CANCELLED, why, now)
+        if not running:
+            for run in self.runs:
+                if run.status is TaskStatus.QUEUED:
+                    self._finish(run, TaskStatus.CANCELLED, now, error=why)
+
+    def spent_usd(self) -> float:
+        """What the agents have cost: ended attempts, and running ones so far."""
+        return sum(r.spent_usd + r.attempt_cost for r in self.runs)
+
+    def _waiting_kinds(self, now: float) -> list[str]:
+        kinds = []
+        if self.waiting:
+            kinds.append(
+                "budget" if self.budget.waiting(self.spent_usd()) else self.admission.kind or "load"
+            )
+        if any(
+            r.status is TaskStatus.QUEUED and self.limits.holds(r.profile.name, r.task_id, now)
+            for r in self.runs
+        ):
+            kinds.append("usage_limit")
+        return kinds
+
+    def waited_seconds(self, now: float) -> dict[str, float]:
+        return self.waits.seconds(now)
+
+    def _record_accounts(self, now: float) -> None:
+        """The orchestration's spend and waits, written when they change."""
+        accounts = (round(self.spent_usd(), 6), self.waits.seconds(now))
+        if accounts != self._accounts:
+            self._accounts = accounts
+            self.registry.set_accounts(self.layout.orchestration_id, *accounts)
+
     def _end_attempt(
         self, run: TaskRun, status: TaskStatus, now: float, error: str | None, code: int | None
     ) -> None:
@@ -963,6 +1170,11 @@ class Runner:
                 stat = self.worktrees.diffstat(run.base_commit, run.branch)
                 if stat is not None:
                     fields["changed_files"], fields["insertions"], fields["deletions"] = stat
+            if run.branch and run.head_at_stop:
+                after = self.worktrees.commits_ahead(run.branch, run.head_at_stop)
+                fields["commits_after_cancel"] = after
+                if after:
+                    log.warning("%s: %d commit(s) landed after the stop", run.task_id, after)
             # A completed task's worktree goes if all its work is committed; so does one
             # made ahead for a task that never started (nothing ran in it). One whose HEAD
             # holds commits the branch does not stays with them.
@@ -1041,8 +1253,7 @@ class Runner:
             child = run.child
             if run.status is not TaskStatus.RUNNING or child is None:
                 continue
-            if child.kill_at is None:
-                self.procs.begin_stop(child, now, self.config.kill_grace_seconds)
+            self._begin_stop(run, now)
             if self.procs.finish_stop(child, now):
                 self._end_attempt(
                     run, TaskStatus.CANCELLED, _ended_at(child, now), why, _code(child)
@@ -1071,13 +1282,19 @@ class Runner:
         if progress is not None and sizes[1]:
             run.progress_offset, info = progress(ctx.events_file, run.progress_offset)
             run.agent_info.update({k: v for k, v in info.items() if v is not None})
+            if info.get("cost_usd") is not None:
+                run.attempt_cost = cost_of(info)
+            if info.get("last_tool") and self.limits.is_canary(run.profile.name, run.task_id):
+                # The model answered with work: the limit has lifted, the others may start.
+                self.limits.passed(run.profile.name, run.task_id)
         if reading is not None:
             cpu_s, run.memory_mb = reading
             if run.cpu is not None and now > run.cpu[1]:
                 run.cpu_percent = 100.0 * (cpu_s - run.cpu[0]) / (now - run.cpu[1])
             run.cpu = (cpu_s, now)
+        # Not a change for the monitoring files: heartbeats and readings reach them at the
+        # next interval's rewrite (``monitoring_interval_seconds``), state changes at once.
         self._check_stall(run, now)
-        self.on_dirty()
 
     def _check_stall(self, run: TaskRun, now: float) -> None:
         """No output or agent event for the stall timeout: warn, or stop and retry."""
@@ -1129,7 +1346,14 @@ class Runner:
         self.registry.transition(
             self.layout.orchestration_id, change, now, owner=self.owner, attempt=attempt, **fields
         )
+        ended = run.status is TaskStatus.RUNNING
+        log.debug("%s: %s -> %s%s", run.task_id, run.status, status, f" ({why})" if why else "")
         run.status, run.error = status, why
+        if ended:
+            run.spent_usd, run.attempt_cost = run.spent_usd + run.attempt_cost, 0.0
+            # A canary that ended lets the others go (a new limit parks them again).
+            self.limits.passed(run.profile.name, run.task_id)
+            self._record_accounts(now)
         self._changed(run)
 
     def _record(self, run: TaskRun, **fields: Any) -> None:
@@ -1144,6 +1368,10 @@ class Runner:
         self.on_dirty()
         if self.listener:
             self.listener.changed(run)
+
+
+def _clock(at: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(at))
 
 
 def _code(child: procs.Child) -> int | None:
@@ -1169,6 +1397,11 @@ def _transient_start_failure(exc: BaseException) -> bool:
     if isinstance(exc, OSError):
         return exc.errno in (errno.EAGAIN, errno.EBUSY, errno.ENOMEM, errno.ETXTBSY)
     return False
+
+
+def _shortened(text: str, limit: int = 300) -> str:
+    """A command line for the log: a prompt passed as an argument can be pages long."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def _size(path: Path) -> int:

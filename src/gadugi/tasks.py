@@ -37,6 +37,14 @@ class Verdict(StrEnum):
     NO_CHANGE = "no_change"
 
 
+class ConflictPolicy(StrEnum):
+    """What the scheduler does with two tasks whose footprints overlap."""
+
+    STACK = "stack"  # one after the other; the later starts from the earlier's branch
+    SERIALIZE = "serialize"  # never together; each starts from its own base
+    OPTIMISTIC = "optimistic"  # together; landing resolves what really clashes
+
+
 @dataclass(frozen=True)
 class Prompt:
     """One prompt file as read from disk: front matter applied, nothing inferred."""
@@ -59,6 +67,7 @@ class Prompt:
     open_files_limit: int | None = None  # RLIMIT_NOFILE
     setup: str | None = None  # a shell command run in a new worktree before the agent
     verify: str | None = None  # a shell command that must pass after the agent exits
+    max_cost_usd: float | None = None  # the agent's own spending cap (claude --max-budget-usd)
 
     @property
     def name(self) -> str:

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from .agents.base import ATTEMPT_MARK
-from .renderers import closes_attempt, dialect_of, opens_attempt, renderer_for
+from .renderers import Renderer, closes_attempt, dialect_of, opens_attempt, renderer_for
 
 # The line the runner writes into a log before each attempt after the first.
 MARKER = re.compile(rf"^{re.escape(ATTEMPT_MARK)}(\d+) ---$")
@@ -73,6 +73,38 @@ class Tail:
             return self.lines, self.events
         last = self.rest.decode("utf-8", "replace")
         return [*self.lines, last], [*self.events, _parse(last) if self.parse else None]
+
+
+class LastOutput:
+    """The last assistant text or tool call in a running agent's events (the live view's
+    "last output"): read as the file grows, rendered as ``gadugi logs`` would render it."""
+
+    # Rendered lines that say nothing of what the agent is doing: tool results, session
+    # notes and the closing outcome.
+    QUIET = ("│", "✗", "·", "=")
+
+    def __init__(self, path: Path) -> None:
+        self.tail = Tail(path, parse=True)
+        self.renderer: Renderer | None = None
+        self.line = ""
+
+    def read(self) -> str:
+        self.tail.read()
+        for event in self.tail.events:
+            if event is None:
+                continue
+            if self.renderer is None:
+                kind = dialect_of(event)
+                if kind is None:
+                    continue
+                self.renderer = renderer_for(kind)
+            for line in self.renderer.feed(event):
+                said = line.strip()
+                if said and not said.startswith(self.QUIET):
+                    self.line = said
+        # Consumed: only the latest line is kept, however long the agent runs.
+        self.tail.lines, self.tail.events = [], []
+        return self.line
 
 
 def _parse(line: str) -> dict[str, Any] | None:

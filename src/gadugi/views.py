@@ -10,12 +10,14 @@ not record (landing) come from the recorded result when it carries them, else nu
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from .landing import task_landing
 from .lifecycle import parse_status
 from .registry import Registry
 from .tasks import TaskStatus, iso
@@ -164,6 +166,7 @@ def task_view(
         "waiting_reason": waiting_reason(registry, orch, task, now),
         **{key: task.get(key, recorded.get(key)) for key in VERDICT_FIELDS},
         **{key: recorded.get(key) for key in NOT_RECORDED},
+        "landing": task_landing(task) or recorded.get("landing"),
         "attempts": [
             _attempt(a) for a in registry.attempts(orch["id"]) if a["task_id"] == task["task_id"]
         ],
@@ -220,11 +223,18 @@ def _recorded(orch: dict[str, Any], task_id: str) -> dict[str, Any]:
 def waiting_reason(
     registry: Registry, orch: dict[str, Any], task: dict[str, Any], now: float
 ) -> str | None:
-    """Why a queued task has not started; None for any other task."""
+    """Why a queued task has not started; None for any other task.
+
+    The loop records the reason when it changes (``schedule.waiting_reasons``); a
+    registry from before that column, or a task the loop has not looked at yet, gets
+    the reason worked out here from what the registry holds.
+    """
     if task["status"] != TaskStatus.QUEUED:
         return None
     if orch["state"] != "running":
         return f"its orchestration is {orch['state']}"
+    if task.get("waiting_reason"):
+        return str(task["waiting_reason"])
     status = {t["task_id"]: t["status"] for t in registry.tasks(orch["id"], ("task_id", "status"))}
     reasons = []
     deps = [d for d in task["depends_on"] or () if status.get(d) != TaskStatus.COMPLETED]
@@ -276,6 +286,12 @@ def parse_numstat(out: str) -> list[dict[str, Any]]:
     return files
 
 
+def landing_line(landing: dict[str, Any]) -> str:
+    commit = f" as {str(landing['commit'])[:12]}" if landing.get("commit") else ""
+    note = f": {landing['note']}" if landing.get("note") else ""
+    return f"{landing['status']}{commit} ({_plural(landing['attempts'], 'candidate')}){note}"
+
+
 def render_task(view: dict[str, Any]) -> list[str]:
     lines = [f"{view['task_id']} ({view['orchestration_id']}): {view['status']}"]
 
@@ -291,7 +307,7 @@ def render_task(view: dict[str, Any]) -> list[str]:
     add("summary", view["summary"])
     add("verified", verification_line(view["verification"]))
     for key in NOT_RECORDED:
-        add(key, view[key])
+        add(key, landing_line(view[key]) if key == "landing" and view[key] else view[key])
     if view["branch"]:
         ahead = (
             f", {_plural(view['commits'] or 0, 'commit')} ahead of {str(view['base_commit'])[:12]}"
@@ -401,6 +417,7 @@ def orchestration_list(
                 "total_tasks": sum(counts.values()),
                 "tasks_by_status": {s.value: counts[s] for s in TaskStatus if s in counts},
                 "cost_usd": None if row["cost_usd"] is None else round(row["cost_usd"], 6),
+                "plan_accuracy": _stored_object(row.get("plan_accuracy")),
             }
         )
     return {"total": total, "orchestrations": items}
@@ -419,12 +436,45 @@ def render_list(doc: dict[str, Any]) -> list[str]:
             f"{o['orchestration_id']}  {state:<9}  {started}  "
             f"{duration(o['duration_seconds']):>7}  {breakdown}{cost}"
         )
+        accuracy = accuracy_line(o.get("plan_accuracy"))
+        if accuracy:
+            lines.append(f"  {accuracy}")
     more = doc["total"] - len(doc["orchestrations"])
     if more > 0:
         lines.append(f"({more} more; --limit {doc['total']} lists them all)")
     if not lines:
         lines.append("no orchestrations yet")
     return lines
+
+
+def accuracy_line(accuracy: dict[str, Any] | None) -> str | None:
+    """The plan's accuracy in a line: "plan: 2 conflicting pairs predicted, 1 real
+    (1 predicted); precision 0.50, recall 1.00"; None when there is none."""
+    if not isinstance(accuracy, dict):
+        return None
+    predicted, actual = accuracy.get("predicted_pairs") or [], accuracy.get("actual_pairs") or []
+    hits = sum(p in predicted for p in actual)
+
+    def share(key: str) -> str:
+        value = accuracy.get(key)
+        return f"{value:.2f}" if isinstance(value, int | float) else "n/a"
+
+    return (
+        f"plan: {_plural(len(predicted), 'conflicting pair')} predicted, "
+        f"{len(actual)} real ({hits} of them predicted); "
+        f"precision {share('precision')}, recall {share('recall')}"
+    )
+
+
+def _stored_object(text: Any) -> dict[str, Any] | None:
+    """A JSON object SQLite's json_extract handed back as text, or None."""
+    if not isinstance(text, str):
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def duration(seconds: float) -> str:

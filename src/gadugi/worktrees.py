@@ -22,6 +22,7 @@ import re
 import shutil
 import subprocess
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -65,6 +66,7 @@ def run_git(
     SpawnError: that is no verdict of git's, and trying again later may succeed.
     ``env`` adds variables (the user's identity, for a commit).
     """
+    began = time.monotonic()
     proc = procs.start(
         ["git", *args],
         cwd=cwd,
@@ -85,6 +87,13 @@ def run_git(
     finally:
         if proc.returncode is not None:
             procs.forget(proc.pid)
+    log.debug(
+        "git %s (in %s): exit %d in %.3fs",
+        " ".join(args),
+        cwd,
+        proc.returncode,
+        time.monotonic() - began,
+    )
     if proc.returncode != 0:
         _raise_if_out_of_resources(stderr)
     return GitResult(proc.returncode, stdout, stderr)
@@ -421,6 +430,13 @@ class Worktrees:
         lives outside the worktree, so only the agent's work is in it."""
         if self.is_clean(path):
             return None
+        # `add -A` would take conflict markers for a resolution: a merge the agent left
+        # unresolved (a landing re-run's) is its failure, never gadugi's commit.
+        unmerged = run_git(["diff", "--name-only", "--diff-filter=U"], path).stdout.split()
+        if unmerged:
+            raise WorktreeError(
+                task_id, "autocommit", f"conflicts left unresolved in {', '.join(unmerged)}", 1
+            )
         who = user_identity(self.root)
         for args in (["add", "-A"], ["commit", "--quiet", "-m", message]):
             res = run_git(args, path, env=who)
@@ -459,6 +475,11 @@ class Worktrees:
         """True when nothing in the worktree is modified or untracked (ignored files aside)."""
         res = run_git(["status", "--porcelain", "--untracked-files=all"], path)
         return res.returncode == 0 and not res.stdout.strip()
+
+    def branch_head(self, branch: str) -> str | None:
+        """The commit ``branch`` points at, or None when there is no such branch."""
+        res = run_git(["rev-parse", "--verify", "-q", f"refs/heads/{branch}^{{commit}}"], self.root)
+        return res.stdout.strip() or None if res.returncode == 0 else None
 
     def commits_ahead(self, branch: str, base: str) -> int:
         res = run_git(["rev-list", "--count", f"{base}..refs/heads/{branch}"], self.root)

@@ -97,6 +97,10 @@ class Launch:
 
 
 class AgentProfile(Protocol):
+    """Optional attributes the runner looks for: ``progress`` (live events) and
+    ``stop_gracefully`` (default True; False for an agent that keeps working after SIGTERM,
+    whose frozen tree is then killed at once)."""
+
     name: str
 
     def prepare(self, ctx: AgentContext, prompt: Prompt) -> Launch:

@@ -66,6 +66,10 @@ class ClaudeOptions:
 
 class ClaudeProfile:
     name = "claude"
+    # Claude Code 2.1.197 keeps its agent loop running about 1.5 s after SIGTERM reaches it
+    # and its tool's child, long enough to run more tools (and commit) with a fast model:
+    # a stop freezes its tree and kills it, with no polite window.
+    stop_gracefully = False
 
     def __init__(self, options: ClaudeOptions | None = None) -> None:
         self.options = options or ClaudeOptions()
@@ -99,6 +103,8 @@ class ClaudeProfile:
             argv += ["--model", opts.model]
         if opts.max_turns is not None:
             argv += ["--max-turns", str(opts.max_turns)]
+        if prompt.max_cost_usd is not None:
+            argv += ["--max-budget-usd", str(prompt.max_cost_usd)]
         if ctx.resume_session:
             argv += ["--resume", ctx.resume_session]
         argv += ["--json-schema", json.dumps(VERDICT_SCHEMA, separators=(",", ":"))]

@@ -3,10 +3,10 @@
 The only package that imports click and rich. ``main`` is the click group; each module
 adds its commands to it: ``main`` (run, plan, demo), ``query`` (status, export, logs,
 show, list, wait), ``recover`` (resume, retry, cancel, cleanup) and ``machine`` (doctor,
-install-agent).
+install-agent) and ``land`` (land).
 """
 
-from . import machine, query, recover  # noqa: F401  (they register their commands)
+from . import land, machine, query, recover  # noqa: F401  (they register their commands)
 from .main import main
 
 __all__ = ["main"]

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from rich.console import Console, Group
+from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
 from ..runner import TaskRun
 from ..tasks import TaskStatus
-from .liveview import agent_summary, elapsed, totals
+from ..transcript import LastOutput
+from .liveview import HINT, agent_summary, elapsed, header, totals
 
 _STYLE = {
     TaskStatus.QUEUED: "dim",
@@ -32,6 +33,13 @@ class LiveTable:
         self.live = Live(console=console, auto_refresh=False, transient=False)
         self.last = 0.0
         self.started = False
+        self.orchestration_id: str | None = None
+        self.started_at: float | None = None
+        self.outputs: dict[str, LastOutput] = {}  # tasks whose agents write events
+
+    def began(self, orchestration_id: str, started_at: float) -> None:
+        """The orchestration the loop drives, for the header."""
+        self.orchestration_id, self.started_at = orchestration_id, started_at
 
     def changed(self, task: TaskRun) -> None:
         return
@@ -46,26 +54,46 @@ class LiveTable:
 
     def render(self, runs: Sequence[TaskRun], now: float, note: str | None = None) -> Group:
         table = Table(expand=True, show_edge=False, pad_edge=False)
-        table.add_column("task", no_wrap=True, max_width=32)
+        table.add_column("task", no_wrap=True, max_width=32, overflow="ellipsis")
         table.add_column("state", no_wrap=True)
         table.add_column("time", justify="right", no_wrap=True)
-        table.add_column("agent", no_wrap=True)
+        table.add_column("agent", no_wrap=True, overflow="ellipsis", max_width=24)
         table.add_column("last output", no_wrap=True, overflow="ellipsis", ratio=1)
-        room = max(5, self.console.height - 6)
+        room = max(5, self.console.height - 8)
         shown = _most_relevant(runs, room)
         for run in shown:
-            note = run.error if run.status.finished and run.error else run.last_line
+            said = run.error if run.status.finished and run.error else self._last_output(run)
+            if run.status is TaskStatus.QUEUED and run.waiting_reason:
+                said = run.waiting_reason
             table.add_row(
                 run.task_id,
                 Text(run.status.value, style=_STYLE[run.status]),
                 elapsed(run, now),
                 agent_summary(run.agent_info),
-                note or "",
+                said or "",
             )
         hidden = len(runs) - len(shown)
-        footer = totals(runs) + (f" ({hidden} not shown)" if hidden else "")
-        footer += f"\n{note}" if note else ""
-        return Group(table, Text(footer, style="bold"))
+        top = header(self.orchestration_id, self.started_at, runs, now)
+        parts: list[RenderableType] = [
+            Text(top, style="bold", no_wrap=True, overflow="ellipsis"),
+            table,
+            Text(totals(runs) + (f" ({hidden} not shown)" if hidden else ""), style="bold"),
+        ]
+        if note:
+            # Wrapped between words; a word wider than the terminal is cut, never folded.
+            parts.append(Text(note, overflow="ellipsis"))
+        parts.append(Text(HINT, style="dim", overflow="ellipsis"))
+        return Group(*parts)
+
+    def _last_output(self, run: TaskRun) -> str:
+        """The agent's last text or tool call where it writes events, else its last line."""
+        ctx = run.ctx
+        if ctx is not None and ctx.events_file.exists() and ctx.events_file.stat().st_size:
+            reader = self.outputs.get(run.task_id)
+            if reader is None:
+                reader = self.outputs[run.task_id] = LastOutput(ctx.events_file)
+            return reader.read() or run.last_line
+        return run.last_line
 
     def close(self) -> None:
         if self.started:

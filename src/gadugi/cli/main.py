@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from .. import __version__
-from ..config import AGENTS, OrchestrationConfig, load_config
+from ..config import AGENTS, CONFLICT_POLICIES, OrchestrationConfig, load_config
 from ..errors import GadugiError, RequestError
 from ..planning.request import parse_request
 from ..worktrees import repository_root
@@ -78,6 +78,12 @@ def selection_options(func: F) -> F:
             "(a prompt's verify: wins over it).",
         ),
         click.option(
+            "--conflict-policy",
+            type=click.Choice(CONFLICT_POLICIES),
+            help="Conflicting tasks: stack (one after the other, the later on the earlier's "
+            "branch; default), serialize (never together), optimistic (together).",
+        ),
+        click.option(
             "--no-fallback",
             is_flag=True,
             help="Exit 2 instead of running sequentially when analysis fails.",
@@ -129,29 +135,47 @@ def _config(root: Path, **flags: Any) -> OrchestrationConfig:
         "agent_cmd": "agent_cmd",
         "base": "base_ref",
         "retries": "retries",
+        "into": "land_into",
         "verify": "verify_command",
+        "conflict_policy": "conflict_policy",
+        "budget_usd": "budget_usd",
     }
     values = {mapping[k]: v for k, v in flags.items() if k in mapping and v is not None}
     if flags.get("no_fallback"):
         values["fallback_to_sequential"] = False
+    if flags.get("land") or flags.get("into"):
+        values["land"] = True  # --into lands too: there is nothing to fast-forward otherwise
+    if flags.get("budget_hard"):
+        values["budget_hard"] = True
     return load_config(root, values)
 
 
 def _prepare(kw: dict[str, Any], listener: Any = None) -> tuple[OrchestratorCoordinator, Prepared]:
     logging.basicConfig(
-        level=logging.INFO if kw["verbose"] else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
+        level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=_Stderr()
     )
+    # gadugi's own decisions only: the libraries it uses keep to warnings.
+    logging.getLogger("gadugi").setLevel(logging.DEBUG if kw["verbose"] else logging.WARNING)
     found = _root(kw["project_root"]) if kw["all_prompts"] else None
     names = _names(kw["prompts"], kw["from_stdin"], kw["interactive"], found and found / "prompts")
     root = found or _root(kw["project_root"])
     config = _config(root, **kw)
-    warn = (lambda m: None) if kw["quiet"] else (lambda m: _err(f"skipped {m}"))
+    warn = (lambda m: None) if kw["quiet"] else _err
     from ..coordinator import OrchestratorCoordinator
 
     coordinator = OrchestratorCoordinator(config, root, listener=listener, warn=warn)
     return coordinator, coordinator.prepare(names, cwd=Path.cwd())
+
+
+class _Stderr:
+    """Whatever ``sys.stderr`` is at the time of each write: the live table replaces it while
+    it draws, so that log lines appear above the table instead of inside it."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
 
 
 class _Group(click.Group):
@@ -196,6 +220,18 @@ def _listener(as_json: bool, quiet: bool) -> LiveTable | PlainLines | Silent:
     is_flag=True,
     help="Run the orchestrator in the background, immune to this terminal and its caller; "
     "print its id at once (see `gadugi wait`).",
+)
+@click.option(
+    "--land", is_flag=True, help="Land each task on gadugi/land/<orch> as soon as it completes."
+)
+@click.option("--into", help="With --land: fast-forward this branch when all is green.")
+@click.option(
+    "--budget-usd",
+    type=float,
+    help="Start no new task once the agents' cost reaches this many US dollars.",
+)
+@click.option(
+    "--budget-hard", is_flag=True, help="Also stop running tasks when the budget is reached."
 )
 def run(detach: bool, **kw: Any) -> None:
     """Run the named prompts from prompts/ in parallel worktrees."""
@@ -275,32 +311,84 @@ def _report(result: OrchestrationResult, as_json: bool, quiet: bool) -> None:
         return
     if quiet:
         return
-    click.echo(
-        f"\norchestration {result.orchestration_id}: {result.successful_tasks}/"
-        f"{result.total_tasks} completed in {result.execution_time_seconds:.1f}s "
-        f"(parallel speedup {result.parallel_speedup:.2f}x"
-        f"{', sequential fallback' if result.fallback_used else ''})"
-    )
+    from .liveview import fit, terminal_width
+
+    width = terminal_width()
+
+    def say(line: str, indent: str = "    ") -> None:
+        """One line of the summary, wrapped between words to fit a terminal."""
+        for part in fit(line, width, indent):
+            click.echo(part)
+
+    shown = [t for t in result.tasks if result.focus is None or t.task_id in result.focus]
+    click.echo()
+    if result.focus is not None and result.segments:
+        # A retry reports what it did: its own tasks, in its own time.
+        last = result.segments[-1]
+        done = sum(t.status == "completed" for t in shown)
+        say(
+            f"{last['kind']} in orchestration {result.orchestration_id}: {done}/{len(shown)} "
+            f"completed in {last['execution_time_seconds']:.1f}s (gadugi retry --all, or "
+            "gadugi status, for the whole orchestration)"
+        )
+    else:
+        say(
+            f"orchestration {result.orchestration_id}: {result.successful_tasks}/"
+            f"{result.total_tasks} completed in {result.execution_time_seconds:.1f}s "
+            f"(parallel speedup {result.parallel_speedup:.2f}x"
+            f"{', sequential fallback' if result.fallback_used else ''})"
+        )
     stopped = [line for line in result.error_summary if line.startswith("orchestration stopped")]
     for line in stopped:
-        click.echo(line)
+        say(line)
+    from ..views import accuracy_line
+
+    accuracy = accuracy_line(result.plan_accuracy)
+    if accuracy:
+        say(accuracy)
     totals = result.agent_totals
     if totals:
-        click.echo(
+        say(
             f"agents: ${totals.get('cost_usd', 0):.4f}, {int(totals.get('input_tokens', 0))} "
             f"input and {int(totals.get('output_tokens', 0))} output tokens"
         )
-    for task in result.tasks:
+    if result.landing:
+        info = result.landing
+        into = (
+            f", {info['into']} fast-forwarded to it"
+            if info["into"] and result.exit_code == 0
+            else ""
+        )
+        say(f"landed {info['landed']} task(s) on {info['branch']}{into}")
+    for line in _accounts_lines(result):
+        say(line)
+    for task in shown:
         where = f"worktree kept at {task.worktree}" if task.worktree else "worktree removed"
         where = where if task.worktree or task.branch else "no worktree was made"
-        click.echo(
+        say(
             f"  {task.task_id:<24} {task.status:<10} branch {task.branch or '-'}, "
             f"{task.commits} commit(s), {where}"
         )
         if task.error_message:
-            click.echo(f"  {'':<24} {task.error_message}")
+            say(f"  {'':<24} {task.error_message}", " " * 27)
+        if task.commits_after_cancel:
+            say(f"  {'':<24} {task.commits_after_cancel} commit(s) landed after the stop", " " * 27)
         if task.status != "completed" and task.log_file:
-            click.echo(f"  {'':<24} log: gadugi logs {task.task_id}")
+            say(f"  {'':<24} log: gadugi logs {task.task_id}", " " * 27)
+        if task.landing and task.landing["status"] != "landed":
+            say(f"  {'':<24} landing {task.landing['status']}: {task.landing['note']}", " " * 27)
+
+
+def _accounts_lines(result: OrchestrationResult) -> list[str]:
+    """The budget and the time spent waiting for admission, when there is something to say."""
+    lines = []
+    if result.budget_usd is not None:
+        lines.append(f"budget: ${result.spent_usd or 0:.4f} of ${result.budget_usd:g} spent")
+    waited = {k: v for k, v in result.waited_seconds.items() if v > 0}
+    if waited:
+        parts = ", ".join(f"{k.replace('_', ' ')} {v:.1f}s" for k, v in sorted(waited.items()))
+        lines.append(f"waited for admission: {parts}")
+    return lines
 
 
 @main.command()

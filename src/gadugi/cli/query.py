@@ -52,9 +52,10 @@ def status(orch_id: str | None, project_root: str | None, as_json: bool) -> None
     try:
         orch = registry.orchestration(orch_id)
         rows = registry.tasks(orch["id"], STATUS_COLUMNS)
+        attempts = registry.attempts(orch["id"])
     finally:
         registry.close()
-    doc = status_document(orch["id"], rows, orch["state"], time.time(), orch.get("note"))
+    doc = status_document(orch["id"], rows, orch["state"], time.time(), orch.get("note"), attempts)
     alive = True
     if orch["state"] == "running":  # only then does the orchestrator's process matter
         from ..procs import same_process
@@ -64,19 +65,40 @@ def status(orch_id: str | None, project_root: str | None, as_json: bool) -> None
     if as_json:
         click.echo(_json(doc))
         return
+    from .liveview import fit, terminal_width
+
+    width = terminal_width()
+
+    def say(line: str, indent: str = "    ") -> None:
+        for part in fit(line, width, indent):
+            click.echo(part)
+
     breakdown = ", ".join(f"{n} {s}" for s, n in doc["status_breakdown"].items())
-    click.echo(f"{orch['id']} ({orch['state']}): {breakdown}")
+    spent = [
+        t["agent"]["cost_usd"]
+        for t in doc["tasks"]
+        if isinstance(t["agent"], dict) and isinstance(t["agent"].get("cost_usd"), int | float)
+    ]
+    say(
+        f"{orch['id']} ({orch['state']}): {breakdown}"
+        + (f"; ${sum(spent):.4f} spent" if spent else "")
+    )
     if not alive:
-        click.echo(f"  its orchestrator (pid {orch['pid']}) is gone: gadugi resume {orch['id']}")
+        say(f"  its orchestrator (pid {orch['pid']}) is gone: gadugi resume {orch['id']}")
     if orch.get("note"):
-        click.echo(f"  {orch['note']}")
+        say(f"  {orch['note']}")
     for task in doc["tasks"]:
         secs = task["runtime_seconds"]
         shown = f"{secs:.1f}s" if secs is not None else "-"
-        click.echo(
-            f"  {task['task_id']:<24} {task['status']:<10} {shown:>8}  "
-            f"{task['error_message'] or task['last_line'] or ''}"
-        )
+        agent = task["agent"] if isinstance(task["agent"], dict) else {}
+        price = agent.get("cost_usd")
+        facts = [f"branch {task['branch']}" if task["branch"] else "no branch yet"]
+        if isinstance(price, int | float):
+            facts.append(f"${price:.4f}")
+        say(f"  {task['task_id']:<24} {task['status']:<10} {shown:>8}  {', '.join(facts)}")
+        message = task["waiting_reason"] or task["error_message"] or task["last_line"]
+        if message:
+            say(f"  {'':<24} {message}", " " * 27)
 
 
 @main.command()

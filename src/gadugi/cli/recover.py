@@ -44,6 +44,12 @@ def resume(
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
 @click.option("--force", is_flag=True, help="Also run a completed task again.")
+@click.option(
+    "--all",
+    "whole",
+    is_flag=True,
+    help="Report, and exit by, the whole orchestration rather than the retried task.",
+)
 def retry(
     task_id: str,
     orch_id: str | None,
@@ -51,9 +57,21 @@ def retry(
     as_json: bool,
     quiet: bool,
     force: bool,
+    whole: bool,
 ) -> None:
-    """Run a task that is not running again in its worktree, continuing the agent's session."""
-    _take_over(project_root, as_json, quiet, lambda c: c.retry(task_id, orch_id, force=force))
+    """Run a task that is not running again in its worktree, continuing the agent's session.
+
+    Prints the retried task and exits 0 if it completed (``--all``: the whole orchestration);
+    ``--json`` prints the whole result, this retry a segment of its own.
+    """
+
+    def act(coordinator: OrchestratorCoordinator) -> OrchestrationResult:
+        result = coordinator.retry(task_id, orch_id, force=force)
+        if whole:
+            result.focus = None
+        return result
+
+    _take_over(project_root, as_json, quiet, act)
 
 
 def _take_over(

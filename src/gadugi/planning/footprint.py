@@ -1,26 +1,29 @@
 """Which repository paths a task may touch, and which tasks' footprints overlap.
 
-A task's footprint is the union of:
+A task that declares ``touches`` in its front matter has exactly those globs as its
+footprint: what it declares is authoritative, and nothing inferred is added (a
+declared plain directory, ``src/auth`` or ``src/auth/``, becomes ``src/auth/**``).
 
-* the globs its front matter declares (``touches``); a declared plain directory
-  (``src/auth`` or ``src/auth/``) becomes ``src/auth/**``;
-* the repository paths its body mentions, back-ticked or plain. A mention counts only
-  if it is a tracked file, a directory holding tracked files (written with a ``/``,
-  so the word "tests" is not the folder ``tests/``), a glob with a ``/`` that matches
-  tracked files, or a path one of the task's own globs covers (a file it will create).
-  Surrounding brackets, quotes and a sentence's final dot are not part of a path;
-* for every mentioned Python file, the repository modules it imports, followed
-  ``IMPORT_DEPTH`` levels deep: a task that rewrites ``tests/test_auth.py`` touches the
-  modules that test exercises. Imports are read with ``ast``, each file parsed at most
-  once per ``RepoIndex`` (only its import-like lines, unless those alone fail to parse).
-  ``import a.b``, ``from a import b`` and relative imports are resolved against the
-  importing file's package root, ``src/`` and the repository root.
+A task that declares nothing has the repository paths its body mentions, back-ticked
+or plain. A mention counts only if it exists: a tracked file, a directory holding
+tracked files (written with a ``/``, so the word "tests" is not the folder
+``tests/``), or a glob with a ``/`` that matches tracked files. Surrounding brackets,
+quotes and a sentence's final dot are not part of a path.
 
-The first two are what the task *changes* (its direct entries); the imports are what
-those changes rely on. Two footprints overlap when a direct entry of either meets any
-entry of the other. Two tasks that merely import the same module do not overlap: were
-they to, one shared utility module would put every task in conflict with every other
-(in the benchmark, 97% of all pairs instead of a few percent).
+For every mentioned Python file, the repository modules it imports are followed
+``IMPORT_DEPTH`` levels deep: a task that rewrites ``tests/test_auth.py`` relies on the
+modules that test exercises. Imports are read with ``ast``, each file parsed at most
+once per ``RepoIndex`` (only its import-like lines, unless those alone fail to parse).
+``import a.b``, ``from a import b`` and relative imports are resolved against the
+importing file's package root, ``src/`` and the repository root.
+
+The footprint (the *direct* entries) is what the task changes; the imports are what
+those changes rely on. Two tasks *conflict* when their footprints meet. The import
+graph never makes a conflict by itself: a footprint that meets only another task's
+imports makes the two *related*, which the plan reports and the scheduler ignores (a
+semantic break between them is what verification after integration catches). Were
+imports to conflict, one shared utility module would put every task in conflict with
+every other (in the benchmark, 97% of all pairs instead of a few percent).
 
 Globs are fnmatch-style and anchored at the repository root: ``*`` and ``?`` stay within
 one path segment, ``**`` spans any number of segments. Entries meet when they are equal
@@ -267,17 +270,18 @@ class Footprint:
 
     @property
     def entries(self) -> tuple[str, ...]:
-        """Everything, sorted: what ``gadugi plan`` shows."""
-        return tuple(sorted(self.direct | self.imported))
+        """What the task changes, sorted: what ``gadugi plan`` shows as its footprint."""
+        return tuple(sorted(self.direct))
 
 
 def footprint(body: str, touches: Sequence[str], index: RepoIndex) -> Footprint:
-    """A task's footprint: declared globs, mentioned paths and their imports."""
-    declared = [_normalize_declared(t, index) for t in touches]
-    globs = [compile_glob(g) for g in declared if is_glob(g)]
-    direct = set(declared)
+    """A task's footprint: its declared globs, or else the paths it mentions that
+    exist; with the modules those import beside it."""
+    if touches:
+        return Footprint(frozenset(_normalize_declared(t, index) for t in touches), frozenset())
+    direct: set[str] = set()
     for token in _TOKEN.findall(body):
-        entry = _mention(token, index, globs)
+        entry = _mention(token, index)
         if entry is not None:
             direct.add(entry)
     imported: set[str] = set()
@@ -294,7 +298,7 @@ def _normalize_declared(raw: str, index: RepoIndex) -> str:
     return text
 
 
-def _mention(token: str, index: RepoIndex, globs: Sequence[re.Pattern[str]]) -> str | None:
+def _mention(token: str, index: RepoIndex) -> str | None:
     if "/" not in token and "." not in token:
         return token if token in index.files else None  # most words: not a path at all
     text = token.lstrip("/")
@@ -311,14 +315,20 @@ def _mention(token: str, index: RepoIndex, globs: Sequence[re.Pattern[str]]) -> 
     if "/" in text and is_glob(text):
         pattern = text.rstrip(".")
         return pattern if index.matches(pattern) else None
-    path = text.rstrip(".")
-    if ("/" in path or "." in path) and any(g.fullmatch(path) for g in globs):
-        return path
     return None
 
 
-def overlaps(footprints: Sequence[Footprint], index: RepoIndex) -> list[set[int]]:
-    """For each footprint, the indexes of the other footprints it overlaps."""
+@dataclass(frozen=True)
+class Overlaps:
+    """Per footprint, by index: the footprints it conflicts with, and those it is only
+    related to (its changes meet their imports, or theirs meet its imports)."""
+
+    conflicts: list[set[int]]
+    related: list[set[int]]
+
+
+def overlaps(footprints: Sequence[Footprint], index: RepoIndex) -> Overlaps:
+    """Which footprints meet which, directly (a conflict) or through imports (related)."""
     direct: dict[str, list[int]] = defaultdict(list)
     imported: dict[str, list[int]] = defaultdict(list)
     for i, print_ in enumerate(footprints):
@@ -326,20 +336,23 @@ def overlaps(footprints: Sequence[Footprint], index: RepoIndex) -> list[set[int]
             direct[entry].append(i)
         for entry in print_.imported:
             imported[entry].append(i)
-    related = _related_entries(sorted(direct.keys() | imported.keys()), index)
-    result: list[set[int]] = []
+    meeting = _related_entries(sorted(direct.keys() | imported.keys()), index)
+    conflicts: list[set[int]] = []
+    related: list[set[int]] = []
     for i, print_ in enumerate(footprints):
-        others: set[int] = set()
+        changed: set[int] = set()
+        relied: set[int] = set()
         for entry in print_.direct:
-            for other in (entry, *related.get(entry, ())):
-                others.update(direct.get(other, ()))
-                others.update(imported.get(other, ()))
+            for other in (entry, *meeting.get(entry, ())):
+                changed.update(direct.get(other, ()))
+                relied.update(imported.get(other, ()))
         for entry in print_.imported:
-            for other in (entry, *related.get(entry, ())):
-                others.update(direct.get(other, ()))
-        others.discard(i)
-        result.append(others)
-    return result
+            for other in (entry, *meeting.get(entry, ())):
+                relied.update(direct.get(other, ()))
+        changed.discard(i)
+        conflicts.append(changed)
+        related.append(relied - changed - {i})
+    return Overlaps(conflicts, related)
 
 
 def _related_entries(entries: list[str], index: RepoIndex) -> dict[str, set[str]]:

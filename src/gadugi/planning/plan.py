@@ -5,14 +5,15 @@ prompt says about itself (type, estimate, dependency names) is read by ``intent`
 it may touch, and whose footprints overlap, by ``footprint``.
 
 * **Conflicts** are overlapping footprints: what one task changes meets what the other
-  changes or imports (two tasks importing the same module do not conflict). Tasks ordered
-  by their dependencies, directly or not, never run together, so they are not listed as
-  conflicting with each other.
-* **Waves** are dependency levels: wave 1 needs nothing, wave n needs something of n-1.
+  changes. A task whose changes meet only what the other imports is **related** to it:
+  reported, never scheduled apart. Tasks ordered by their dependencies, directly or not,
+  never run together, so they are listed as neither.
+* The **simulation** replays ``schedule.next_to_start``, the runner's own policy, under
+  the plan's ``conflict_policy`` over ``max_parallel`` slots, every task taking its
+  estimate. Its **waves** are the tasks it starts at the same moment, in order (with one
+  slot, one task per wave); its end is the **parallel estimate**, and the **speedup** is
+  the sequential sum over that.
 * The **critical path** is the chain of dependencies with the largest summed estimate.
-* The **parallel estimate** replays ``schedule.next_to_start``, the runner's own policy,
-  over ``max_parallel`` slots with every task taking its estimate; the **speedup** is the
-  sequential sum over that.
 """
 
 from __future__ import annotations
@@ -20,15 +21,15 @@ from __future__ import annotations
 import heapq
 import textwrap
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from ..errors import PlanError
-from ..tasks import Prompt, TaskStatus
+from ..tasks import ConflictPolicy, Prompt, TaskStatus
 from .footprint import RepoIndex, footprint, overlaps
 from .intent import classify, dependencies, estimate
-from .schedule import Slot, next_to_start
+from .schedule import Slot, next_to_start, with_policy
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class PlannedTask:
     footprint: tuple[str, ...]  # sorted repo-relative paths and declared globs
     depends_on: tuple[str, ...]  # resolved task ids, request order
     conflicts_with: tuple[str, ...]  # sorted task ids
+    related_to: tuple[str, ...] = ()  # sorted task ids whose imports meet (not a conflict)
 
 
 @dataclass(frozen=True)
@@ -53,11 +55,13 @@ class Plan:
     estimated_sequential_minutes: float
     estimated_parallel_minutes: float
     estimated_speedup: float
+    conflict_policy: ConflictPolicy = ConflictPolicy.STACK
 
     def to_json(self) -> dict[str, Any]:
         """The ``gadugi plan --json`` object of PRODUCT.md."""
         return {
             "max_parallel": self.max_parallel,
+            "conflict_policy": self.conflict_policy.value,
             "tasks": [
                 {
                     "task_id": t.task_id,
@@ -69,6 +73,7 @@ class Plan:
                     "footprint": list(t.footprint),
                     "depends_on": list(t.depends_on),
                     "conflicts_with": list(t.conflicts_with),
+                    "related_to": list(t.related_to),
                 }
                 for t in self.tasks
             ],
@@ -80,15 +85,26 @@ class Plan:
         }
 
     def slots(self) -> list[Slot]:
-        """What the scheduler needs of each task, in request order."""
-        return [
+        """What the scheduler needs of each task, in request order, under the policy."""
+        return _slots(self.tasks, self.conflict_policy)
+
+
+def _slots(tasks: Sequence[PlannedTask], policy: ConflictPolicy) -> list[Slot]:
+    return with_policy(
+        [
             Slot(t.task_id, i, t.priority, t.depends_on, frozenset(t.conflicts_with))
-            for i, t in enumerate(self.tasks)
-        ]
+            for i, t in enumerate(tasks)
+        ],
+        policy,
+    )
 
 
 def analyze(
-    prompts: Sequence[Prompt], project_root: Path, files: Sequence[str], max_parallel: int
+    prompts: Sequence[Prompt],
+    project_root: Path,
+    files: Sequence[str],
+    max_parallel: int,
+    policy: ConflictPolicy = ConflictPolicy.STACK,
 ) -> Plan:
     """Analyse the prompts; an unknown dependency or a cycle raises PlanError."""
     _check(prompts, max_parallel)
@@ -98,23 +114,26 @@ def analyze(
     index = RepoIndex(project_root, files)
     footprints = [footprint(p.body, p.touches, index) for p in prompts]
     near = overlaps(footprints, index)
+
+    def unordered(i: int, found: set[int]) -> tuple[str, ...]:
+        apart = (j for j in found if not (ancestors[i] >> j) & 1 and not (ancestors[j] >> i) & 1)
+        return tuple(sorted(prompts[j].task_id for j in apart))
+
     tasks = []
     for i, prompt in enumerate(prompts):
-        related = (
-            j for j in near[i] if not (ancestors[i] >> j) & 1 and not (ancestors[j] >> i) & 1
-        )
-        conflicts = tuple(sorted(prompts[j].task_id for j in related))
-        entries = footprints[i].entries
-        tasks.append(_planned(prompt, entries, depends[prompt.task_id], conflicts))
-    return _summarize(tuple(tasks), max_parallel)
+        conflicts = unordered(i, near.conflicts[i])
+        planned = _planned(prompt, footprints[i].entries, depends[prompt.task_id], conflicts)
+        tasks.append(replace(planned, related_to=unordered(i, near.related[i])))
+    return _summarize(tuple(tasks), max_parallel, policy)
 
 
-def sequential_plan(prompts: Sequence[Prompt], max_parallel: int) -> Plan:
-    """The fallback: request order, each task after the previous one, no footprints."""
-    tasks = tuple(
-        _planned(p, (), (prompts[i - 1].task_id,) if i else (), ()) for i, p in enumerate(prompts)
-    )
-    return _summarize(tasks, max(1, max_parallel))
+def sequential_plan(
+    prompts: Sequence[Prompt], policy: ConflictPolicy = ConflictPolicy.STACK
+) -> Plan:
+    """The fallback: request order, one task at a time, each on its own (no dependencies,
+    so each branches from the base and one failure cancels nothing), no footprints."""
+    tasks = tuple(_planned(p, (), (), ()) for p in prompts)
+    return replace(_summarize(tasks, 1, policy), waves=tuple((t.task_id,) for t in tasks))
 
 
 def _planned(
@@ -190,30 +209,25 @@ def _ancestors(
     return [result[t] for t in sorted(result, key=order.__getitem__)]
 
 
-def _summarize(tasks: tuple[PlannedTask, ...], max_parallel: int) -> Plan:
+def _summarize(tasks: tuple[PlannedTask, ...], max_parallel: int, policy: ConflictPolicy) -> Plan:
     by_id = {t.task_id: t for t in tasks}
     order = {t.task_id: i for i, t in enumerate(tasks)}
     depends = {t.task_id: t.depends_on for t in tasks}
-    level: dict[str, int] = {}
     finish: dict[str, float] = {}
     for task_id in _dependency_order(list(order), depends, order):
-        deps = depends[task_id]
-        level[task_id] = 1 + max((level[d] for d in deps), default=-1)
-        start = max((finish[d] for d in deps), default=0.0)
+        start = max((finish[d] for d in depends[task_id]), default=0.0)
         finish[task_id] = start + by_id[task_id].estimate_minutes
-    waves: list[list[str]] = [[] for _ in range(1 + max(level.values(), default=-1))]
-    for task in tasks:
-        waves[level[task.task_id]].append(task.task_id)
     sequential = sum(t.estimate_minutes for t in tasks)
-    parallel = _simulate(tasks, max_parallel)
+    parallel, waves = _simulate(tasks, max_parallel, policy)
     return Plan(
         max_parallel=max_parallel,
         tasks=tasks,
-        waves=tuple(tuple(w) for w in waves),
+        waves=waves,
         critical_path=_critical_path(tasks, by_id, finish),
         estimated_sequential_minutes=round(sequential, 1),
         estimated_parallel_minutes=round(parallel, 1),
         estimated_speedup=round(sequential / parallel, 2) if parallel else 1.0,
+        conflict_policy=policy,
     )
 
 
@@ -234,12 +248,12 @@ def _critical_path(
     return tuple(reversed(path))
 
 
-def _simulate(tasks: Sequence[PlannedTask], max_parallel: int) -> float:
-    """Minutes until every task is done when the scheduler's own policy picks the starts."""
-    slots = {
-        t.task_id: Slot(t.task_id, i, t.priority, t.depends_on, frozenset(t.conflicts_with))
-        for i, t in enumerate(tasks)
-    }
+def _simulate(
+    tasks: Sequence[PlannedTask], max_parallel: int, policy: ConflictPolicy
+) -> tuple[float, tuple[tuple[str, ...], ...]]:
+    """Minutes until every task is done when the scheduler's own policy picks the starts,
+    and the waves: the tasks started at each moment something starts, in order."""
+    slots = {s.task_id: s for s in _slots(tasks, policy)}
     minutes = {t.task_id: t.estimate_minutes for t in tasks}
     status = dict.fromkeys(slots, TaskStatus.QUEUED)
     waiting = {t.task_id: len(t.depends_on) for t in tasks}
@@ -250,9 +264,13 @@ def _simulate(tasks: Sequence[PlannedTask], max_parallel: int) -> float:
     # Only tasks whose dependencies are done are offered: the policy skips the rest anyway.
     ready = [slots[t] for t, n in waiting.items() if n == 0]
     running: list[tuple[float, int, str]] = []
+    waves: list[tuple[str, ...]] = []
     now = 0.0
     while True:
-        for task_id in next_to_start(ready, status, max_parallel - len(running)):
+        started = next_to_start(ready, status, max_parallel - len(running))
+        if started:
+            waves.append(tuple(started))
+        for task_id in started:
             status[task_id] = TaskStatus.RUNNING
             heapq.heappush(running, (now + minutes[task_id], slots[task_id].order, task_id))
         ready = [s for s in ready if status[s.task_id] is TaskStatus.QUEUED]
@@ -268,7 +286,7 @@ def _simulate(tasks: Sequence[PlannedTask], max_parallel: int) -> float:
                     ready.append(slots[child])
     if ready:
         raise RuntimeError(f"schedule simulation stalled with {len(ready)} tasks ready")
-    return now
+    return now, tuple(waves)
 
 
 def render_plan(plan: Plan) -> str:
@@ -281,12 +299,18 @@ def render_plan(plan: Plan) -> str:
         rows.append(_row(cells + tuple(map(_summary, lists, widths[3:])), widths))
     total = len(plan.tasks)
     lines = [
-        f"Plan: {total} task{'s' if total != 1 else ''}, up to {plan.max_parallel} at once",
+        f"Plan: {total} task{'s' if total != 1 else ''}, up to {plan.max_parallel} at once, "
+        f"conflict policy {plan.conflict_policy}",
         "",
         *rows,
-        "",
-        "Waves:",
     ]
+    related = sorted(
+        f"{t.task_id} ~ {other}" for t in plan.tasks for other in t.related_to if t.task_id < other
+    )
+    if related:
+        lines.append("")
+        lines += _wrap(", ".join(related), "Related through imports (not conflicts): ", "  ")
+    lines += ["", "Waves (what the scheduler would start together):"]
     for n, wave in enumerate(plan.waves, 1):
         lines += _wrap(", ".join(wave), f"  {n}: ", "     ")
     lines += _wrap(" -> ".join(plan.critical_path) or "-", "Critical path: ", "  ")

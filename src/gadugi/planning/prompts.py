@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..config import (
     AGENTS,
+    MAX_BUDGET_USD,
     MAX_COMMAND_LENGTH,
     MAX_TIMEOUT_HOURS,
     MIN_RESOURCE_LIMIT,
@@ -48,6 +49,7 @@ KNOWN_KEYS = frozenset(
         "open_files_limit",
         "setup",
         "verify",
+        "max_cost_usd",
     }
 )
 TASK_TYPES = ("feature", "bug fix", "tests", "docs", "refactor", "config")
@@ -212,6 +214,11 @@ def _check(key: str, value: Any, rel: str) -> Any:
         if not _integer(value) or not -MAX_PRIORITY <= value <= MAX_PRIORITY:
             raise bad(f"must be an integer between {-MAX_PRIORITY} and {MAX_PRIORITY}")
         return value
+    if key == "max_cost_usd":
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if not (number and value > 0 and within(value, 0, MAX_BUDGET_USD)):
+            raise bad(f"must be a number of US dollars more than 0 and at most {MAX_BUDGET_USD:g}")
+        return float(value)
     if key == "retries":
         if not _integer(value) or not 0 <= value <= 100:
             raise bad("must be an integer between 0 and 100")

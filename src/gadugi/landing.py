@@ -1,0 +1,809 @@
+"""Landing: completed tasks merged, verified and integrated on ``gadugi/land/<orch>``.
+
+The lander works in bounded steps (``Lander.step(now)``) that never wait, so the runner's
+loop can take one per tick (``run --land``) and ``gadugi land`` can drive it alone. Each
+merge is computed without touching a working tree (``git merge-tree --write-tree``, then
+``git commit-tree`` with the user's identity); the candidate is kept reachable under
+``refs/gadugi/land/<orch>/`` before anything else happens to it, verified in the
+integration worktree, and only a green one moves the integration branch, by
+compare-and-swap (``update-ref <ref> <new> <old>``).
+
+Exactly once under kill -9: the integration ref is the truth and the registry follows
+it. A task whose branch tip is already an ancestor of the integration head is landed,
+whatever the registry last said, so a lander killed between the ref move and its
+registry write never merges that task twice; a candidate recorded before a crash is
+verified again when it still applies to the head, or replaced when it does not.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from . import procs
+from .errors import GadugiError, RequestError, SpawnError
+from .registry import Registry
+from .tasks import TaskStatus
+from .worktrees import Worktrees, run_git, user_identity
+
+log = logging.getLogger(__name__)
+LAND_REFS = "refs/gadugi/land"
+VERIFY_TASK_ID = "land"  # GADUGI_TASK_ID of a verification, so a restart can find it
+TAIL_LINES = 20
+DEFAULT_VERIFY_TIMEOUT_MIN = 30.0
+GH_TIMEOUT_S = 120.0
+# Tests only: "after-advance" kills the lander between moving the integration ref and
+# recording it, the one window the exactly-once argument has to cover.
+FAULT_ENV = "GADUGI_LAND_FAULT"
+
+
+class LandingStatus(StrEnum):
+    PENDING = "pending"
+    LANDED = "landed"
+    CONFLICT = "conflict"
+    VERIFY_FAILED = "verify_failed"
+    NEEDS_PERSON = "needs_person"
+
+
+RERUN = frozenset({LandingStatus.CONFLICT, LandingStatus.VERIFY_FAILED})  # a re-run asked
+
+
+class LandError(GadugiError):
+    """git refused a step of landing; the refs say how far it got."""
+
+
+@dataclass(frozen=True)
+class LandOptions:
+    into: str | None = None
+    verify: str | None = None
+    verify_timeout_s: float = 1800.0
+    push: str | None = None
+    pr: str | None = None  # "tasks" (one per task) or "integration" (one for the branch)
+    kill_grace_s: float = 5.0
+    retries: int = 1  # land_retries: re-runs of a task whose merge conflicts or turns red
+
+
+def integration_branch(orch_id: str) -> str:
+    return f"gadugi/land/{orch_id}"
+
+
+def task_landing(row: dict[str, Any]) -> dict[str, Any] | None:
+    """A task's ``landing`` in the result: null until a lander has looked at it."""
+    if not row.get("landing_status"):
+        return None
+    return {
+        "status": row["landing_status"],
+        "commit": row.get("landing_commit"),
+        "attempts": row.get("landing_attempts") or 0,
+        "note": row.get("landing_note"),
+    }
+
+
+def orchestration_landing(
+    orch: dict[str, Any], rows: list[dict[str, Any]]
+) -> dict[str, Any] | None:
+    """The orchestration's ``landing`` in the result: null when it was never landed."""
+    if not orch.get("landing_branch"):
+        return None
+    head = orch.get("landing_head")
+    return {
+        "branch": orch["landing_branch"],
+        "head": head,
+        "into": orch.get("landing_into"),
+        "landed": sum(r.get("landing_status") == LandingStatus.LANDED for r in rows),
+        "verified": head is not None and orch.get("landing_verified") == head,
+    }
+
+
+def all_landed(rows: list[dict[str, Any]]) -> bool:
+    """Every completed task landed (one that a landing re-run failed counts as completed):
+    what ``gadugi land`` exits 0 for."""
+    return all(
+        r.get("landing_status") == LandingStatus.LANDED
+        for r in rows
+        if r["status"] == TaskStatus.COMPLETED or r.get("landing_status")
+    )
+
+
+@dataclass
+class Verification:
+    """One verification run of a candidate, in the integration worktree."""
+
+    task_id: str
+    candidate: str
+    head: str  # the integration head the candidate was merged onto
+    child: procs.Child
+    log_file: Path
+    deadline: float
+    timed_out: bool = False
+
+
+class Lander:
+    """Lands one orchestration's completed tasks, one bounded step at a time."""
+
+    def __init__(
+        self,
+        root: Path,
+        registry: Registry,
+        orch_id: str,
+        options: LandOptions,
+        *,
+        logs_dir: Path,
+        worktrees_dir: Path,
+        owner: str | None = None,
+    ) -> None:
+        self.root = root
+        self.registry = registry
+        self.orch_id = orch_id
+        self.options = options
+        self.logs_dir = logs_dir
+        self.owner = owner
+        self.branch = integration_branch(orch_id)
+        self.ref = f"refs/heads/{self.branch}"
+        self.worktree = worktrees_dir / f"land-{orch_id.rsplit('-', 1)[-1]}"
+        self.worktrees = Worktrees(root)
+        self.identity = user_identity(root)
+        self.verifying: Verification | None = None
+        # Set by the loop that owns the tasks: run one again with a text, the integration
+        # head merged into its branch first (Runner.follow_up); None lands without re-runs.
+        self.rerun: Callable[[str, str, str, str], None] | None = None
+        self.done = False
+        self.into_moved = False  # --into was fast-forwarded
+        self.delivery_failed = False  # a push was rejected, or a pull request not opened
+        self.stopped = False  # a step failed: landing ended early
+        self.notes: list[str] = []  # what a person should hear (refusals, rejected pushes)
+        self._stop_stale_verification()
+        self._start_queue()
+
+    # -- the steps -----------------------------------------------------------------------
+
+    def step(self, now: float) -> bool:
+        """One bounded step; returns whether it changed anything.
+
+        A step git refuses (a ref deleted under it, a repository in trouble) ends the
+        landing with a note instead of the loop that owns it: the tasks go on, and the
+        next ``gadugi land`` starts from the refs. Out of processes is the loop's to wait
+        out: the same step is taken again later.
+        """
+        if self.done:
+            return False
+        try:
+            return self._step(now)
+        except SpawnError:
+            raise
+        except GadugiError as exc:
+            log.error("landing stopped: %s", exc)
+            self.notes.append(f"landing stopped: {exc}")
+            self.abort(now)
+            self.stopped = self.done = True
+            return True
+
+    def _step(self, now: float) -> bool:
+        if self.verifying is not None:
+            return self._poll(now)
+        rows = self.registry.tasks(self.orch_id)
+        if self._settle(rows):
+            return True
+        task = self._next(rows)
+        if task is None and any(not TaskStatus(r["status"]).finished for r in rows):
+            return False  # run --land: the rest land as they complete (no git asked)
+        head = self._oid(self.ref)
+        if head is None:
+            raise LandError(f"{self.branch} was deleted while landing; run gadugi land again")
+        return self._land(task, head, now) if task is not None else self._finish(head)
+
+    def abort(self, now: float) -> None:
+        """Stop a verification under way (an interrupt); its candidate stays recorded."""
+        if self.verifying is not None:
+            procs.terminate([self.verifying.child], self.options.kill_grace_s)
+            self.verifying = None
+
+    @property
+    def exit_code(self) -> int:
+        rows = self.registry.tasks(self.orch_id)
+        into_ok = self.options.into is None or self.into_moved
+        ok = all_landed(rows) and into_ok and not (self.delivery_failed or self.stopped)
+        return 0 if ok else 1
+
+    # -- the queue -----------------------------------------------------------------------
+
+    def _start_queue(self) -> None:
+        """The integration branch (made at the base if new), and each task's place in it."""
+        orch = self.registry.orchestration(self.orch_id)
+        into = self.options.into
+        base = self._oid(f"refs/heads/{into}") if into else orch["base_commit"]
+        if base is None:
+            raise LandError(f"--into {into}: no such branch")
+        head = self._oid(self.ref)
+        if head is None:
+            self._update_ref(self.ref, base, "", "start the landing queue")
+            head, fields = base, {"landing_base": base, "landing_head": base}
+        else:
+            fields = {}
+        self._set_orch(landing_branch=self.branch, landing_into=into, **fields)
+        if into and not self._is_ancestor(base, head):
+            self._rebuild(base, head)
+            head = base
+        changes = {}
+        for row in self.registry.tasks(self.orch_id):
+            if row["status"] != TaskStatus.COMPLETED:
+                continue
+            tip = self._tip(row)
+            status = row.get("landing_status")
+            # A landed task whose branch cleanup deleted is still in the head by its merge.
+            held = tip or row.get("landing_commit")
+            landed = held is not None and self._is_ancestor(held, head)
+            if status == LandingStatus.LANDED and not landed:
+                changes[row["task_id"]] = {"landing_status": LandingStatus.PENDING.value}
+            elif status == LandingStatus.NEEDS_PERSON and tip != row.get("landing_tip"):
+                # Someone resolved it on the task branch since: it gets its turn again.
+                changes[row["task_id"]] = {"landing_status": LandingStatus.PENDING.value}
+            elif status is None:
+                changes[row["task_id"]] = {"landing_status": LandingStatus.PENDING.value}
+        self.registry.update_tasks(self.orch_id, changes, owner=self.owner)
+
+    def _settle(self, rows: list[dict[str, Any]]) -> bool:
+        """A task whose dependency needs a person needs one too (its branch holds that
+        work), and so does one whose re-run came back with its branch unchanged."""
+        by_id = {r["task_id"]: r for r in rows}
+        changes: dict[str, dict[str, Any]] = {}
+        for row in rows:
+            status = TaskStatus(row["status"])
+            if _landing(row) in RERUN and status.finished and status is not TaskStatus.COMPLETED:
+                changes[row["task_id"]] = {
+                    "landing_status": LandingStatus.NEEDS_PERSON.value,
+                    "landing_note": f"{row['landing_note']}; the re-run ended {status}: "
+                    f"{row['error_message']}",
+                }
+                continue
+            if row["status"] == TaskStatus.COMPLETED and _landing(row) in RERUN:
+                if self._tip(row) == row.get("landing_tip"):
+                    # Re-run and completed, but its branch did not move: nothing new to try.
+                    changes[row["task_id"]] = {
+                        "landing_status": LandingStatus.NEEDS_PERSON.value,
+                        "landing_note": f"{row['landing_note']}; the re-run changed nothing",
+                    }
+                continue
+            if row["status"] != TaskStatus.COMPLETED or _landing(row) is not LandingStatus.PENDING:
+                continue
+            stuck = [
+                d
+                for d in row["depends_on"]
+                if d in by_id and _landing(by_id[d]) is LandingStatus.NEEDS_PERSON
+            ]
+            if stuck:
+                changes[row["task_id"]] = {
+                    "landing_status": LandingStatus.NEEDS_PERSON.value,
+                    "landing_tip": self._tip(row),
+                    "landing_note": f"waits for {', '.join(stuck)}, which did not land; "
+                    f"once it has, run gadugi land {self.orch_id} again",
+                }
+        self.registry.update_tasks(self.orch_id, changes, owner=self.owner)
+        return bool(changes)
+
+    def _next(self, rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+        """The next task to land: completed, its dependencies landed; then priority, then
+        request order (so dependencies come first)."""
+        by_id = {r["task_id"]: r for r in rows}
+        ready = [
+            r
+            for r in rows
+            if r["status"] == TaskStatus.COMPLETED
+            and (_landing(r) is LandingStatus.PENDING or _landing(r) in RERUN)
+            and all(
+                d not in by_id or _landing(by_id[d]) is LandingStatus.LANDED
+                for d in r["depends_on"]
+            )
+        ]
+        return min(ready, key=lambda r: (-r["priority"], r["seq"]), default=None)
+
+    # -- one task ------------------------------------------------------------------------
+
+    def _land(self, task: dict[str, Any], head: str, now: float) -> bool:
+        task_id = task["task_id"]
+        tip = self._tip(task)
+        if tip is None:
+            return self._needs_person(task, None, f"its branch {task['branch']} is gone")
+        if self._is_ancestor(tip, head):
+            # Merged already (a lander killed after the ref moved), or nothing to merge.
+            self._landed(task_id, self._merge_of(tip, head), head)
+            return True
+        candidate = self._recorded_candidate(task, head, tip)
+        if candidate is None:
+            tree, conflicts = self._merge_tree(head, tip)
+            if tree is None:
+                return self._conflict(task, tip, head, conflicts)
+            candidate = self._commit(task, tree, head, tip)
+            number = self._keep(task_id, candidate)
+            self.registry.update_task(
+                self.orch_id,
+                task_id,
+                owner=self.owner,
+                landing_status=LandingStatus.PENDING.value,
+                landing_commit=candidate,
+                landing_attempts=number,
+                landing_tip=tip,
+            )
+        if self.options.verify:
+            self._start_verification(task_id, candidate, head, now)
+            return True
+        self._advance(task_id, candidate, head, verified=False)
+        return True
+
+    def _recorded_candidate(self, task: dict[str, Any], head: str, tip: str) -> str | None:
+        """A candidate recorded before a restart that still applies: merged onto ``head``."""
+        candidate = task.get("landing_commit")
+        if not candidate or self._oid(f"{candidate}^{{commit}}") is None:
+            return None
+        parents = run_git(["rev-list", "--parents", "-n", "1", candidate], self.root).stdout
+        return candidate if parents.split()[1:] == [head, tip] else None
+
+    def _merge_tree(self, head: str, tip: str) -> tuple[str | None, list[str]]:
+        res = run_git(
+            ["merge-tree", "--write-tree", "--name-only", "--no-messages", head, tip], self.root
+        )
+        lines = res.stdout.splitlines()
+        if res.returncode == 0:
+            return lines[0], []
+        if res.returncode == 1:
+            return None, [line for line in lines[1:] if line]
+        raise LandError(f"git merge-tree failed: {res.stderr.strip()}")
+
+    def _commit(self, task: dict[str, Any], tree: str, head: str, tip: str) -> str:
+        message = f"Land {task['task_id']}: {task['name']}\n\nMerge branch {task['branch']}."
+        res = run_git(
+            ["commit-tree", tree, "-p", head, "-p", tip, "-m", message],
+            self.root,
+            env=self.identity,
+        )
+        if res.returncode != 0:
+            raise LandError(f"git commit-tree failed: {res.stderr.strip()}")
+        return res.stdout.strip()
+
+    def _keep(self, task_id: str, candidate: str) -> int:
+        """Keep the candidate reachable under its own new ref; returns its attempt number."""
+        for number in range(1, 10_000):
+            ref = f"{LAND_REFS}/{self.orch_id}/{task_id}.{number}"
+            if self._oid(ref) is None and self._update_ref(ref, candidate, "", "keep a candidate"):
+                return number
+        raise LandError(f"{task_id}: no free ref under {LAND_REFS}/{self.orch_id}/")
+
+    def _advance(self, task_id: str, candidate: str, head: str, *, verified: bool) -> None:
+        """Move the integration branch to a green candidate (compare-and-swap), then record."""
+        if not self._update_ref(self.ref, candidate, head, f"land {task_id}"):
+            log.warning("%s moved while %s was landing; it is merged again", self.branch, task_id)
+            return
+        if os.environ.get(FAULT_ENV) == "after-advance":
+            os.kill(os.getpid(), signal.SIGKILL)
+        self._landed(task_id, candidate, candidate, verified=verified)
+
+    def _landed(self, task_id: str, commit: str | None, head: str, verified: bool = False) -> None:
+        self.registry.update_task(
+            self.orch_id,
+            task_id,
+            owner=self.owner,
+            landing_status=LandingStatus.LANDED.value,
+            landing_commit=commit,
+            landing_note=None,
+        )
+        self._set_orch(landing_head=head, **({"landing_verified": head} if verified else {}))
+        log.info("%s landed on %s", task_id, self.branch)
+
+    def _conflict(self, task: dict[str, Any], tip: str, head: str, files: list[str]) -> bool:
+        what = f"merging {task['branch']} into {self.branch} conflicts in {', '.join(files)}"
+        text = (
+            f"Landing your work failed: your branch conflicts with the integration branch "
+            f"{self.branch}, which holds the other tasks' finished work ({', '.join(files)}). "
+            "It has been merged into your branch; resolve the conflicts so that both changes "
+            "keep working, and commit the merge."
+        )
+        return self._reject(task, tip, head, LandingStatus.CONFLICT, what, text)
+
+    def _reject(
+        self,
+        task: dict[str, Any],
+        tip: str | None,
+        head: str,
+        status: LandingStatus,
+        what: str,
+        text: str,
+    ) -> bool:
+        """Re-run the task on the integration head while ``land_retries`` allow; then a
+        person is needed."""
+        reruns = task.get("landing_reruns") or 0
+        if self.rerun is None or reruns >= self.options.retries or tip is None:
+            return self._needs_person(task, tip, what, self._resolve_commands(task))
+        why = f"landing: {what}; re-run {reruns + 1} of {self.options.retries}"
+        self.registry.update_task(
+            self.orch_id,
+            task["task_id"],
+            owner=self.owner,
+            landing_status=status.value,
+            landing_tip=tip,
+            landing_note=why,
+            landing_reruns=reruns + 1,
+        )
+        log.info("%s: %s", task["task_id"], why)
+        self.rerun(task["task_id"], text, head, why)
+        return True
+
+    def _needs_person(
+        self, task: dict[str, Any], tip: str | None, what: str, commands: str = ""
+    ) -> bool:
+        note = f"{what}{'; to resolve it by hand: ' + commands if commands else ''}"
+        self.registry.update_task(
+            self.orch_id,
+            task["task_id"],
+            owner=self.owner,
+            landing_status=LandingStatus.NEEDS_PERSON.value,
+            landing_tip=tip,
+            landing_note=note,
+        )
+        log.warning("%s needs a person: %s", task["task_id"], note)
+        return True
+
+    def _resolve_commands(self, task: dict[str, Any]) -> str:
+        where = (
+            f"cd {task['worktree']}"
+            if task["worktree"] and not task["worktree_removed"]
+            else f"git switch {task['branch']}"
+        )
+        return (
+            f"{where} && git merge {self.branch}, fix and commit what it reports, "
+            f"then gadugi land {self.orch_id}"
+        )
+
+    # -- verification --------------------------------------------------------------------
+
+    def _start_verification(self, task_id: str, candidate: str, head: str, now: float) -> None:
+        self._check_out(candidate)
+        number = 1 + len(list(self.logs_dir.glob("land.*.verify.log")))
+        log_file = self.logs_dir / f"land.{number}.verify.log"
+        command = self.options.verify
+        assert command is not None
+        env = {
+            **os.environ,
+            "GADUGI_ORCHESTRATION_ID": self.orch_id,
+            "GADUGI_TASK_ID": VERIFY_TASK_ID,
+            "GADUGI_LAND_TASK_ID": task_id,
+            "GADUGI_LAND_COMMIT": candidate,
+            "GADUGI_WORKTREE": str(self.worktree),
+            "GADUGI_PROJECT_ROOT": str(self.root),
+        }
+        result_file = self.logs_dir / f"land.{number}.exit.json"
+        child = procs.spawn(
+            ["bash", "-c", command], self.worktree, env, log_file, log_file, result_file
+        )
+        deadline = now + self.options.verify_timeout_s
+        self.verifying = Verification(task_id, candidate, head, child, log_file, deadline)
+        log.info("%s: verifying %s (%s)", task_id, candidate[:12], log_file)
+
+    def _poll(self, now: float) -> bool:
+        run = self.verifying
+        assert run is not None
+        ended = run.child.check()
+        if ended is None and not run.timed_out:
+            if now < run.deadline:
+                return False
+            run.timed_out = True
+            procs.begin_stop(run.child, now, self.options.kill_grace_s)
+        if not procs.finish_stop(run.child, now):
+            # Ended, but its group lives on: nothing it started may outlive it.
+            if run.child.kill_at is None:
+                procs.begin_stop(run.child, now, self.options.kill_grace_s)
+            return False
+        self.verifying = None
+        ended = run.child.check()
+        if not run.timed_out and ended is not None and ended.returncode == 0:
+            self._advance(run.task_id, run.candidate, run.head, verified=True)
+            return True
+        task = self.registry.find_task(run.task_id, self.orch_id)
+        how = (
+            f"timed out after {self.options.verify_timeout_s / 60:g} minutes"
+            if run.timed_out
+            else (ended.describe() if ended is not None else "ended unseen")
+        )
+        tail = _tail(run.log_file)
+        what = (
+            f"verification `{self.options.verify}` {how} on {run.candidate[:12]} "
+            f"(log {run.log_file}): {tail}"
+        )
+        text = (
+            f"Landing your work failed: the verification `{self.options.verify}` {how} once "
+            f"your branch was merged with the integration branch {self.branch}, which holds "
+            "the other tasks' finished work. That branch has been merged into yours. The end "
+            f"of its output:\n\n```\n{tail.replace(' | ', chr(10))}\n```\n\n"
+            "Make the verification pass and commit."
+        )
+        return self._reject(
+            task, self._tip(task), run.head, LandingStatus.VERIFY_FAILED, what, text
+        )
+
+    def _check_out(self, commit: str) -> None:
+        """The integration worktree, detached at ``commit`` (made the first time)."""
+        if not self.worktree.exists():
+            with self.worktrees.locked() as fd:
+                res = run_git(
+                    ["worktree", "add", "--quiet", "--detach", str(self.worktree), commit],
+                    self.root,
+                    fd,
+                )
+        else:
+            res = run_git(["checkout", "--quiet", "--detach", "--force", commit], self.worktree)
+            if res.returncode == 0:
+                res = run_git(["clean", "-fdq"], self.worktree)
+        if res.returncode != 0:
+            raise LandError(f"cannot check out {commit[:12]} at {self.worktree}: {res.stderr}")
+
+    def _remove_worktree(self) -> None:
+        """The integration worktree goes once landing is done: every commit verified there
+        is kept under a ref, and what verification left in it is only its output."""
+        if not self.worktree.exists():
+            return
+        with self.worktrees.locked() as fd:
+            res = run_git(["worktree", "remove", "--force", str(self.worktree)], self.root, fd)
+        if res.returncode != 0:
+            self.notes.append(
+                f"the integration worktree {self.worktree} stays: {_last(res.stderr)}"
+            )
+
+    def _stop_stale_verification(self) -> None:
+        """A verification a killed lander left running is stopped; its candidate is
+        verified again from the start."""
+        found = procs.find_agent(self.orch_id, VERIFY_TASK_ID)
+        if found is not None:
+            pid, start_time = found
+            log.info("stopping the verification (pid %d) a previous lander left", pid)
+            procs.terminate(
+                [procs.Child(pid, start_time, Path(os.devnull))], self.options.kill_grace_s
+            )
+
+    # -- the end -------------------------------------------------------------------------
+
+    def _finish(self, head: str) -> bool:
+        into = self.options.into
+        if into:
+            tip = self._oid(f"refs/heads/{into}")
+            assert tip is not None
+            if not self._is_ancestor(tip, head):
+                self.notes.append(f"{into} moved to {tip[:12]} while landing: rebuilt on it")
+                self._rebuild(tip, head)
+                return True
+            self.into_moved = self._fast_forward(into, tip, head)
+        self._remove_worktree()
+        if self.options.push:
+            self._push(self.options.push)
+            if self.options.pr and not self.delivery_failed:
+                self._open_prs()
+        self.done = True
+        return True
+
+    def _rebuild(self, base: str, head: str) -> None:
+        """Start the queue again on ``base`` (``--into`` moved); the old one stays kept."""
+        self._keep("rebuilt", head)
+        if not self._update_ref(self.ref, base, head, "rebuild the landing queue"):
+            raise LandError(
+                f"{self.branch} moved while it was being rebuilt; run gadugi land again"
+            )
+        rows = self.registry.tasks(self.orch_id)
+        self.registry.update_tasks(
+            self.orch_id,
+            {
+                r["task_id"]: {"landing_status": LandingStatus.PENDING.value}
+                for r in rows
+                if r["status"] == TaskStatus.COMPLETED
+            },
+            owner=self.owner,
+        )
+        self._set_orch(landing_base=base, landing_head=base, landing_verified=None)
+
+    def _fast_forward(self, into: str, tip: str, head: str) -> bool:
+        """``into`` to ``head``: never forced; its checkout moves only when it is clean."""
+        if tip == head:
+            return True
+        where = self._checked_out(f"refs/heads/{into}")
+        if where is None:
+            if self._update_ref(f"refs/heads/{into}", head, tip, f"land {self.orch_id}"):
+                return True
+            self.notes.append(f"{into} moved meanwhile; it was left as it is")
+            return False
+        if where != self.root.resolve():
+            self.notes.append(f"{into} is checked out at {where}; fast-forward it there yourself")
+            return False
+        dirty = dirty_files(self.root)
+        if dirty:
+            self.notes.append(
+                f"{into} is checked out in {self.root} with uncommitted changes "
+                f"({', '.join(dirty[:3])}); it was left as it is"
+            )
+            return False
+        res = run_git(["merge", "--ff-only", "--quiet", head], self.root)
+        if res.returncode != 0:
+            self.notes.append(f"git merge --ff-only {head[:12]} failed: {res.stderr.strip()}")
+            return False
+        return True
+
+    def _push(self, remote: str) -> None:
+        """The landed task branches and the integration branch; never forced."""
+        for branch in [*(r["branch"] for r in self._landed_rows()), self.branch]:
+            spec = f"refs/heads/{branch}:refs/heads/{branch}"
+            res = run_git(["push", "--quiet", "--end-of-options", remote, spec], self.root)
+            if res.returncode != 0:
+                self.delivery_failed = True
+                self.notes.append(f"push of {branch} to {remote} was rejected: {_last(res.stderr)}")
+
+    def _open_prs(self) -> None:
+        """Pull requests with gh: one per landed task (stacked on its dependency's branch),
+        or one for the integration branch."""
+        if self.options.pr == "integration":
+            base = self.options.into or self._current_branch()
+            title = f"gadugi: land {self.orch_id}"
+            body = "\n\n".join(self._pr_body(r) for r in self._landed_rows())
+            self._gh(self.branch, base, title, body)
+            return
+        rows = {r["task_id"]: r for r in self.registry.tasks(self.orch_id)}
+        for row in self._landed_rows():
+            deps = [rows[d]["branch"] for d in row["depends_on"] if d in rows]
+            self._gh(
+                row["branch"], deps[0] if deps else self.branch, row["name"], self._pr_body(row)
+            )
+
+    def _pr_body(self, row: dict[str, Any]) -> str:
+        stat = run_git(
+            ["diff", "--stat", f"{row['base_commit']}...refs/heads/{row['branch']}"], self.root
+        ).stdout.rstrip()
+        verified = f"`{self.options.verify}` passed on the integration branch"
+        return (
+            f"## {row['task_id']}: {row['name']}\n\n"
+            f"{row.get('summary') or 'gadugi task ' + row['task_id'] + ' of ' + self.orch_id}\n\n"
+            f"Verification: {verified if self.options.verify else 'none (merge only)'}\n\n"
+            f"```\n{stat}\n```"
+        )
+
+    def _gh(self, head: str, base: str, title: str, body: str) -> None:
+        argv = ["gh", "pr", "create", "--head", head, "--base", base, "--title", title]
+        try:
+            done = subprocess.run(
+                [*argv, "--body", body],
+                cwd=self.root,
+                capture_output=True,
+                text=True,
+                stdin=subprocess.DEVNULL,
+                timeout=GH_TIMEOUT_S,
+                check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            self.delivery_failed = True
+            self.notes.append(f"gh pr create for {head} could not run: {exc}")
+            return
+        if done.returncode != 0:
+            self.delivery_failed = True
+            self.notes.append(f"gh pr create for {head} failed: {_last(done.stderr)}")
+        else:
+            self.notes.append(f"pull request for {head}: {_last(done.stdout)}")
+
+    def _landed_rows(self) -> list[dict[str, Any]]:
+        rows = self.registry.tasks(self.orch_id)
+        return [r for r in rows if _landing(r) is LandingStatus.LANDED and r["branch"]]
+
+    def _current_branch(self) -> str:
+        out = run_git(["symbolic-ref", "--quiet", "--short", "HEAD"], self.root).stdout.strip()
+        return out or "main"
+
+    # -- git and the registry ------------------------------------------------------------
+
+    def _set_orch(self, **fields: Any) -> None:
+        self.registry.update_landing(self.orch_id, owner=self.owner, **fields)
+
+    def _oid(self, ref: str) -> str | None:
+        res = run_git(["rev-parse", "--verify", "--quiet", "--end-of-options", ref], self.root)
+        return res.stdout.strip() if res.returncode == 0 else None
+
+    def _tip(self, row: dict[str, Any]) -> str | None:
+        return self._oid(f"refs/heads/{row['branch']}") if row["branch"] else None
+
+    def _is_ancestor(self, older: str, newer: str) -> bool:
+        return run_git(["merge-base", "--is-ancestor", older, newer], self.root).returncode == 0
+
+    def _update_ref(self, ref: str, new: str, old: str, why: str) -> bool:
+        res = run_git(["update-ref", "-m", f"gadugi: {why}", ref, new, old], self.root)
+        return res.returncode == 0
+
+    def _merge_of(self, tip: str, head: str) -> str | None:
+        """The landing merge that brought ``tip`` into ``head``, if there is one."""
+        out = run_git(["rev-list", "--first-parent", "--parents", head], self.root).stdout
+        for line in out.splitlines():
+            commit, *parents = line.split()
+            if parents[1:2] == [tip]:
+                return commit
+        return None
+
+    def _checked_out(self, ref: str) -> Path | None:
+        out = run_git(["worktree", "list", "--porcelain"], self.root).stdout
+        path = None
+        for line in out.splitlines():
+            if line.startswith("worktree "):
+                path = Path(line.removeprefix("worktree ")).resolve()
+            elif line == f"branch {ref}":
+                return path
+        return None
+
+
+def dirty_files(root: Path) -> list[str]:
+    """Tracked files with uncommitted changes in the checkout at ``root``."""
+    out = run_git(["status", "--porcelain", "--untracked-files=no"], root).stdout
+    return [line[3:] for line in out.splitlines() if line.strip()]
+
+
+def check_into(root: Path, into: str) -> None:
+    """Refuse an ``--into`` that names no branch, or whose checkout here is dirty."""
+    if into.startswith("-") or run_git(["check-ref-format", "--branch", into], root).returncode:
+        raise RequestError(f"--into {into!r} is not a branch name")
+    res = run_git(["rev-parse", "--verify", "--quiet", f"refs/heads/{into}"], root)
+    if res.returncode != 0:
+        raise RequestError(f"--into {into}: no such branch")
+    head = run_git(["symbolic-ref", "--quiet", "HEAD"], root).stdout.strip()
+    dirty = dirty_files(root) if head == f"refs/heads/{into}" else []
+    if dirty:
+        raise RequestError(
+            f"{into} is checked out in {root} with uncommitted changes ({', '.join(dirty[:3])}"
+            f"{', ...' if len(dirty) > 3 else ''}); commit or stash them first. "
+            "Nothing was changed."
+        )
+
+
+def options_for(
+    orch: dict[str, Any],
+    *,
+    into: str | None = None,
+    verify: str | None = None,
+    push: str | None = None,
+    pr: str | None = None,
+) -> LandOptions:
+    """What to land with: the flags, then the orchestration's recorded configuration."""
+    config = orch["config"] if isinstance(orch.get("config"), dict) else {}
+    into = into or config.get("land_into") or None
+    timeout_min = config.get("verify_timeout_minutes") or DEFAULT_VERIFY_TIMEOUT_MIN
+    return LandOptions(
+        into=into,
+        verify=verify or config.get("verify_command") or None,
+        verify_timeout_s=float(timeout_min) * 60,
+        push=push,
+        pr=pr,
+        kill_grace_s=float(config.get("kill_grace_seconds", 5.0)),
+        retries=int(config.get("land_retries", 1)),
+    )
+
+
+def check_remote(root: Path, remote: str) -> None:
+    if remote.startswith("-") or run_git(["remote", "get-url", remote], root).returncode:
+        raise RequestError(f"--push {remote!r}: no such remote (git remote -v lists them)")
+
+
+def _landing(row: dict[str, Any]) -> LandingStatus | None:
+    """A task's landing status; a completed task no lander has looked at yet is pending."""
+    value = row.get("landing_status")
+    if value:
+        return LandingStatus(value)
+    return LandingStatus.PENDING if row["status"] == TaskStatus.COMPLETED else None
+
+
+def _last(text: str) -> str:
+    lines = text.strip().splitlines()
+    return lines[-1] if lines else ""
+
+
+def _tail(path: Path, lines: int = TAIL_LINES) -> str:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return "(no output)"
+    kept: Sequence[str] = text.strip().splitlines()[-lines:]
+    return " | ".join(kept) or "(no output)"
