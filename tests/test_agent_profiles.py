@@ -141,6 +141,7 @@ def test_missing_cli_is_an_agent_error_with_an_install_hint(
 def test_codex_argv(ctx: AgentContext, tmp_path: Path) -> None:
     exe = fake_program(tmp_path, "codex")
     launch = CodexProfile(CodexOptions(exe)).prepare(ctx, prompt_of(ctx.prompt_file))
+    schema = ctx.prompt_file.with_suffix(".verdict.json")
 
     assert launch.argv == [
         exe,
@@ -152,10 +153,14 @@ def test_codex_argv(ctx: AgentContext, tmp_path: Path) -> None:
         'sandbox_mode="danger-full-access"',
         "-c",
         "check_for_update_on_startup=false",
+        "--output-schema",
+        str(schema),
         "--",
         "---\nid: t1\n---\n# Task\nDo it.\n",
     ]
     assert launch.structured_stdout and launch.env == {}
+    # gadugi's verdict, asked for from beside the generated prompt (never in the worktree).
+    assert json.loads(schema.read_text())["required"] == ["outcome", "summary"]
 
 
 def test_codex_argv_resuming_with_every_option(ctx: AgentContext, tmp_path: Path) -> None:

@@ -27,7 +27,10 @@ SLOW_S = 20.0
 
 
 def setup_project(rig: ClaudeRig, scenarios: dict[str, str]) -> None:
-    (rig.repo / "gadugi.toml").write_text(f'claude_model = "{TEST_MODEL}"\nretries = 0\n')
+    # No load ceiling: the shared machine's load must not outlast the model server.
+    (rig.repo / "gadugi.toml").write_text(
+        f'claude_model = "{TEST_MODEL}"\nretries = 0\nmax_load_per_cpu = 0\n'
+    )
     for name, scenario in scenarios.items():
         prompt = rig.repo / "prompts" / f"{name}.md"
         prompt.parent.mkdir(exist_ok=True)

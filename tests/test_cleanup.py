@@ -28,6 +28,8 @@ def _setup(repo: Repo) -> dict[str, dict[str, Any]]:
     repo.shell_prompt("unmerged.md", "echo u > u.txt\ngit add u.txt\ngit commit -qm u")
     repo.shell_prompt("dirty.md", "echo draft > d.txt")
     repo.shell_prompt("empty.md", "true")
+    # Left as the agent left it, so that a worktree holds uncommitted work.
+    (repo.root / "gadugi.toml").write_text("autocommit = false\n")
     repo.commit()
     result = _run(repo, "merged", "unmerged", "dirty", "empty")
     tasks = {t["task_id"]: t for t in result["tasks"]}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from gadugi import procs
 from gadugi.agents import AgentContext, AgentProfile, Launch, Outcome, profile_for
 from gadugi.config import OrchestrationConfig
 from gadugi.errors import RequestError
@@ -118,3 +119,32 @@ def test_a_follow_up_of_a_running_agent_is_refused(rig: MakeRig) -> None:
     r.step(T0)
     with pytest.raises(RequestError, match="running"):
         r.runner.follow_up(r.runner.by_id["t"], "more", T0 + 1)
+
+
+def test_a_verification_lost_with_its_process_is_run_again_not_the_agent(rig: MakeRig) -> None:
+    r = rig([task("t")], verify_command="make test")
+    r.step(T0)
+    r.exit("t", 0)
+    r.step(T0 + 1)
+    assert r.row("t")["phase"] == "verify"
+    r.procs.children[-1].exit = procs.Exit(None, None, T0 + 2, lost=True)  # as after a crash
+    r.step(T0 + 3)
+    names = [c.result_file.name for c in r.procs.children]
+    assert names == ["t.1.exit.json", "t.1.verify.exit.json", "t.1.verify.exit.json"]
+    r.exit("t", 0)
+    assert not r.step(T0 + 4)
+    row = r.row("t")
+    assert (row["status"], row["attempts"]) == ("completed", 1)
+    assert row["verification"]["passed"] is True
+
+
+def test_a_verification_that_times_out_is_recorded_as_not_passed(rig: MakeRig) -> None:
+    r = rig([task("t", retries=0)], verify_command="sleep 1000", verify_timeout_minutes=1)
+    r.step(T0)
+    r.exit("t", 0)
+    r.step(T0 + 1)
+    r.step(T0 + 62)
+    r.step(T0 + 63)
+    row = r.row("t")
+    assert (row["status"], row["error_message"]) == ("timeout", "verify timed out after 1 minutes")
+    assert row["verification"]["passed"] is False and row["verification"]["exit_code"] is None

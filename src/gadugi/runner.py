@@ -764,6 +764,8 @@ class Runner:
             if status is TaskStatus.QUEUED:
                 self._restart(run, why, _ended_at(child, now))
             else:
+                if run.phase is Phase.VERIFY:  # stopped before it could pass: not passed
+                    self._note_verification(run, False, None, _ended_at(child, now))
                 self._end_attempt(run, status, _ended_at(child, now), why, _code(child))
             return
         ended = child.check()
@@ -1003,13 +1005,7 @@ class Runner:
         code = ended.returncode
         assert code is not None
         log_file = self.layout.phase_log(run.task_id, Phase.VERIFY)
-        run.verification = {
-            "command": command,
-            "passed": code == 0,
-            "exit_code": ended.code,
-            "duration_seconds": round(max(0.0, now - (run.phase_started or now)), 3),
-            "log_file": str(log_file),
-        }
+        self._note_verification(run, code == 0, ended.code, now)
         if code == 0:
             self._end_attempt(run, TaskStatus.COMPLETED, now, None, run.agent_code)
             return
@@ -1019,6 +1015,15 @@ class Runner:
             return
         run.retries_left -= 1
         self.follow_up(run, verify_followup(command, code, log_file), now, why=why)
+
+    def _note_verification(self, run: TaskRun, passed: bool, code: int | None, now: float) -> None:
+        run.verification = {
+            "command": self.verify_command(run) or "",
+            "passed": passed,
+            "exit_code": code,
+            "duration_seconds": round(max(0.0, now - (run.phase_started or now)), 3),
+            "log_file": str(self.layout.phase_log(run.task_id, Phase.VERIFY)),
+        }
 
     def follow_up(
         self,
