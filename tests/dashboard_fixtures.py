@@ -6,6 +6,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from conftest import Repo, start_cli
+from conftest import GIT_ENV, Repo, wait_until
 
 BROWSERS = ("chromium-headless-shell", "chromium")
 HOW_TO_ENABLE = (
@@ -29,6 +30,7 @@ HOW_TO_ENABLE = (
 class Dashboard:
     proc: subprocess.Popen[str]
     url: str  # with the token
+    stderr: Path  # what the server logged
 
     @property
     def base(self) -> str:
@@ -64,11 +66,22 @@ def request(
 
 
 def start_dashboard(repo: Repo) -> Dashboard:
-    proc = start_cli(["dashboard", "--no-open"], repo.root)
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    assert "http://127.0.0.1:" in line, line + (proc.stderr.read() if proc.stderr else "")
-    return Dashboard(proc, line.split(": ", 1)[1].strip())
+    # Its output goes to files: a pipe nobody reads would fill and stall the server.
+    out, err = repo.root.parent / "dashboard.out", repo.root.parent / "dashboard.err"
+    with out.open("w") as stdout, err.open("w") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gadugi", "dashboard", "--no-open"],
+            cwd=repo.root,
+            text=True,
+            stdout=stdout,
+            stderr=stderr,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **GIT_ENV},
+        )
+    wait_until(lambda: "\n" in out.read_text() or proc.poll() is not None)
+    line = out.read_text().splitlines()[0] if out.read_text() else ""
+    assert "http://127.0.0.1:" in line, line + err.read_text()
+    return Dashboard(proc, line.split(": ", 1)[1].strip(), err)
 
 
 @pytest.fixture

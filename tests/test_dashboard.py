@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 
 import psutil
 
-from conftest import Repo, run_cli, run_then_kill_9, wait_until
+from conftest import Repo, git, run_cli, run_then_kill_9, wait_until
 from dashboard_fixtures import Dashboard, request
 
 FAST = "max_load_per_cpu = 0\nmin_available_memory_mb = 0\n"
@@ -50,9 +50,9 @@ def test_actions_need_the_header_and_the_same_site(repo: Repo, dashboard: Dashbo
     assert request(url, "POST", header | {"Sec-Fetch-Site": "cross-site"})[0] == 403
     missing = f"{dashboard.base}/api/orchestrations/{orch}/tasks/nope/cancel"
     assert request(missing, "POST", header)[0] == 404
-    land = f"{dashboard.base}/api/orchestrations/{orch}/tasks/good/land"
-    code, body = request(land, "POST", header)
-    assert code == 501 and "gadugi land" in json.loads(body)["message"]
+    land = f"{dashboard.base}/api/orchestrations/{orch}/land"
+    assert request(land, "POST", cookie)[0] == 403
+    assert request(f"{dashboard.base}/api/orchestrations/nope/land", "POST", header)[0] == 400
     # Cancelling a finished task is what `gadugi cancel` says about it.
     done = f"{dashboard.base}/api/orchestrations/{orch}/tasks/good/cancel"
     code, body = request(done, "POST", header)
@@ -280,3 +280,21 @@ def test_the_inbox_names_an_orchestrator_that_is_gone(
     finally:
         gate.write_text("go")
         assert run_cli(["resume", orch, "--quiet"], repo.root).returncode == 0
+
+
+def test_land_from_the_dashboard_runs_gadugi_land(repo: Repo, dashboard: Dashboard) -> None:
+    _two_tasks(repo)
+    run_cli(["run", "--agent", "shell", "--quiet", "--all"], repo.root)
+    orch = json.loads(run_cli(["status", "--json"], repo.root).stdout)["orchestration_id"]
+    page = f"/orchestrations/{orch}?token={dashboard.token}&fragment=1"
+    assert 'data-action="land"' in dashboard.get(page)[1]
+    url = f"{dashboard.base}/api/orchestrations/{orch}/land"
+    code, body = request(url, "POST", {"X-Gadugi-Token": dashboard.token})
+    assert code == 200, body
+
+    def landing() -> Any:
+        return json.loads(run_cli(["show", "good", "--json"], repo.root).stdout)["landing"]
+
+    wait_until(lambda: (landing() or {}).get("status") == "landed")
+    assert f"gadugi/land/{orch}" in git(repo.root, "branch", "--list", "gadugi/land/*")
+    wait_until(lambda: 'data-landing="landed"' in dashboard.get(page)[1])

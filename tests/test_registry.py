@@ -508,3 +508,32 @@ def test_a_registry_from_an_earlier_build_gains_the_index_of_the_live_views(
         )
     )
     assert "orchestrations_by_finish" in plan
+
+
+def test_a_second_registry_keeps_the_locks_of_a_live_one(repo: Repo) -> None:
+    # Closing a descriptor drops every POSIX lock the process holds on that file: were the
+    # second open to read the header again, the writer below, closing last as far as it
+    # can tell, would checkpoint and delete the -wal and -shm the live reader maps.
+    repo.shell_prompt("a.md", "true")
+    repo.commit()
+    assert run_cli(["run", "--agent", "shell", "--quiet", "--all"], repo.root).returncode == 0
+    db = repo.root / ".gadugi" / "state.db"
+    live = Registry(db, readonly=True)
+    try:
+        live.orchestration()  # a read: it now maps the -shm
+        Registry(db, readonly=True).close()
+        writer = "\n".join(
+            [
+                "import sys",
+                "from pathlib import Path",
+                "from gadugi.registry import Registry",
+                "r = Registry(Path(sys.argv[1]))",
+                "r.set_note(r.orchestration()['id'], 'written')",
+                "r.close()",
+            ]
+        )
+        subprocess.run([sys.executable, "-c", writer, str(db)], check=True)
+        assert Path(f"{db}-shm").exists()
+        assert live.orchestration()["note"] == "written"
+    finally:
+        live.close()

@@ -31,7 +31,8 @@ from typing import TYPE_CHECKING, Any
 
 from . import procs
 from .errors import SpawnError
-from .tasks import iso
+from .holds import Budget
+from .tasks import TaskStatus, iso
 
 if TYPE_CHECKING:
     from .runner import Listener, TaskRun
@@ -44,8 +45,11 @@ log = logging.getLogger(__name__)
 
 
 class Notifier:
-    def __init__(self, command: Sequence[str], webhook: str | None) -> None:
+    def __init__(
+        self, command: Sequence[str], webhook: str | None, budget: Budget | None = None
+    ) -> None:
         self.command = tuple(command)
+        self.budget = budget  # the run's budget, to say when it is reached
         self.webhook = webhook
         self.queue: queue.Queue[dict[str, Any] | None] = queue.Queue()
         self.child: subprocess.Popen[bytes] | None = None
@@ -59,7 +63,7 @@ class Notifier:
         self.queue.put(event | fields)
 
     def listener(self, orchestration_id: str, inner: Listener | None) -> NotifyingListener:
-        return NotifyingListener(self, orchestration_id, inner)
+        return NotifyingListener(self, orchestration_id, inner, self.budget)
 
     def emit_result(self, state: str, result: dict[str, Any]) -> None:
         """``orchestration_end``: the result's summary fields (not every task's detail)."""
@@ -155,51 +159,85 @@ class Notifier:
 
 
 class NotifyingListener:
-    """The loop's listener, passed through, that also emits ``task_end`` once per ending."""
+    """The loop's listener, passed through, that also emits what a person may want to
+    know, each once: ``task_end``, ``needs_person`` (a blocked verdict), ``usage_limit`` (a
+    task parked until its agent's limit resets) and ``budget`` (the budget reached)."""
 
-    def __init__(self, notifier: Notifier, orchestration_id: str, inner: Listener | None):
+    def __init__(
+        self,
+        notifier: Notifier,
+        orchestration_id: str,
+        inner: Listener | None,
+        budget: Budget | None = None,
+    ):
         self.notifier, self.orchestration_id, self.inner = notifier, orchestration_id, inner
+        self.budget = budget
         self.told: set[tuple[str, int, str]] = set()
 
     def changed(self, task: TaskRun) -> None:
         self._usage_limit(task)
-        if task.status.finished:
-            key = (task.task_id, task.attempt, task.status.value)
-            if key not in self.told:
-                self.told.add(key)
+        if task.status.finished and self._first(task, task.status.value):
+            self.notifier.emit(
+                "task_end",
+                self.orchestration_id,
+                task_id=task.task_id,
+                status=task.status.value,
+                exit_code=task.exit_code,
+                attempts=task.attempt,
+                branch=task.branch,
+                verdict=task.verdict,
+                message=task.error,
+            )
+            if task.verdict == "blocked":
                 self.notifier.emit(
-                    "task_end",
+                    "needs_person",
                     self.orchestration_id,
                     task_id=task.task_id,
-                    status=task.status.value,
-                    exit_code=task.exit_code,
-                    attempts=task.attempt,
-                    branch=task.branch,
+                    reason="blocked",
                     message=task.error,
                 )
         if self.inner:
             self.inner.changed(task)
 
-    def _usage_limit(self, task: TaskRun) -> None:
-        """A task parked until its agent's usage limit resets (the runner holds it until
-        exactly the reset time the agent reported)."""
-        until = task.agent_info.get("retry_after")
-        if task.status.finished or not isinstance(until, int | float):
-            return
-        key = (task.task_id, task.attempt, "usage_limit")
-        if task.hold_until != float(until) or key in self.told:
-            return
+    def _first(self, task: TaskRun, what: str) -> bool:
+        key = (task.task_id, task.attempt, what)
+        if key in self.told:
+            return False
         self.told.add(key)
-        self.notifier.emit(
-            "usage_limit",
-            self.orchestration_id,
-            task_id=task.task_id,
-            status=task.status.value,
-            until=iso(float(until)),
-            message=task.error,
-        )
+        return True
+
+    def _usage_limit(self, task: TaskRun) -> None:
+        """A queued task held until its agent's reported reset time (or later: the runner
+        adds a margin) that is still to come; a stale reset time from an earlier attempt is
+        in the past."""
+        until = task.agent_info.get("retry_after")
+        if task.status is not TaskStatus.QUEUED or not isinstance(until, int | float):
+            return
+        if until <= time.time() or task.hold_until < until:
+            return
+        if self._first(task, "usage_limit"):
+            self.notifier.emit(
+                "usage_limit",
+                self.orchestration_id,
+                task_id=task.task_id,
+                status=task.status.value,
+                until=iso(float(until)),
+                message=task.error,
+            )
 
     def ticked(self, runs: Sequence[TaskRun], now: float, note: str | None) -> None:
+        if self.budget is not None and ("", 0, "budget") not in self.told:
+            spent = sum(r.spent_usd + r.attempt_cost for r in runs)
+            if self.budget.spent_out(spent):
+                self.told.add(("", 0, "budget"))
+                self.notifier.emit(
+                    "budget",
+                    self.orchestration_id,
+                    budget_usd=self.budget.limit_usd,
+                    spent_usd=round(spent, 6),
+                    hard=self.budget.hard,
+                    message=self.budget.waiting(spent),
+                )
         if self.inner:
             self.inner.ticked(runs, now, note)
 
@@ -214,4 +252,5 @@ def from_config(config: Any) -> Notifier | None:
     """A notifier for ``OrchestrationConfig``'s ``notify`` settings; None without any."""
     if not (config.notify_command or config.notify_webhook):
         return None
-    return Notifier(config.notify_command, config.notify_webhook)
+    budget = Budget(config.budget_usd, config.budget_hard) if config.budget_usd else None
+    return Notifier(config.notify_command, config.notify_webhook, budget)

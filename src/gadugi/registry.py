@@ -696,6 +696,11 @@ def _inspect(path: Path) -> bool:
         raise registry_error(path, exc) from exc
     if not stat.S_ISREG(info.st_mode):
         raise _not_a_registry(path, _KINDS.get(stat.S_IFMT(info.st_mode), "a special file"))
+    if (info.st_dev, info.st_ino) in _SEEN_REGISTRIES:
+        # Not opened again: closing any descriptor of a file drops every POSIX lock this
+        # process holds on it, SQLite's included, so a second Registry beside a live one
+        # (the dashboard's) would let another process delete the -wal and -shm under it.
+        return True
     try:
         # Non-blocking: a FIFO put there since the stat must not hang the open.
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
@@ -712,7 +717,12 @@ def _inspect(path: Path) -> bool:
         raise _not_a_registry(path, "an empty file")
     if header != _HEADER:
         raise _not_a_registry(path, "a file that is not an SQLite database")
+    _SEEN_REGISTRIES.add((info.st_dev, info.st_ino))
     return True
+
+
+# The registry files this process has checked (device, inode): see _inspect.
+_SEEN_REGISTRIES: set[tuple[int, int]] = set()
 
 
 def _connect(path: Path, readonly: bool) -> sqlite3.Connection:

@@ -1,10 +1,11 @@
 """The dashboard's actions run the command line's own commands, as children.
 
 So a cancel from the page is exactly `gadugi cancel` (the request row, the orphan case
-with its lease, the wait for the task to stop), and a retry is exactly `gadugi retry`,
+with its lease, the wait for the task to stop), a retry is exactly `gadugi retry`,
 which drives the orchestration until the task ends and so outlives the request: it is
 started in a session of its own with its output in the orchestration's log folder, like
-``run --detach``. The server never changes the registry itself.
+``run --detach``; and landing is `gadugi land --detach`. The server never changes the
+registry itself.
 """
 
 from __future__ import annotations
@@ -90,3 +91,24 @@ def _attempts(root: Path, orch_id: str, task_id: str) -> tuple[str, int]:
 def _taken_up(root: Path, orch_id: str, task_id: str, before: tuple[str, int]) -> bool:
     """Whether the retry owns the task now: its status changed, or it ran again."""
     return _attempts(root, orch_id, task_id) != before
+
+
+LAND_START_S = 120.0
+
+
+def land(root: Path, orch_id: str) -> Outcome:
+    """`gadugi land ORCH --detach`: the lander checks everything, then goes on alone (its
+    verification may take long) and the page follows it through the registry."""
+    argv = _gadugi("land", "--project-root", str(root), "--detach", "--", orch_id)
+    done = subprocess.run(
+        argv,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=LAND_START_S,
+        check=False,
+    )
+    said = (done.stdout + done.stderr).strip()
+    if done.returncode == 0:
+        return Outcome(True, f"landing {orch_id} in the background (gadugi land --detach)")
+    return Outcome(False, said or f"gadugi land exited {done.returncode}")

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..landing import orchestration_landing, task_landing
 from ..lifecycle import parse_status
 from ..registry import Registry
 from ..tasks import TaskStatus
@@ -69,9 +70,9 @@ def _task_items(
     def add(kind: str, why: str | None) -> None:
         found.append(_item(kind, orch["id"], task["task_id"], status, why))
 
-    landing = recorded.get("landing")
+    landing = task_landing(task) or recorded.get("landing")
     if isinstance(landing, dict) and landing.get("status") == "needs_person":
-        add("needs a person", "its landing needs a person")
+        add("needs a person", landing.get("note") or "its landing needs a person")
     if status in (TaskStatus.FAILED, TaskStatus.TIMEOUT):
         add("failed", task["error_message"])
     if recorded.get("verdict") == "blocked":
@@ -117,7 +118,7 @@ def orchestration_detail(registry: Registry, orch_id: str | None, now: float) ->
                 "waiting_reason": waiting_reason(registry, orch, task, now),
                 "verdict": recorded.get("verdict"),
                 "summary": recorded.get("summary"),
-                "landing": recorded.get("landing"),
+                "landing": task_landing(task) or recorded.get("landing"),
                 "cost_usd": agent.get("cost_usd"),
             }
         )
@@ -126,7 +127,7 @@ def orchestration_detail(registry: Registry, orch_id: str | None, now: float) ->
         "orchestration": orch,
         "tasks": tasks,
         "attempts": registry.attempts(orch["id"]),
-        "landing": result.get("landing"),
+        "landing": orchestration_landing(orch, tasks) or result.get("landing"),
         "now": now,
     }
 
@@ -145,6 +146,7 @@ def landing_queue(detail: dict[str, Any]) -> list[dict[str, Any]]:
                 "branch": task["branch"],
                 "status": landing.get("status") if landing else None,
                 "commit": landing.get("commit") if landing else None,
+                "note": landing.get("note") if landing else None,
             }
         )
     return queue
@@ -190,8 +192,7 @@ def branch_diff(root: Path, base: str | None, branch: str | None, git: Git = run
 
 def metrics(registry: Registry, alive: Alive) -> str:
     """Prometheus' text format: tasks by state, running agents, cost, orchestrations by
-    state, and the landing queue (completed tasks whose landing is pending or unrecorded
-    in orchestrations that record landing)."""
+    state, and the landing queue (completed tasks whose landing is ``pending``)."""
     by_state = {s.value: 0 for s in TaskStatus}
     cost = 0.0
     orchs: dict[str, int] = {}
@@ -201,16 +202,14 @@ def metrics(registry: Registry, alive: Alive) -> str:
         orchs[orch["state"]] = orchs.get(orch["state"], 0) + 1
         if orch["state"] == "running" and not alive(orch):
             gone += 1
-        result = orch["result"] if isinstance(orch.get("result"), dict) else {}
-        lands = result.get("landing") is not None
-        for task in registry.tasks(orch["id"], ("task_id", "status", "agent")):
+        for task in registry.tasks(orch["id"]):
             by_state[task["status"]] = by_state.get(task["status"], 0) + 1
             agent = task["agent"] if isinstance(task["agent"], dict) else {}
             if isinstance(agent.get("cost_usd"), int | float):
                 cost += agent["cost_usd"]
-            landing = _recorded(orch, task["task_id"]).get("landing")
+            landing = task_landing(task) or _recorded(orch, task["task_id"]).get("landing")
             pending = isinstance(landing, dict) and landing.get("status") == "pending"
-            if lands and task["status"] == TaskStatus.COMPLETED and pending:
+            if task["status"] == TaskStatus.COMPLETED and pending:
                 queue += 1
     lines = [
         "# HELP gadugi_tasks Tasks in the registry by state.",

@@ -127,7 +127,7 @@ def orchestration_body(detail: dict[str, Any], link: Link, *, actions: bool) -> 
         "<h3>Tasks</h3>",
         _task_table(detail, link, actions=actions),
         "<h3>Landing</h3>",
-        _landing(detail),
+        _landing(detail, actions=actions),
         "</section>",
     ]
     return "".join(parts)
@@ -164,18 +164,19 @@ def action_buttons(orch_id: str, task_id: str, status: str) -> str:
         out.append(f'<button class="action" data-action="cancel" {data}>cancel</button>')
     if status in RETRYABLE:
         out.append(f'<button class="action" data-action="retry" {data}>retry</button>')
-    if status == TaskStatus.COMPLETED:
-        out.append(
-            '<button class="action" disabled title="gadugi land is not in this version yet">'
-            "land</button>"
-        )
     return " ".join(out)
 
 
-def _landing(detail: dict[str, Any]) -> str:
+def _landing(detail: dict[str, Any], *, actions: bool) -> str:
     queue = landing_queue(detail)
     head = detail["landing"]
     out = []
+    if actions and queue:
+        orch_id = e(detail["orchestration"]["id"])
+        out.append(
+            f'<p><button class="action" data-action="land" data-orchestration="{orch_id}">'
+            "land the completed tasks</button> (gadugi land)</p>"
+        )
     if isinstance(head, dict):
         out.append(
             _facts(
@@ -194,8 +195,10 @@ def _landing(detail: dict[str, Any]) -> str:
     out.append('<table class="list landing"><tr><th>task</th><th>branch</th><th>landing</th></tr>')
     for item in queue:
         out.append(
-            f"<tr><td>{e(item['task_id'])}</td><td>{e(item['branch'])}</td>"
-            f"<td>{status_badge(item['status'] or 'not landed')}</td></tr>"
+            f'<tr class="landing" data-task="{e(item["task_id"])}" '
+            f'data-landing="{e(item["status"] or "none")}"><td>{e(item["task_id"])}</td>'
+            f"<td>{e(item['branch'])}</td><td>{status_badge(item['status'] or 'not landed')}"
+            f"{' ' + e(item['note']) if item.get('note') else ''}</td></tr>"
         )
     out.append("</table>")
     return "".join(out)

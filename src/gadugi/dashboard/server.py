@@ -156,11 +156,17 @@ def create_app(
                 reg = registry()
             except NotFoundError:
                 body = '<p class="quiet">No orchestrations yet: gadugi run starts one.</p>'
+            except GadugiError as exc:  # locked, damaged, or unreadable for the moment
+                log.warning("%s", exc)
+                return HTMLResponse(render.e(str(exc)), status_code=503)
             else:
                 try:
                     body = build(reg, time.time())
                 except NotFoundError as exc:
                     return HTMLResponse(render.e(str(exc)), status_code=404)
+                except GadugiError as exc:
+                    log.warning("%s", exc)
+                    return HTMLResponse(render.e(str(exc)), status_code=503)
                 finally:
                     reg.close()
             if request.query_params.get("fragment"):
@@ -268,8 +274,22 @@ def create_app(
         return endpoint
 
     async def land(request: Request) -> Response:
-        message = "landing from the dashboard needs gadugi land, which this version lacks"
-        return JSONResponse({"ok": False, "message": message}, status_code=501)
+        orch_id = request.path_params["orch_id"]
+        if not actions.ORCH_ID.fullmatch(orch_id):
+            return JSONResponse({"ok": False, "message": "not an orchestration id"}, 400)
+        try:
+            reg = registry()
+            try:
+                reg.orchestration(orch_id)
+            finally:
+                reg.close()
+        except NotFoundError as exc:
+            return JSONResponse({"ok": False, "message": str(exc)}, status_code=404)
+        outcome = await asyncio.to_thread(actions.land, root, orch_id)
+        return JSONResponse(
+            {"ok": outcome.ok, "message": outcome.message},
+            status_code=200 if outcome.ok else 409,
+        )
 
     routes = [
         Route("/", page("gadugi", overview)),
@@ -289,7 +309,7 @@ def create_app(
             act(actions.retry),
             methods=["POST"],
         ),
-        Route("/api/orchestrations/{orch_id}/tasks/{task_id}/land", land, methods=["POST"]),
+        Route("/api/orchestrations/{orch_id}/land", land, methods=["POST"]),
     ]
 
     from contextlib import asynccontextmanager

@@ -34,9 +34,11 @@
     if (!button) { return; }
     button.disabled = true;
     const { action } = button.dataset;
-    const path = `/api/orchestrations/${encodeURIComponent(button.dataset.orchestration)}` +
-      `/tasks/${encodeURIComponent(button.dataset.task)}/${action}`;
-    flash.textContent = `${action} ${button.dataset.task}...`;
+    const orch = `/api/orchestrations/${encodeURIComponent(button.dataset.orchestration)}`;
+    const path = button.dataset.task
+      ? `${orch}/tasks/${encodeURIComponent(button.dataset.task)}/${action}`
+      : `${orch}/${action}`;
+    flash.textContent = `${action} ${button.dataset.task || button.dataset.orchestration}...`;
     try {
       const answer = await fetch(path, {
         method: "POST", credentials: "same-origin", headers: { "X-Gadugi-Token": token },
