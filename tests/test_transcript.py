@@ -279,3 +279,19 @@ def test_the_last_output_is_the_latest_text_or_tool_call_as_the_file_grows(
     assert last.read() == "→ Read: /a.py"
     _write(events, json.dumps(CLAUDE[7])[20:] + "\n")
     assert last.read() == "→ Write"
+
+
+def test_a_structured_verdict_reads_as_its_outcome_and_summary_not_as_json() -> None:
+    from gadugi.renderers import text_lines
+
+    said = '{"outcome": "blocked", "summary": "The tests need a database.\\nNone is running."}'
+    assert text_lines(said) == [
+        "⚑ verdict: blocked",
+        "The tests need a database.",
+        "None is running.",
+    ]
+    # Other JSON, or an outcome the schema does not know, is text like any other.
+    assert text_lines('{"outcome": "maybe", "summary": "x"}') == [
+        '{"outcome": "maybe", "summary": "x"}'
+    ]
+    assert text_lines('{"a": 1}') == ['{"a": 1}']

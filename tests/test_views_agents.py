@@ -65,7 +65,8 @@ def test_logs_and_show_of_a_claude_task_that_was_retried(claude_rig: ClaudeRig) 
     assert "529" in task["attempts"][0]["error"]
     assert (task["commits"], task["changed_files"], task["insertions"]) == (1, 1, 1)
     assert task["cost_usd"] == pytest.approx(TWO_TURN_COST)
-    assert (task["input_tokens"], task["output_tokens"], task["num_turns"]) == (2000, 200, 2)
+    # Three turns: the edit, the commit, and the structured verdict (StructuredOutput).
+    assert (task["input_tokens"], task["output_tokens"], task["num_turns"]) == (2000, 200, 3)
     assert task["agent"]["session_id"]
     text = gadugi(claude_rig, "show", "later").stdout
     assert "$0.0090" in text and "1 file changed, 1 insertion(+), 0 deletions(-)" in text

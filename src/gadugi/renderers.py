@@ -3,8 +3,9 @@
 Each renderer is fed one attempt's events in order and returns the lines each adds. The
 lines use a few markers so a transcript can be scanned: plain text is what the model said,
 ``→`` a tool call with its input in short, ``  │`` the first lines of its result (``  ✗``
-when it failed), ``!`` errors, retries and denials, ``·`` facts about the session, and ``=``
-the attempt's outcome with its turns, cost and tokens.
+when it failed), ``!`` errors, retries and denials, ``·`` facts about the session, ``⚑``
+the agent's structured verdict (its summary on the lines below), and ``=`` the attempt's
+outcome with its turns, cost and tokens.
 
 The dialects are the ones gadugi already reads for verdicts (see ``agents/claude.py``,
 ``agents/codex.py`` and ``agents/gemini.py``); events of a kind not listed are skipped.
@@ -16,11 +17,14 @@ import json
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from .tasks import Verdict
+
 RESULT_LINES = 4  # of a tool's output
 LINE_LIMIT = 200  # characters of one shown line
 INPUT_LIMIT = 120  # characters of a tool call's input
 # The input fields that say most about a call, most telling first.
 SUMMARY_KEYS = ("command", "file_path", "absolute_path", "path", "pattern", "url", "query")
+VERDICTS = frozenset(v.value for v in Verdict)
 
 
 class Renderer(Protocol):
@@ -83,7 +87,27 @@ def clip(text: str, limit: int = LINE_LIMIT) -> str:
 def text_lines(text: Any, indent: str = "") -> list[str]:
     if not isinstance(text, str) or not text.strip():
         return []
+    verdict = _verdict(text)
+    if verdict is not None:
+        outcome, summary = verdict
+        return [f"{indent}⚑ verdict: {outcome}", *text_lines(summary, indent)]
     return [indent + clip(line) for line in text.strip("\n").splitlines()]
+
+
+def _verdict(text: str) -> tuple[str, str] | None:
+    """The agent's structured verdict, when ``text`` is one (the last message of an agent
+    asked for ``VERDICT_SCHEMA``): shown as its outcome and its summary, not as JSON."""
+    stripped = text.strip()
+    if not (stripped.startswith("{") and stripped.endswith("}")):
+        return None
+    try:
+        data = json.loads(stripped)
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or data.get("outcome") not in VERDICTS:
+        return None
+    summary = data.get("summary")
+    return str(data["outcome"]), summary if isinstance(summary, str) else ""
 
 
 def call_line(name: Any, tool_input: Any, indent: str = "") -> str:
