@@ -824,6 +824,8 @@ def test_a_usage_limit_parks_every_task_of_the_agent_then_one_canary_goes_first(
         row = r.row(name)
         assert (row["status"], row["not_before"]) == ("queued", reset + 30)
         assert row["error_message"].startswith("usage limit of costly: resets at ")
+        # What status shows for a queued task: the limit and its reset, not a bare back-off.
+        assert row["waiting_reason"].startswith("usage limit of costly: resets at ")
     r.step(reset + 29)
     assert r.procs.spawned() == ["a"]  # the margin is part of the wait
 

@@ -397,11 +397,15 @@ class Runner:
     def _note_waiting(self, now: float) -> None:
         """Record why each queued task is not starting, for the tasks whose reason changed."""
         statuses = {r.task_id: r.status for r in self.runs}
-        held = {
-            r.task_id: f"backing off until {_clock(r.hold_until)}"
-            for r in self.runs
-            if r.hold_until > now
-        }
+        held: dict[str, str] = {}
+        for r in self.runs:
+            # A usage limit says so (with its reset time, or the canary it waits for);
+            # any other hold is a back-off before a retry or a start.
+            limit = self.limits.holds(r.profile.name, r.task_id, now)
+            if limit is not None:
+                held[r.task_id] = limit
+            elif r.hold_until > now:
+                held[r.task_id] = f"backing off until {_clock(r.hold_until)}"
         reasons = waiting_reasons(
             [r.slot for r in self.runs], statuses, self.parallel, held, self.waiting
         )
