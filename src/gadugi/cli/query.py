@@ -106,10 +106,7 @@ def status(orch_id: str | None, project_root: str | None, as_json: bool) -> None
 @click.option("--project-root", type=click.Path(file_okay=False))
 def export(output: str, project_root: str | None) -> None:
     """Write the whole registry as one JSON file."""
-    folder = Path(output).parent
-    if not folder.is_dir():
-        why = "does not exist" if not folder.exists() else "is not a directory"
-        raise RequestError(f"cannot write {output}: {folder} {why}")
+    check_output_folder(output)
     from ..views import export_document
 
     registry = _registry(project_root)
@@ -248,3 +245,11 @@ def wait_command(
     else:
         _report(result_from_json(outcome.result), False, quiet)
     sys.exit(outcome.exit_code)
+
+
+def check_output_folder(output: str) -> None:
+    """Refuse, before anything is read, an output file whose folder cannot hold it."""
+    folder = Path(output).parent
+    if not folder.is_dir():
+        why = "does not exist" if not folder.exists() else "is not a directory"
+        raise RequestError(f"cannot write {output}: {folder} {why}")

@@ -13,7 +13,7 @@ import click
 from ..errors import NotFoundError, RequestError
 from ..files import write_text_atomic
 from .main import _json, _root, main
-from .query import _registry
+from .query import _registry, check_output_folder
 
 
 @main.command()
@@ -59,10 +59,7 @@ def report(orchestration_id: str | None, output: str, project_root: str | None) 
     """One self-contained HTML file: summary, timeline, plan graph and every task."""
     from ..dashboard.report import build_report
 
-    folder = Path(output).parent
-    if not folder.is_dir():
-        why = "does not exist" if not folder.exists() else "is not a directory"
-        raise RequestError(f"cannot write {output}: {folder} {why}")
+    check_output_folder(output)
     registry = _registry(project_root)
     try:
         orch_id, html = build_report(registry, orchestration_id, time.time())
