@@ -107,15 +107,19 @@ FILES = {
 }
 
 
-def script(name: str, scale: float) -> str:
+def script(name: str, scale: float, follow_up: float = 1.0) -> str:
+    """The task's script: it works for its duration; asked to follow up (a conflict or a
+    red verification, ``GADUGI_FOLLOW_UP``), it works ``follow_up`` of that duration."""
     seconds, _, _, edit = TASKS[name]
+    work = seconds * scale
     return (
-        f"sleep {seconds * scale:g}\n{RESOLVE}\n{edit}\n"
+        f'if [ -n "${{GADUGI_FOLLOW_UP:-}}" ]; then sleep {work * follow_up:g}; '
+        f"else sleep {work:g}; fi\n{RESOLVE}\n{edit}\n"
         f"git add -A\ngit commit -q --allow-empty -m '{name}'\n"
     )
 
 
-def make_batch(path: Path, scale: float) -> None:
+def make_batch(path: Path, scale: float, follow_up: float = 1.0) -> None:
     bk.make_repo(path, 0, "true", extra_files=300)
     for rel, text in FILES.items():
         (path / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -130,7 +134,7 @@ def make_batch(path: Path, scale: float) -> None:
         if depends:
             front.append(f"depends_on: [{depends}.md]")
         head = f"---\n{chr(10).join(front)}\n---\n" if front else ""
-        body = f"# {name}\n\n```sh\n{script(name, scale)}```\n"
+        body = f"# {name}\n\n```sh\n{script(name, scale, follow_up)}```\n"
         (path / "prompts" / f"{name}.md").write_text(head + body, encoding="utf-8")
 
 
@@ -296,6 +300,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every duration")
     parser.add_argument("--policies", default=",".join(POLICIES), help="comma-separated")
+    parser.add_argument(
+        "--follow-up",
+        type=float,
+        default=0.1,
+        help="a follow-up's share of the task's duration (default 0.1: the agent continues "
+        "its session and fixes only what it is told; 1: it redoes the whole task)",
+    )
     bk.common_arguments(parser)
     args = parser.parse_args(argv)
     exe = bk.require_gadugi()
@@ -305,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     with bk.workdir(args.workdir, args.keep, "gadugi-bench-land-") as work:
         for policy in args.policies.split(","):
             repo = work / policy
-            make_batch(repo, args.scale)
+            make_batch(repo, args.scale, args.follow_up)
             bk.log(f"{policy}: {len(TASKS)} tasks, --land --into main")
             row = run_policy(exe, repo, policy, timeout_s=900)
             row["policy_bound_s"] = policy_bound(policy, args.scale)
@@ -363,7 +374,13 @@ def main(argv: list[str] | None = None) -> int:
         bk.log(f"{r['policy']}: target {bk.verdict(ok)}; main green: {r['main_green']}")
     bk.emit(
         "land_batch",
-        {"rows": rows, "baseline": base, "scale": args.scale, "critical_path_s": cp},
+        {
+            "rows": rows,
+            "baseline": base,
+            "scale": args.scale,
+            "follow_up": args.follow_up,
+            "critical_path_s": cp,
+        },
         args.json_out,
     )
     return 0

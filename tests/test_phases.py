@@ -199,3 +199,37 @@ def test_a_task_failed_by_its_verification_can_be_retried(repo: Repo, tmp_path: 
     assert task["verification"]["passed"] is True
     forced = run_cli(["retry", "work", "--force", "--json"], repo.root)
     assert forced.returncode == 0 and _task(forced)["attempts"] == 3
+
+
+def test_a_follow_up_that_changes_nothing_is_not_asked_again(repo: Repo) -> None:
+    # The agent cannot fix it: each attempt writes the same file, so the tree it leaves
+    # is the one that already failed. Asking a third time would spend an agent run on a
+    # verification whose answer is known.
+    repo.shell_prompt("stuck.md", "echo same > same.txt", front="retries: 3")
+    repo.commit()
+    proc = run_cli(
+        ["run", "--agent", "shell", "--json", "--verify", "echo 'E: red' >&2; exit 3", "stuck"],
+        repo.root,
+    )
+    assert proc.returncode == 1, proc.stderr
+    task = _task(proc)
+    assert task["status"] == "failed" and task["attempts"] == 2
+    assert "the follow-up changed nothing" in task["error_message"]
+    assert "E: red" in task["error_message"]
+    show = json.loads(run_cli(["show", "stuck", "--json"], repo.root).stdout)
+    assert [a["status"] for a in show["attempts"]] == ["follow-up", "failed"]
+
+
+def test_an_attempt_knows_its_number_and_whether_it_follows_up(repo: Repo) -> None:
+    seen = repo.root.parent / "seen.txt"
+    repo.shell_prompt(
+        "env.md",
+        f'echo "$GADUGI_ATTEMPT ${{GADUGI_FOLLOW_UP:-none}}" >> {seen}\n'
+        'echo "$GADUGI_ATTEMPT" > attempt.txt',
+        front="retries: 1",
+    )
+    repo.commit()
+    verify = "grep -qx 2 attempt.txt"
+    proc = run_cli(["run", "--agent", "shell", "--json", "--verify", verify, "env"], repo.root)
+    assert proc.returncode == 0, proc.stderr
+    assert seen.read_text().splitlines() == ["1 none", "2 1"]

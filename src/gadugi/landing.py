@@ -43,6 +43,7 @@ GH_TIMEOUT_S = 120.0
 # recording it, the window the exactly-once argument has to cover; "after-keep" between
 # keeping a candidate and recording it.
 FAULT_ENV = "GADUGI_LAND_FAULT"
+HELD_NOTE = "waits for"  # a held task's landing note begins so
 
 
 class LandingStatus(StrEnum):
@@ -69,6 +70,10 @@ class LandOptions:
     pr: str | None = None  # "tasks" (one per task) or "integration" (one for the branch)
     kill_grace_s: float = 5.0
     retries: int = 1  # land_retries: re-runs of a task whose merge conflicts or turns red
+    # conflict_policy optimistic: a task predicted to conflict with one still unfinished
+    # waits for it, and of a pair both done the one that ran longer lands first, so a
+    # conflict is resolved once, by re-running the agent with the least work to redo.
+    hold_conflicts: bool = False
 
 
 def integration_branch(orch_id: str) -> str:
@@ -305,7 +310,42 @@ class Lander:
                 for d in r["depends_on"]
             )
         ]
-        return min(ready, key=lambda r: (-r["priority"], r["seq"]), default=None)
+        if self.options.hold_conflicts:
+            ready = self._unheld(ready, by_id)
+        first = min(ready, key=lambda r: (-r["priority"], r["seq"]), default=None)
+        if first is None or not self.options.hold_conflicts:
+            return first
+        # Of the ready tasks it may conflict with (their partners all done), the one that
+        # ran longest: should they clash, the one re-run is the one with less to redo.
+        cluster = [r for r in ready if r is first or r["task_id"] in _partners(first, by_id)]
+        return max(cluster, key=lambda r: (_ran_for(r), -r["seq"]))
+
+    def _unheld(
+        self, ready: list[dict[str, Any]], by_id: dict[str, dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """The ready tasks no unfinished partner holds back; each held one says why."""
+        free: list[dict[str, Any]] = []
+        notes: dict[str, dict[str, Any]] = {}
+        for row in ready:
+            waits = sorted(
+                p
+                for p in _partners(row, by_id)
+                if p in by_id and not TaskStatus(by_id[p]["status"]).finished
+            )
+            if not waits:
+                free.append(row)
+                if (row.get("landing_note") or "").startswith(HELD_NOTE):
+                    notes[row["task_id"]] = {"landing_note": None}
+                continue
+            note = f"{HELD_NOTE} {', '.join(waits)} (predicted to conflict) to finish first"
+            if row.get("landing_note") != note:
+                notes[row["task_id"]] = {
+                    "landing_status": (_landing(row) or LandingStatus.PENDING).value,
+                    "landing_note": note,
+                }
+        if notes:
+            self.registry.update_tasks(self.orch_id, notes, owner=self.owner)
+        return free
 
     # -- one task ------------------------------------------------------------------------
 
@@ -335,10 +375,24 @@ class Lander:
                 landing_attempts=number,
                 landing_tip=tip,
             )
-        if self.options.verify:
+        if self.options.verify and not self._verified_by_task(task, candidate):
             self._start_verification(task_id, candidate, head, now)
             return True
-        self._advance(task_id, candidate, head, verified=False)
+        self._advance(task_id, candidate, head, verified=bool(self.options.verify))
+        return True
+
+    def _verified_by_task(self, task: dict[str, Any], candidate: str) -> bool:
+        """Whether the task's own verification passed, with this very command, on the
+        candidate's tree: a first task merged onto the base, or one started from the
+        branch it lands after (stacked, a dependent, a landing re-run). Verifying the same
+        tree with the same command again would only repeat the answer."""
+        seen = task.get("verification") or {}
+        if not (seen.get("passed") and seen.get("command") == self.options.verify):
+            return False
+        tree = seen.get("tree")
+        if not tree or self._oid(f"{candidate}^{{tree}}") != tree:
+            return False
+        log.info("%s: its verification passed on this tree already", task["task_id"])
         return True
 
     def _recorded_candidate(self, task: dict[str, Any], head: str, tip: str) -> str | None:
@@ -782,12 +836,25 @@ def options_for(
         pr=pr,
         kill_grace_s=float(config.get("kill_grace_seconds", 5.0)),
         retries=int(config.get("land_retries", 1)),
+        hold_conflicts=config.get("conflict_policy") == "optimistic",
     )
 
 
 def check_remote(root: Path, remote: str) -> None:
     if remote.startswith("-") or run_git(["remote", "get-url", remote], root).returncode:
         raise RequestError(f"--push {remote!r}: no such remote (git remote -v lists them)")
+
+
+def _partners(row: dict[str, Any], by_id: dict[str, dict[str, Any]]) -> set[str]:
+    """The tasks ``row`` is predicted to conflict with, either way round."""
+    named = set(row.get("conflicts_with") or ())
+    named_by = {t for t, r in by_id.items() if row["task_id"] in (r.get("conflicts_with") or ())}
+    return named | named_by
+
+
+def _ran_for(row: dict[str, Any]) -> float:
+    started, ended = row.get("started_at"), row.get("completed_at")
+    return float(ended - started) if started is not None and ended is not None else 0.0
 
 
 def _landing(row: dict[str, Any]) -> LandingStatus | None:

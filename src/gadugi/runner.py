@@ -197,6 +197,7 @@ class Layout:
             events_file=self.logs_dir / f"{run.task_id}.events.jsonl",
             attempt=run.attempt,
             resume_session=run.agent_info.get("session_id"),
+            follow_up=run.followup is not None,
         )
 
 
@@ -1009,11 +1010,19 @@ class Runner:
         code = ended.returncode
         assert code is not None
         log_file = self.layout.phase_log(run.task_id, Phase.VERIFY)
+        before = run.verification or {}
         self._note_verification(run, code == 0, ended.code, now)
         if code == 0:
             self._end_attempt(run, TaskStatus.COMPLETED, now, None, run.agent_code)
             return
         why = phase_failed("verification", command, code, log_file)
+        tree = run.verification.get("tree") if run.verification else None
+        if tree and before.get("tree") == tree and before.get("command") == command:
+            # The follow-up left the very tree that failed: asking again spends an agent
+            # run on a verification whose answer is known.
+            why = f"{why}; the follow-up changed nothing, so it is not asked again"
+            self._end_attempt(run, TaskStatus.FAILED, now, why, run.agent_code)
+            return
         if run.retries_left <= 0:
             self._end_attempt(run, TaskStatus.FAILED, now, why, run.agent_code)
             return
@@ -1028,6 +1037,11 @@ class Runner:
             "duration_seconds": round(max(0.0, now - (run.phase_started or now)), 3),
             "log_file": str(self.layout.phase_log(run.task_id, Phase.VERIFY)),
         }
+        # The tree it saw, where nothing tracked was left modified: landing need not verify
+        # the same tree with the same command again, nor a follow-up that changed nothing.
+        tree = self.worktrees.tree_of(run.worktree) if run.worktree is not None else None
+        if tree:
+            run.verification["tree"] = tree
 
     def follow_up(
         self,

@@ -476,6 +476,16 @@ class Worktrees:
         res = run_git(["status", "--porcelain", "--untracked-files=all"], path)
         return res.returncode == 0 and not res.stdout.strip()
 
+    def tree_of(self, path: Path) -> str | None:
+        """The tree of the worktree's HEAD when no tracked file differs from it: what a
+        command run there just saw (untracked files are its own output, never landed);
+        None when a tracked file is modified or git cannot say."""
+        res = run_git(["status", "--porcelain", "--untracked-files=no"], path)
+        if res.returncode != 0 or res.stdout.strip():
+            return None
+        tree = run_git(["rev-parse", "--verify", "--quiet", "HEAD^{tree}"], path)
+        return tree.stdout.strip() or None if tree.returncode == 0 else None
+
     def branch_head(self, branch: str) -> str | None:
         """The commit ``branch`` points at, or None when there is no such branch."""
         res = run_git(["rev-parse", "--verify", "-q", f"refs/heads/{branch}^{{commit}}"], self.root)

@@ -57,9 +57,12 @@ class AgentContext:
     events_file: Path
     attempt: int = 1
     resume_session: str | None = None
+    follow_up: bool = False  # this attempt continues the last one with gadugi's follow-up
 
     def environment(self) -> dict[str, str]:
         return {
+            "GADUGI_ATTEMPT": str(self.attempt),
+            **({"GADUGI_FOLLOW_UP": "1"} if self.follow_up else {}),
             "GADUGI_ORCHESTRATION_ID": self.orchestration_id,
             "GADUGI_TASK_ID": self.task_id,
             "GADUGI_WORKTREE": str(self.worktree),
