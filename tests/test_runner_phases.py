@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import pytest
 
-from gadugi import procs
+from gadugi import procs, recovery
 from gadugi.agents import AgentContext, AgentProfile, Launch, Outcome, profile_for
 from gadugi.config import OrchestrationConfig
 from gadugi.errors import RequestError
 from gadugi.phases import FOLLOWUP_HEADING
+from gadugi.promptgen import load_template
+from gadugi.registry import Registry
+from gadugi.runner import Runner
 from gadugi.tasks import Prompt, TaskStatus
-from test_runner_tick import T0, MakeRig, rig, task
+from test_runner_tick import BASE, ORCH, OWNER, T0, MakeRig, Rig, rig, task
 
 __all__ = ["rig"]  # the fixture, used by name
 
@@ -148,3 +151,69 @@ def test_a_verification_that_times_out_is_recorded_as_not_passed(rig: MakeRig) -
     row = r.row("t")
     assert (row["status"], row["error_message"]) == ("timeout", "verify timed out after 1 minutes")
     assert row["verification"]["passed"] is False and row["verification"]["exit_code"] is None
+
+
+def _rebuilt(r: Rig) -> Runner:
+    """The runner a resume builds after a kill -9: its tasks restored from the registry."""
+    for run in r.runner.runs:  # recovery reads each prompt from the project
+        path = r.layout.root / run.prompt.rel_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(run.prompt.text)
+    fresh = Registry(r.layout.root / ".gadugi/state.db")
+    runs = recovery.restore_runs(fresh.tasks(ORCH), fresh.attempts(ORCH), r.layout, r.config)
+    return Runner(
+        r.layout,
+        runs,
+        r.config,
+        fresh,
+        r.worktrees,
+        load_template(r.layout.root),
+        BASE,
+        owner=OWNER,
+        clock=r.clock,
+        processes=r.procs,
+    )
+
+
+@pytest.mark.parametrize("removed", [True, False])
+def test_a_follow_up_and_its_merge_base_survive_a_crash_before_the_next_attempt(
+    rig: MakeRig, removed: bool
+) -> None:
+    r = rig([task("t")])
+    r.step(T0)
+    r.exit("t", 0)
+    assert not r.step(T0 + 1)
+    run = r.runner.by_id["t"]
+    if not removed:  # kept (say, it held untracked files): the follow-up runs in it
+        run.worktree = r.layout.worktrees_dir / "kept"
+        run.worktree.mkdir()
+        r.worktrees.created.append(("t", run.worktree, run.branch or "", BASE))
+        r.registry.update_task(ORCH, "t", worktree=str(run.worktree), worktree_removed=0)
+    r.runner.follow_up(run, "Merging left conflicts in a.py; resolve them.", T0 + 2, base="c0ffee")
+    # kill -9 here: the next attempt never started; a resume builds the loop again.
+    again = _rebuilt(r)
+    r.clock.now = T0 + 3
+    try:
+        assert again.tick(T0 + 3)
+    finally:
+        again.exits.close()
+        again.registry.close()
+    assert r.worktrees.absorbed == [("t", "c0ffee")]
+    prompt = (r.layout.prompts_dir / "t.md").read_text()
+    assert f"{FOLLOWUP_HEADING}\n\nMerging left conflicts in a.py" in prompt
+    assert r.row("t")["followup"] is None and r.row("t")["followup_base"] is None
+
+
+def test_a_crash_after_the_merge_before_the_agent_merges_nothing_twice(rig: MakeRig) -> None:
+    r = rig([task("t")], setup_command="make env")
+    r.step(T0)
+    r.exit("t", 0)  # the setup
+    r.step(T0 + 1)
+    r.exit("t", 0)  # the agent
+    assert not r.step(T0 + 2)
+    run = r.runner.by_id["t"]
+    r.runner.follow_up(run, "Merge main in and fix the clash.", T0 + 3, base="c0ffee")
+    assert r.step(T0 + 4)  # merged, then the reopened worktree's setup started
+    assert r.row("t")["phase"] == "setup" and r.worktrees.absorbed == [("t", "c0ffee")]
+    assert r.row("t")["followup_base"] is None  # the merge is in git now
+    assert r.row("t")["followup"] == "Merge main in and fix the clash."

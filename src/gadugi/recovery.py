@@ -187,6 +187,7 @@ def _restore(
         needs_setup=row.get("phase") in (None, Phase.SETUP.value),
         agent_code=row["exit_code"],
         followup=row.get("followup"),
+        followup_base=row.get("followup_base"),
         verdict=row.get("verdict"),
         summary=row.get("summary"),
         verification=row.get("verification"),

@@ -159,6 +159,7 @@ ADDED_COLUMNS = {
         "landing_reruns": "INTEGER NOT NULL DEFAULT 0",  # re-runs asked (land_retries bounds)
         "phase": "TEXT",  # Phase of a running attempt: setup, agent, verify
         "followup": "TEXT",  # what the next attempt is asked, continuing the last one
+        "followup_base": "TEXT",  # a commit merged into the branch before that attempt
         "verdict": "TEXT",  # the agent's structured verdict: done, blocked, no_change
         "summary": "TEXT",
         "verification": "TEXT",  # JSON: command, passed, exit_code, duration_seconds, log_file

@@ -556,6 +556,8 @@ class Runner:
             )
             run.followup = f"{run.followup}\n\n{note}" if run.followup else note
         run.followup_base = None
+        # The merge is in git now: a resume after a crash asks for it once, not again.
+        self._record(run, followup=run.followup, followup_base=None)
 
     def _start_failed(self, run: TaskRun, exc: GadugiError | OSError, now: float) -> None:
         """Try again later if that can help (bounded, growing delays), else fail the task."""
@@ -1076,6 +1078,7 @@ class Runner:
                 shown,
                 run.agent_code,
                 followup=text,
+                followup_base=base,
                 verdict=run.verdict,
                 summary=run.summary,
                 verification=run.verification,
@@ -1085,7 +1088,16 @@ class Runner:
         if run.worktree is not None and not run.worktree.exists():
             run.worktree = None  # removed once it was clean: the branch is checked out again
         run.completed_at = None
-        self._move(run, TaskStatus.QUEUED, now, shown, None, followup=text, not_before=None)
+        self._move(
+            run,
+            TaskStatus.QUEUED,
+            now,
+            shown,
+            None,
+            followup=text,
+            followup_base=base,
+            not_before=None,
+        )
 
     def _park(self, agent: str, reset_at: float) -> None:
         """Every queued task of ``agent`` waits for its usage limit's reset (plus a margin);
@@ -1177,6 +1189,7 @@ class Runner:
             "summary": run.summary,
             "verification": run.verification,
             "followup": None,
+            "followup_base": None,
         }
         try:
             head = None
