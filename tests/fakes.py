@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import shutil
 import signal
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -175,6 +175,12 @@ class FakeWorktrees(Worktrees):
 
     def changed_since(self, path: Path, base: str) -> bool:
         return self.changes
+
+    def untracked(self, path: Path) -> list[str] | None:
+        return []
+
+    def discard_untracked(self, path: Path, files: Iterable[str]) -> list[str]:
+        return []
 
     def absorb(self, task_id: str, path: Path, commit: str) -> list[str]:
         self.absorbed.append((task_id, commit))

@@ -233,3 +233,71 @@ def test_an_attempt_knows_its_number_and_whether_it_follows_up(repo: Repo) -> No
     proc = run_cli(["run", "--agent", "shell", "--json", "--verify", verify, "env"], repo.root)
     assert proc.returncode == 0, proc.stderr
     assert seen.read_text().splitlines() == ["1 none", "2 1"]
+
+
+UNITTEST_TASK = """mkdir -p pkg
+echo 'def add(a, b): return a + b' > pkg/__init__.py
+cat > test_pkg.py <<'EOF'
+import unittest
+import pkg
+
+
+class T(unittest.TestCase):
+    def test_add(self):
+        self.assertEqual(pkg.add(1, 2), 3)
+EOF"""
+
+
+def test_what_a_green_verification_leaves_untracked_does_not_keep_the_worktree(
+    repo: Repo,
+) -> None:
+    # No .gitignore: `python -m unittest` leaves __pycache__ folders, which are the
+    # verification's output, not the agent's work.
+    repo.shell_prompt("mod.md", UNITTEST_TASK)
+    repo.commit()
+    verify = "PYTHONDONTWRITEBYTECODE= python3 -m unittest -q && test -d pkg/__pycache__"
+    proc = run_cli(["run", "--agent", "shell", "--json", "--verify", verify, "mod"], repo.root)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    task = _task(proc)
+    assert (task["status"], task["error_message"]) == ("completed", None)
+    assert task["verification"]["passed"] is True
+    assert task["worktree"] is None and repo.worktrees() == [str(repo.root)]
+    files = git(repo.root, "ls-tree", "-r", "--name-only", task["branch"]).split()
+    assert sorted(files) == ["README.md", "pkg/__init__.py", "prompts/mod.md", "test_pkg.py"]
+
+
+def test_a_red_verification_s_leftovers_are_not_committed_by_the_follow_up(repo: Repo) -> None:
+    agent = (
+        'bash -c \'if grep -q "Follow-up from gadugi" "$GADUGI_PROMPT_FILE"; '
+        "then echo good > state.txt; else echo bad > state.txt; fi'"
+    )
+    repo.prompt("fix.md", "# Fix it\n", front="retries: 1")
+    repo.commit()
+    verify = "date > verify-report.txt; grep -q good state.txt"
+    proc = run_cli(["run", "--agent-cmd", agent, "--json", "--verify", verify, "fix"], repo.root)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    task = _task(proc)
+    assert task["status"] == "completed" and task["attempts"] == 2
+    assert task["worktree"] is None
+    files = git(repo.root, "log", "--format=", "--name-only", task["branch"]).split()
+    assert "state.txt" in files and "verify-report.txt" not in files
+
+
+def test_the_agent_s_untracked_work_stays_and_a_failed_verification_s_output_too(
+    repo: Repo,
+) -> None:
+    repo.shell_prompt("keep.md", "echo mine > agent.txt", front="retries: 0")
+    repo.shell_prompt(
+        "red.md", "echo mine > agent.txt", front="retries: 0\nverify: touch seen; exit 1"
+    )
+    (repo.root / "gadugi.toml").write_text('autocommit = false\nverify_command = "touch seen"\n')
+    repo.commit()
+    proc = run_cli(["run", "--agent", "shell", "--json", "keep", "red"], repo.root)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    tasks = {t["task_id"]: t for t in json.loads(proc.stdout)["tasks"]}
+    kept, red = Path(tasks["keep"]["worktree"]), Path(tasks["red"]["worktree"])
+    assert tasks["keep"]["status"] == "completed"
+    assert "worktree kept: it has uncommitted changes" in tasks["keep"]["error_message"]
+    assert (kept / "agent.txt").read_text() == "mine\n" and not (kept / "seen").exists()
+    assert tasks["red"]["status"] == "failed"
+    assert (red / "agent.txt").read_text() == "mine\n" and (red / "seen").exists()

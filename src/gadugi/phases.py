@@ -1,15 +1,19 @@
 """The words and files of an attempt's phases beside the agent: setup and verification.
 
 The runner runs each phase as a supervised child (``runner.py``); this module says what a
-phase's failure reads like, and what a follow-up attempt is told.
+phase's failure reads like, what a follow-up attempt is told, and which untracked files a
+verification left behind (its output, not the agent's work).
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from .agents.base import ATTEMPT_MARK
+from .files import write_json_atomic
 from .procs import signal_name
+from .worktrees import Worktrees
 
 TAIL_LINES = 20
 TAIL_CHARS = 2000
@@ -65,3 +69,30 @@ def verify_followup(command: str, returncode: int, log: Path) -> str:
 def followup_prompt(original: str, followup: str) -> str:
     """For an agent without sessions: its original prompt, the follow-up under a heading."""
     return f"{original.rstrip()}\n\n{FOLLOWUP_HEADING}\n\n{followup.strip()}\n"
+
+
+def note_untracked(worktrees: Worktrees, worktree: Path, record: Path) -> None:
+    """Before an attempt's first verification: the untracked files there are (the
+    agent's, where autocommit is off), in ``record``, so that what the verification adds
+    can be told apart even by a resumed orchestrator. A verification run again in the same
+    attempt keeps the first record."""
+    if record.exists():
+        return
+    found = worktrees.untracked(worktree)
+    if found is not None:
+        write_json_atomic(record, found)
+
+
+def discard_verify_output(worktrees: Worktrees, worktree: Path, record: Path) -> list[str]:
+    """Remove the untracked files the verification made (``__pycache__``, reports): so
+    they keep no finished worktree and no follow-up commits them. Only files named by
+    neither the record nor git's ignore rules are touched; without a record nothing is.
+    Returns the ones that stay (a name git quotes, a folder), for the log."""
+    try:
+        before = set(json.loads(record.read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError):
+        return []
+    after = worktrees.untracked(worktree) if worktree.exists() else None
+    if after is None:
+        return []
+    return worktrees.discard_untracked(worktree, [f for f in after if f not in before])

@@ -31,7 +31,13 @@ from .errors import GadugiError, RequestError, SpawnError, WorktreeError
 from .health import Admission
 from .holds import Budget, UsageLimits, WaitTally, clock_time, cost_of
 from .lifecycle import Transition
-from .phases import followup_prompt, phase_failed, verify_followup
+from .phases import (
+    discard_verify_output,
+    followup_prompt,
+    note_untracked,
+    phase_failed,
+    verify_followup,
+)
 from .planning.schedule import Slot, doomed, next_to_start, waiting_reasons
 from .promptgen import Template
 from .registry import AttemptRecord, Registry
@@ -177,6 +183,10 @@ class Layout:
         if phase is Phase.AGENT:
             return self.logs_dir / f"{task_id}.{attempt}.exit.json"
         return self.logs_dir / f"{task_id}.{attempt}.{phase}.exit.json"
+
+    def untracked_record(self, task_id: str, attempt: int) -> Path:
+        """The untracked files of the worktree before the attempt's verification."""
+        return self.logs_dir / f"{task_id}.{attempt}.verify.untracked.json"
 
     def phase_log(self, task_id: str, phase: Phase) -> Path:
         """The log of a task's setup or verification (every attempt's, one after another)."""
@@ -986,8 +996,10 @@ class Runner:
 
     def _begin_verify(self, run: TaskRun, now: float) -> None:
         command = self.verify_command(run)
-        assert command is not None
+        assert command is not None and run.worktree is not None
         try:
+            record = self.layout.untracked_record(run.task_id, run.attempt)
+            note_untracked(self.worktrees, run.worktree, record)
             child = self._spawn_phase(run, Phase.VERIFY, ["bash", "-c", command], now)
         except SpawnError:
             raise  # the loop backs off and takes the agent's exit up again
@@ -1015,6 +1027,7 @@ class Runner:
         before = run.verification or {}
         self._note_verification(run, code == 0, ended.code, now)
         if code == 0:
+            self._discard_verify_output(run)
             self._end_attempt(run, TaskStatus.COMPLETED, now, None, run.agent_code)
             return
         why = phase_failed("verification", command, code, log_file)
@@ -1029,7 +1042,18 @@ class Runner:
             self._end_attempt(run, TaskStatus.FAILED, now, why, run.agent_code)
             return
         run.retries_left -= 1
+        self._discard_verify_output(run)
         self.follow_up(run, verify_followup(command, code, log_file), now, why=why)
+
+    def _discard_verify_output(self, run: TaskRun) -> None:
+        """What a verification left untracked goes once it has passed, or before a
+        follow-up; a failed task keeps it to be looked at."""
+        if run.worktree is None:
+            return
+        record = self.layout.untracked_record(run.task_id, run.attempt)
+        stayed = discard_verify_output(self.worktrees, run.worktree, record)
+        if stayed:
+            log.info("%s: the verification left %s", run.task_id, ", ".join(stayed[:5]))
 
     def _note_verification(self, run: TaskRun, passed: bool, code: int | None, now: float) -> None:
         run.verification = {

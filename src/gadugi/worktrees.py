@@ -23,7 +23,7 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
@@ -475,6 +475,29 @@ class Worktrees:
         """True when nothing in the worktree is modified or untracked (ignored files aside)."""
         res = run_git(["status", "--porcelain", "--untracked-files=all"], path)
         return res.returncode == 0 and not res.stdout.strip()
+
+    def untracked(self, path: Path) -> list[str] | None:
+        """The untracked files in the worktree that git would count (ignored ones aside),
+        relative to it and as git quotes them; None when git cannot say."""
+        # quotepath on: every name comes back as ASCII, an unusual one in double quotes.
+        args = ["-c", "core.quotepath=on", "ls-files", "--others", "--exclude-standard"]
+        res = run_git(args, path)
+        return sorted(res.stdout.splitlines()) if res.returncode == 0 else None
+
+    def discard_untracked(self, path: Path, files: Iterable[str]) -> list[str]:
+        """Remove these files, as ``untracked`` named them, but never a folder (a nested
+        repository); the ones that stay (a name git had to quote, a folder), for the log."""
+        stayed = []
+        for rel in files:
+            target = path / rel
+            if rel.startswith('"') or (target.is_dir() and not target.is_symlink()):
+                stayed.append(rel)
+                continue
+            try:
+                target.unlink(missing_ok=True)
+            except OSError:
+                stayed.append(rel)
+        return stayed
 
     def tree_of(self, path: Path) -> str | None:
         """The tree of the worktree's HEAD when no tracked file differs from it: what a
