@@ -301,3 +301,38 @@ def test_the_agent_s_untracked_work_stays_and_a_failed_verification_s_output_too
     assert (kept / "agent.txt").read_text() == "mine\n" and not (kept / "seen").exists()
     assert tasks["red"]["status"] == "failed"
     assert (red / "agent.txt").read_text() == "mine\n" and (red / "seen").exists()
+
+
+FAKE_CLAUDE = """#!/bin/bash
+# Claude Code as far as gadugi reads it: its prompt is the last argument.
+printf '%s\\n@@ end of call @@\\n' "${@: -1}" >> "$CALLS"
+date +%N > work.txt
+echo '{"type":"system","subtype":"init","session_id":"s1","model":"m"}'
+echo '{"type":"result","subtype":"success","is_error":false,"result":"ok","session_id":"s1",\
+"num_turns":1,"structured_output":{"outcome":"done","summary":"did it"}}'
+"""
+
+
+def test_a_red_verification_printing_nul_bytes_is_followed_up_not_a_crash(
+    repo: Repo, tmp_path: Path
+) -> None:
+    # Its output's tail goes into the follow-up, which Claude Code takes as an argument:
+    # a NUL byte there cannot reach a child, and stopped the orchestrator with a traceback.
+    fake, calls, runs = tmp_path / "claude", tmp_path / "calls", tmp_path / "runs"
+    fake.write_text(FAKE_CLAUDE)
+    fake.chmod(0o755)
+    verify = f"echo x >> {runs}; [ $(wc -l < {runs}) -ge 2 ] || {{ printf 'E\\0F\\n'; exit 1; }}"
+    (repo.root / "gadugi.toml").write_text(
+        f"claude_executable = {json.dumps(str(fake))}\nverify_command = {json.dumps(verify)}\n"
+    )
+    repo.prompt("t.md", "# Do it\n", front="retries: 1")
+    repo.commit()
+    proc = run_cli(
+        ["run", "--agent", "claude", "--json", "t"], repo.root, env={"CALLS": str(calls)}
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    task = _task(proc)
+    assert (task["status"], task["attempts"]) == ("completed", 2)
+    follow_up = calls.read_text().split("\n@@ end of call @@\n")[1]
+    assert "E\N{REPLACEMENT CHARACTER}F" in follow_up and "\0" not in follow_up

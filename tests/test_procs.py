@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import resource
 import signal
@@ -300,3 +301,12 @@ def test_orphaned_zombies_are_reaped_and_our_childrens_codes_are_not_stolen(
         assert procs.reap_orphans() == [pid]
         assert not psutil.pid_exists(pid)
         assert mine.check() is not None and mine.returncode == 3  # its status was left for us
+
+
+def test_a_nul_byte_in_an_argument_is_an_os_error_before_anything_starts(tmp_path: Path) -> None:
+    # What the runner's start paths catch, so the task fails with a message; Popen's own
+    # ValueError would have ended the orchestrator.
+    with pytest.raises(OSError, match="NUL byte") as caught:
+        _spawn(tmp_path, ["echo", "a\0b"])
+    assert caught.value.errno == errno.EINVAL
+    assert not (tmp_path / "l").exists()

@@ -18,6 +18,9 @@ from .worktrees import Worktrees
 TAIL_LINES = 20
 TAIL_CHARS = 2000
 FOLLOWUP_HEADING = "## Follow-up from gadugi"
+# Control characters but the tab: a NUL cannot be passed to an agent that takes its
+# follow-up as an argument, and the others would act on the terminal a message reaches.
+_CONTROLS = {c: "\N{REPLACEMENT CHARACTER}" for c in (*range(0x09), *range(0x0B, 0x20), 0x7F)}
 
 
 def tail_of(path: Path, lines: int = TAIL_LINES, limit: int = TAIL_CHARS) -> str:
@@ -36,7 +39,7 @@ def tail_of(path: Path, lines: int = TAIL_LINES, limit: int = TAIL_CHARS) -> str
         elif line.strip():
             latest.append(line.rstrip())
     kept = latest[-lines:]
-    joined = "\n".join(kept)
+    joined = "\n".join(kept).translate(_CONTROLS)
     return joined[-limit:]
 
 

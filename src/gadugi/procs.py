@@ -281,6 +281,9 @@ def spawn(
     program = shutil.which(argv[0], path=env.get("PATH"))
     if program is None:
         raise FileNotFoundError(f"{argv[0]}: command not found")
+    if any("\0" in word for word in (*argv, *env, *env.values())):
+        # exec(2) takes C strings: Popen would raise a ValueError no caller expects.
+        raise OSError(errno.EINVAL, f"{argv[0]}: an argument or variable holds a NUL byte")
     stdout_path.parent.mkdir(parents=True, exist_ok=True)
     result_file.unlink(missing_ok=True)
     flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
