@@ -30,6 +30,7 @@ import platform
 import re
 import shlex
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -49,6 +50,14 @@ MANIFEST = "manifest.json"
 FICLONE = 0x40049409  # linux/fs.h: _IOW(0x94, 9, int)
 # A byte that may follow a path inside a file without making it a longer path.
 _PATH_END = rb"(?![A-Za-z0-9._\-])"
+# What the key files may hold in all: lock files and manifests, not data. More is keyed
+# on nothing: the command runs without the cache rather than read a 1 GiB file.
+MAX_KEY_BYTES = 64 * 2**20
+CHUNK_BYTES = 2**20
+
+
+class KeyFileError(Exception):
+    """The key files cannot give a key (too large, unreadable): the cache is not used."""
 
 
 @dataclass(frozen=True)
@@ -93,14 +102,42 @@ def key_files(worktree: Path, globs: Iterable[str], skip: Iterable[str] = ()) ->
 
 
 def cache_key(worktree: Path, command: str, spec: CacheSpec, skip: Iterable[str] = ()) -> str:
-    """The hash of what decides the environment: the key files, the command and the paths."""
+    """The hash of what decides the environment: the key files, the command and the paths.
+
+    Raises KeyFileError when the key files hold more than MAX_KEY_BYTES or one of them
+    cannot be read as a plain file."""
     digest = hashlib.sha256()
     header = [FORMAT, sys.platform, platform.machine(), command, list(spec.paths)]
     digest.update(json.dumps(header).encode())
+    left = MAX_KEY_BYTES
     for rel in key_files(worktree, spec.key_globs, (*spec.paths, *skip)):
-        digest.update(b"\0" + rel.encode() + b"\0")
-        digest.update(hashlib.sha256((worktree / rel).read_bytes()).digest())
+        digest.update(b"\0" + os.fsencode(rel) + b"\0")
+        file_digest, size = _file_digest(worktree / rel, rel, left)
+        digest.update(file_digest)
+        left -= size
     return digest.hexdigest()[:32]
+
+
+def _file_digest(path: Path, rel: str, left: int) -> tuple[bytes, int]:
+    """One key file's hash and size, read in chunks and never past ``left`` bytes."""
+    try:
+        # Non-blocking: a FIFO put in the file's place since the glob saw it cannot hang us.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise KeyFileError(f"cannot read the key file {rel} ({exc.strerror})") from None
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise KeyFileError(f"the key file {rel} is not a plain file")
+        digest, size = hashlib.sha256(), 0
+        while chunk := fh.read(min(CHUNK_BYTES, left - size + 1)):
+            size += len(chunk)
+            if size > left:
+                raise KeyFileError(
+                    f"the key files ({rel} among them) hold more than the "
+                    f"{MAX_KEY_BYTES // 2**20} MiB a key is made of"
+                )
+            digest.update(chunk)
+    return digest.digest(), size
 
 
 @contextmanager
@@ -162,16 +199,39 @@ def naming_files(tree: Path, origin: Path) -> tuple[list[str], list[str]]:
     needle = re.compile(re.escape(os.fsencode(origin)) + _PATH_END)
     text: list[str] = []
     binary: list[str] = []
+    if tree.is_symlink():
+        return text, binary  # a link names what it names; a link to / is never walked
     paths = [tree] if tree.is_file() else _walk(tree)
     for path in paths:
-        try:
-            data = path.read_bytes()
-        except OSError:
-            continue
-        if needle.search(data):
+        found, nul = _scan(path, needle, len(os.fsencode(origin)))
+        if found:
             rel = path.relative_to(tree).as_posix() if path != tree else "."
-            (binary if b"\0" in data else text).append(rel)
+            (binary if nul else text).append(rel)
     return text, binary
+
+
+def _scan(path: Path, needle: re.Pattern[bytes], length: int) -> tuple[bool, bool]:
+    """Whether a plain file holds ``needle`` (``length`` bytes long), and whether it holds a
+    NUL byte (binary); read in chunks, so a large file costs no memory, and a FIFO or
+    device nothing."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return False, False
+    found = nul = False
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return False, False
+        carry = b""
+        while True:
+            chunk = fh.read(CHUNK_BYTES)
+            nul = nul or b"\0" in chunk
+            buf = carry + chunk
+            # A match at the very end of a chunk is only whole once the next byte is seen.
+            found = found or any(m.end() < len(buf) or not chunk for m in needle.finditer(buf))
+            if not chunk or (found and nul):
+                return found, nul
+            carry = buf[-(length + 1) :]
 
 
 def _walk(tree: Path) -> Iterator[Path]:
@@ -310,16 +370,29 @@ def prepare(command: str, worktree: Path, project_root: Path, spec: CacheSpec) -
     """Restore the environment for this key, or build it with ``command`` and store it."""
     worktree = worktree.resolve()
     cache = project_root.resolve() / CACHE_DIR
+    # A folder on the way that is a symlink (a tracked one) would have the cache store,
+    # and restore into, a place outside the worktree.
+    escaping = [rel for rel in spec.paths if not _inside(worktree, (worktree / rel).parent)]
+    if escaping:
+        say(
+            f"{', '.join(escaping)} (setup_cache_paths) lead out of the worktree through a "
+            "symlink: running the command without the cache"
+        )
+        return run_command(command, worktree)
     files = key_files(worktree, spec.key_globs, spec.paths)
     if not files:
         say(f"no file matches setup_cache_key ({', '.join(spec.key_globs)}); keyed on the command")
-    key = cache_key(worktree, command, spec)
+    try:
+        key = cache_key(worktree, command, spec)
+    except KeyFileError as exc:
+        say(f"{exc}: running the command without the cache")
+        return run_command(command, worktree)
     entry_dir = cache / key
     lock = cache / f"{key}.lock"
     present = [rel for rel in spec.paths if os.path.lexists(worktree / rel)]
     if present:
         say(f"{', '.join(present)} already in the worktree: running the command, not the cache")
-        return subprocess.run(["bash", "-c", command], cwd=worktree, check=False).returncode
+        return run_command(command, worktree)
     with locked(lock, shared=True):
         if try_restore(entry_dir, worktree, spec):
             return 0
@@ -327,7 +400,7 @@ def prepare(command: str, worktree: Path, project_root: Path, spec: CacheSpec) -
         # Another worktree may have built it while this one waited for the lock alone.
         if try_restore(entry_dir, worktree, spec):
             return 0
-        code = subprocess.run(["bash", "-c", command], cwd=worktree, check=False).returncode
+        code = run_command(command, worktree)
         if code != 0:
             return code
         missing = [rel for rel in spec.paths if not os.path.lexists(worktree / rel)]
@@ -341,6 +414,16 @@ def prepare(command: str, worktree: Path, project_root: Path, spec: CacheSpec) -
             return 0
         say(f"cache {key}: built and stored {', '.join(spec.paths)} in {entry_dir}")
     return 0
+
+
+def run_command(command: str, worktree: Path) -> int:
+    return subprocess.run(["bash", "-c", command], cwd=worktree, check=False).returncode
+
+
+def _inside(worktree: Path, path: Path) -> bool:
+    """Whether ``path``, its symlinks followed, is ``worktree`` or inside it."""
+    real = Path(os.path.realpath(path))
+    return real == worktree or worktree in real.parents
 
 
 def stale_entries(
@@ -358,7 +441,11 @@ def stale_entries(
     current = None
     if config.setup_command and config.setup_cache_key:
         spec = CacheSpec(config.setup_cache_key, config.setup_cache_paths)
-        current = cache_key(root, config.setup_command, spec, main_checkout_skip(config))
+        try:
+            current = cache_key(root, config.setup_command, spec, main_checkout_skip(config))
+        except KeyFileError as exc:
+            # Which one the setup would use is not known: none may go.
+            return [], [f"cached environments: all kept, the current key is not known ({exc})"]
     linked = {
         os.path.realpath(tree / rel)
         for tree in worktrees
