@@ -36,7 +36,7 @@ from .lease import lock_path
 from .procs import agents_of
 from .recovery import orchestrator_alive
 from .registry import Registry
-from .worktrees import Worktrees, run_git
+from .worktrees import Worktrees, git_in, run_git
 
 _LAST = 1 << 62  # sorts the integration branch after every task branch
 
@@ -176,7 +176,7 @@ class _Keepers:
 
 def _dirt(path: Path) -> str | None:
     """Why the worktree must not be removed as it is, or None when it is clean."""
-    res = run_git(["status", "--porcelain", "--untracked-files=all"], path)
+    res = git_in(path, ["status", "--porcelain", "--untracked-files=all"])
     if res.returncode != 0:
         said = res.stderr.strip().splitlines()
         return f"git cannot inspect it ({said[0] if said else f'exit {res.returncode}'})"

@@ -31,7 +31,7 @@ from . import procs
 from .errors import GadugiError, RequestError, SpawnError
 from .registry import Registry
 from .tasks import TaskStatus
-from .worktrees import Worktrees, run_git, user_identity
+from .worktrees import Worktrees, git_in, run_git, user_identity
 
 log = logging.getLogger(__name__)
 LAND_REFS = "refs/gadugi/land"
@@ -593,9 +593,11 @@ class Lander:
                     fd,
                 )
         else:
-            res = run_git(["checkout", "--quiet", "--detach", "--force", commit], self.worktree)
+            # git_in: a verification that removed the worktree's .git must not turn this
+            # forced checkout and clean on the main checkout.
+            res = git_in(self.worktree, ["checkout", "--quiet", "--detach", "--force", commit])
             if res.returncode == 0:
-                res = run_git(["clean", "-fdq"], self.worktree)
+                res = git_in(self.worktree, ["clean", "-fdq"])
         if res.returncode != 0:
             raise LandError(f"cannot check out {commit[:12]} at {self.worktree}: {res.stderr}")
 

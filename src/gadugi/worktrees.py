@@ -99,6 +99,18 @@ def run_git(
     return GitResult(proc.returncode, stdout, stderr)
 
 
+def git_in(worktree: Path, args: Sequence[str], env: Mapping[str, str] | None = None) -> GitResult:
+    """git run in a worktree gadugi made (a task's, the integration one), and only there.
+
+    git looks for a repository from its folder upwards: in a worktree whose ``.git`` an
+    agent or a verification removed, it would find the main checkout (the worktrees live
+    inside it) and commit, check out or clean there. With the worktree's parent as a
+    ceiling it stops at the worktree, and says it is not a repository.
+    """
+    ceiling = {"GIT_CEILING_DIRECTORIES": os.path.realpath(worktree.parent)}
+    return run_git(args, worktree, env={**(env or {}), **ceiling})
+
+
 # git says it could not fork or start a thread only in words (run-command.c's "cannot
 # fork() for ...", "unable to create thread: ..."), with strerror's text under LC_ALL=C.
 _OUT_OF = {os.strerror(errno.EAGAIN): errno.EAGAIN, os.strerror(errno.ENOMEM): errno.ENOMEM}
@@ -403,11 +415,11 @@ class Worktrees:
 
         The merge commit is the user's, like every commit gadugi makes."""
         who = user_identity(self.root)
-        res = run_git(["merge", "--no-edit", "--quiet", *branches], path, env=who)
+        res = git_in(path, ["merge", "--no-edit", "--quiet", *branches], env=who)
         if res.returncode == 0:
             return
-        files = run_git(["diff", "--name-only", "--diff-filter=U"], path).stdout.split()
-        run_git(["merge", "--abort"], path)
+        files = git_in(path, ["diff", "--name-only", "--diff-filter=U"]).stdout.split()
+        git_in(path, ["merge", "--abort"])
         names = ", ".join(branches)
         detail = f"conflicting files: {', '.join(files)}" if files else res.stderr.strip()
         raise WorktreeError(task_id, f"merge of {names}", detail, res.returncode)
@@ -416,10 +428,10 @@ class Worktrees:
         """Merge ``commit`` into the worktree's branch as the user, before a follow-up
         attempt. A conflict is left in the worktree for the agent to resolve (its files
         are returned); the agent's commit, or the autocommit, concludes the merge."""
-        res = run_git(["merge", "--no-edit", "--quiet", commit], path, env=user_identity(self.root))
+        res = git_in(path, ["merge", "--no-edit", "--quiet", commit], env=user_identity(self.root))
         if res.returncode == 0:
             return []
-        files = run_git(["diff", "--name-only", "--diff-filter=U"], path).stdout.split()
+        files = git_in(path, ["diff", "--name-only", "--diff-filter=U"]).stdout.split()
         if not files:
             raise WorktreeError(task_id, f"merge of {commit}", res.stderr, res.returncode)
         return files
@@ -432,14 +444,14 @@ class Worktrees:
             return None
         # `add -A` would take conflict markers for a resolution: a merge the agent left
         # unresolved (a landing re-run's) is its failure, never gadugi's commit.
-        unmerged = run_git(["diff", "--name-only", "--diff-filter=U"], path).stdout.split()
+        unmerged = git_in(path, ["diff", "--name-only", "--diff-filter=U"]).stdout.split()
         if unmerged:
             raise WorktreeError(
                 task_id, "autocommit", f"conflicts left unresolved in {', '.join(unmerged)}", 1
             )
         who = user_identity(self.root)
         for args in (["add", "-A"], ["commit", "--quiet", "-m", message]):
-            res = run_git(args, path, env=who)
+            res = git_in(path, args, env=who)
             if res.returncode != 0:
                 said = res.stderr.strip() or res.stdout.strip()
                 raise WorktreeError(task_id, args[0], said, res.returncode, "autocommit")
@@ -448,7 +460,7 @@ class Worktrees:
     def changed_since(self, path: Path, base: str) -> bool:
         """Whether the worktree holds any change since ``base``: a commit on its HEAD, or
         anything modified or untracked."""
-        res = run_git(["rev-list", "--count", f"{base}..HEAD"], path)
+        res = git_in(path, ["rev-list", "--count", f"{base}..HEAD"])
         if res.returncode == 0 and int(res.stdout.strip() or 0) > 0:
             return True
         return not self.is_clean(path)
@@ -469,11 +481,14 @@ class Worktrees:
 
     def head(self, path: Path) -> str:
         """The commit checked out in the worktree at ``path``."""
-        return resolve_commit(path, "HEAD")
+        res = git_in(path, ["rev-parse", "--verify", "--quiet", "HEAD^{commit}"])
+        if res.returncode != 0 or not res.stdout.strip():
+            raise RepositoryError(f"{path} has no commit checked out: {res.stderr.strip()}")
+        return res.stdout.strip()
 
     def is_clean(self, path: Path) -> bool:
         """True when nothing in the worktree is modified or untracked (ignored files aside)."""
-        res = run_git(["status", "--porcelain", "--untracked-files=all"], path)
+        res = git_in(path, ["status", "--porcelain", "--untracked-files=all"])
         return res.returncode == 0 and not res.stdout.strip()
 
     def untracked(self, path: Path) -> list[str] | None:
@@ -481,7 +496,7 @@ class Worktrees:
         relative to it and as git quotes them; None when git cannot say."""
         # quotepath on: every name comes back as ASCII, an unusual one in double quotes.
         args = ["-c", "core.quotepath=on", "ls-files", "--others", "--exclude-standard"]
-        res = run_git(args, path)
+        res = git_in(path, args)
         return sorted(res.stdout.splitlines()) if res.returncode == 0 else None
 
     def discard_untracked(self, path: Path, files: Iterable[str]) -> list[str]:
@@ -503,10 +518,10 @@ class Worktrees:
         """The tree of the worktree's HEAD when no tracked file differs from it: what a
         command run there just saw (untracked files are its own output, never landed);
         None when a tracked file is modified or git cannot say."""
-        res = run_git(["status", "--porcelain", "--untracked-files=no"], path)
+        res = git_in(path, ["status", "--porcelain", "--untracked-files=no"])
         if res.returncode != 0 or res.stdout.strip():
             return None
-        tree = run_git(["rev-parse", "--verify", "--quiet", "HEAD^{tree}"], path)
+        tree = git_in(path, ["rev-parse", "--verify", "--quiet", "HEAD^{tree}"])
         return tree.stdout.strip() or None if tree.returncode == 0 else None
 
     def branch_head(self, branch: str) -> str | None:
@@ -527,7 +542,7 @@ class Worktrees:
         """
         head = self._oid(path, "HEAD") if (path / ".git").exists() else None
         ref = f"refs/heads/{branch}"
-        at = run_git(["symbolic-ref", "--quiet", "HEAD"], path) if head else None
+        at = git_in(path, ["symbolic-ref", "--quiet", "HEAD"]) if head else None
         where = at.stdout.strip() if at is not None and at.returncode == 0 else None
         if head is None or where == ref:
             return HeadCheck(HeadOutcome.ON_BRANCH)
@@ -554,7 +569,7 @@ class Worktrees:
 
     def _attach(self, task_id: str, path: Path, ref: str) -> None:
         # HEAD and the branch now name the same commit, so the files stay as they are.
-        res = run_git(["symbolic-ref", "HEAD", ref], path)
+        res = git_in(path, ["symbolic-ref", "HEAD", ref])
         if res.returncode != 0:
             log.info("%s: HEAD stays detached: %s", task_id, res.stderr.strip())
 
