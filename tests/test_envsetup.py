@@ -88,7 +88,7 @@ def package(repo: Repo) -> Repo:
 
 def test_without_a_cache_the_setup_child_is_the_command_alone(tmp_path: Path) -> None:
     argv = setup_argv("make env", tmp_path / "w", tmp_path, OrchestrationConfig())
-    assert argv == ["bash", "-c", "make env"]
+    assert argv == ["bash", "-c", "--", "make env"]
 
 
 def test_a_venv_from_the_cache_runs_and_imports_its_own_worktree(package: Repo) -> None:

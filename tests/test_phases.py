@@ -336,3 +336,19 @@ def test_a_red_verification_printing_nul_bytes_is_followed_up_not_a_crash(
     assert (task["status"], task["attempts"]) == ("completed", 2)
     follow_up = calls.read_text().split("\n@@ end of call @@\n")[1]
     assert "E\N{REPLACEMENT CHARACTER}F" in follow_up and "\0" not in follow_up
+
+
+def test_a_command_that_starts_with_a_dash_runs_as_a_command_not_as_bash_options(
+    repo: Repo,
+) -> None:
+    # `bash -c --version` would print bash's version and pass the verification.
+    repo.shell_prompt("v.md", "echo x > x.txt", front="retries: 0\nverify: --version")
+    repo.shell_prompt("s.md", "echo x > x.txt", front="retries: 0\nsetup: --version")
+    repo.commit()
+    proc = run_cli(["run", "--agent", "shell", "--json", "v", "s"], repo.root)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    tasks = {t["task_id"]: t for t in json.loads(proc.stdout)["tasks"]}
+    assert tasks["v"]["status"] == "failed" and tasks["v"]["verification"]["passed"] is False
+    assert "--version: command not found" in tasks["v"]["error_message"]
+    assert tasks["s"]["status"] == "failed"
+    assert tasks["s"]["error_message"].startswith("setup failed: `--version` exited with code 127")

@@ -67,12 +67,18 @@ class CacheSpec:
     link: bool = False
 
 
+def shell_argv(command: str) -> list[str]:
+    """A setup or verification command line, run by bash as written: after ``--``, a
+    command starting with '-' (``--version``) is never read as bash's own options."""
+    return ["bash", "-c", "--", command]
+
+
 def setup_argv(
     command: str, worktree: Path, project_root: Path, config: OrchestrationConfig
 ) -> list[str]:
     """The setup child's command line: the user's command alone, or through the cache."""
     if not (config.setup_cache_key and config.setup_cache_paths):
-        return ["bash", "-c", command]
+        return shell_argv(command)
     # -P: the worktree (the cwd) is not put on sys.path, so a project folder named gadugi
     # cannot stand in for this package.
     argv = [sys.executable, "-P", "-m", "gadugi.envsetup"]
@@ -417,7 +423,7 @@ def prepare(command: str, worktree: Path, project_root: Path, spec: CacheSpec) -
 
 
 def run_command(command: str, worktree: Path) -> int:
-    return subprocess.run(["bash", "-c", command], cwd=worktree, check=False).returncode
+    return subprocess.run(shell_argv(command), cwd=worktree, check=False).returncode
 
 
 def _inside(worktree: Path, path: Path) -> bool:

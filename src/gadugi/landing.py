@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from . import procs
+from .envsetup import shell_argv
 from .errors import GadugiError, RequestError, SpawnError
 from .registry import Registry
 from .tasks import TaskStatus
@@ -536,7 +537,7 @@ class Lander:
         }
         result_file = self.logs_dir / f"land.{number}.exit.json"
         child = procs.spawn(
-            ["bash", "-c", command], self.worktree, env, log_file, log_file, result_file
+            shell_argv(command), self.worktree, env, log_file, log_file, result_file
         )
         deadline = now + self.options.verify_timeout_s
         self.verifying = Verification(task_id, candidate, head, child, log_file, deadline)

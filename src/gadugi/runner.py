@@ -26,7 +26,7 @@ from . import procs
 from .agents import AgentContext, AgentProfile, Outcome
 from .agents.base import ATTEMPT_MARK, last_line
 from .config import OrchestrationConfig
-from .envsetup import setup_argv
+from .envsetup import setup_argv, shell_argv
 from .errors import GadugiError, RequestError, SpawnError, WorktreeError
 from .health import Admission
 from .holds import Budget, UsageLimits, WaitTally, clock_time, cost_of
@@ -1000,7 +1000,7 @@ class Runner:
         try:
             record = self.layout.untracked_record(run.task_id, run.attempt)
             note_untracked(self.worktrees, run.worktree, record)
-            child = self._spawn_phase(run, Phase.VERIFY, ["bash", "-c", command], now)
+            child = self._spawn_phase(run, Phase.VERIFY, shell_argv(command), now)
         except SpawnError:
             raise  # the loop backs off and takes the agent's exit up again
         except (GadugiError, OSError) as exc:
