@@ -283,7 +283,7 @@ def test_a_red_verification_s_leftovers_are_not_committed_by_the_follow_up(repo:
     assert "state.txt" in files and "verify-report.txt" not in files
 
 
-def test_the_agent_s_untracked_work_stays_and_a_failed_verification_s_output_too(
+def test_the_agent_s_untracked_work_stays_and_no_verification_s_output_does(
     repo: Repo,
 ) -> None:
     repo.shell_prompt("keep.md", "echo mine > agent.txt", front="retries: 0")
@@ -300,7 +300,7 @@ def test_the_agent_s_untracked_work_stays_and_a_failed_verification_s_output_too
     assert "worktree kept: it has uncommitted changes" in tasks["keep"]["error_message"]
     assert (kept / "agent.txt").read_text() == "mine\n" and not (kept / "seen").exists()
     assert tasks["red"]["status"] == "failed"
-    assert (red / "agent.txt").read_text() == "mine\n" and (red / "seen").exists()
+    assert (red / "agent.txt").read_text() == "mine\n" and not (red / "seen").exists()
 
 
 FAKE_CLAUDE = """#!/bin/bash

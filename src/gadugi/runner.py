@@ -783,6 +783,7 @@ class Runner:
             else:
                 if run.phase is Phase.VERIFY:  # stopped before it could pass: not passed
                     self._note_verification(run, False, None, _ended_at(child, now))
+                    self._discard_verify_output(run)
                 self._end_attempt(run, status, _ended_at(child, now), why, _code(child))
             return
         ended = child.check()
@@ -1026,8 +1027,8 @@ class Runner:
         log_file = self.layout.phase_log(run.task_id, Phase.VERIFY)
         before = run.verification or {}
         self._note_verification(run, code == 0, ended.code, now)
+        self._discard_verify_output(run)
         if code == 0:
-            self._discard_verify_output(run)
             self._end_attempt(run, TaskStatus.COMPLETED, now, None, run.agent_code)
             return
         why = phase_failed("verification", command, code, log_file)
@@ -1042,12 +1043,12 @@ class Runner:
             self._end_attempt(run, TaskStatus.FAILED, now, why, run.agent_code)
             return
         run.retries_left -= 1
-        self._discard_verify_output(run)
         self.follow_up(run, verify_followup(command, code, log_file), now, why=why)
 
     def _discard_verify_output(self, run: TaskRun) -> None:
-        """What a verification left untracked goes once it has passed, or before a
-        follow-up; a failed task keeps it to be looked at."""
+        """What a verification left untracked goes once it has ended, however it ended:
+        left there, the next autocommit (a follow-up's, a retry's) would commit it as the
+        agent's work, and a finished worktree would be kept for it."""
         if run.worktree is None:
             return
         record = self.layout.untracked_record(run.task_id, run.attempt)
