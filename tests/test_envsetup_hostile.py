@@ -12,7 +12,7 @@ from pathlib import Path
 
 from conftest import Repo, run_cli
 from gadugi.config import OrchestrationConfig
-from gadugi.envsetup import setup_argv
+from gadugi.envsetup import CACHE_DIR, setup_argv
 from test_envsetup import config, entries, worktree
 
 # Far below the 1 GiB key file below: hashing must stream it, or not read it at all.
@@ -122,3 +122,23 @@ def test_cleanup_keeps_every_cached_environment_when_the_current_key_cannot_be_m
     assert "Traceback" not in done.stderr
     assert "cached environments: all kept, the current key is not known" in done.stdout
     assert "huge.lock" in done.stdout and entries(repo) == [built]
+
+
+def test_cleanup_removes_what_a_builder_killed_while_storing_left(repo: Repo) -> None:
+    (repo.root / "gadugi.toml").write_text(
+        'setup_command = "mkdir deps"\nsetup_cache_key = ["*.lock"]\nsetup_cache_paths = ["deps"]\n'
+    )
+    repo.shell_prompt("t.md", "true")
+    repo.commit("a setup")
+    ran = run_cli(["run", "--agent", "shell", "t"], repo.root)
+    assert ran.returncode == 0, ran.stderr
+    [built] = entries(repo)
+    # As store() leaves it when killed half-way: a key no setup builds again.
+    half = repo.root / CACHE_DIR / f".tmp-{'0' * 32}-4242"
+    (half / "tree" / "deps").mkdir(parents=True)
+
+    done = run_cli(["cleanup"], repo.root)
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"removed cached environment {half}" in done.stdout
+    assert not half.exists() and entries(repo) == [built]

@@ -444,6 +444,8 @@ def stale_entries(
     cache = root / CACHE_DIR
     if not cache.is_dir():
         return [], []
+    # What a builder killed while storing left: never reused, removed unless one builds now.
+    stale: list[Path] = sorted(p for p in cache.glob(".tmp-*") if p.is_dir())
     current = None
     if config.setup_command and config.setup_cache_key:
         spec = CacheSpec(config.setup_cache_key, config.setup_cache_paths)
@@ -451,14 +453,13 @@ def stale_entries(
             current = cache_key(root, config.setup_command, spec, main_checkout_skip(config))
         except KeyFileError as exc:
             # Which one the setup would use is not known: none may go.
-            return [], [f"cached environments: all kept, the current key is not known ({exc})"]
+            return stale, [f"cached environments: all kept, the current key is not known ({exc})"]
     linked = {
         os.path.realpath(tree / rel)
         for tree in worktrees
         for rel in config.setup_cache_paths
         if (tree / rel).is_symlink()
     }
-    stale: list[Path] = []
     kept: list[str] = []
     for folder in sorted(p for p in cache.iterdir() if p.is_dir() and not p.name.startswith(".")):
         trees = {os.path.realpath(folder / "tree" / rel) for rel in config.setup_cache_paths}
@@ -483,8 +484,12 @@ def main_checkout_skip(config: OrchestrationConfig) -> tuple[str, ...]:
 
 
 def prune(entry_dir: Path) -> bool:
-    """Remove one stored environment, unless a setup holds its lock now; False then."""
-    fd = os.open(entry_dir.parent / f"{entry_dir.name}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC)
+    """Remove one stored environment (or what a killed builder left of one: ``.tmp-<key>-
+    <pid>``), unless a setup holds its key's lock now; False then."""
+    key = entry_dir.name
+    if key.startswith(".tmp-"):
+        key = key.removeprefix(".tmp-").rsplit("-", 1)[0]
+    fd = os.open(entry_dir.parent / f"{key}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
