@@ -352,3 +352,12 @@ def test_a_command_that_starts_with_a_dash_runs_as_a_command_not_as_bash_options
     assert "--version: command not found" in tasks["v"]["error_message"]
     assert tasks["s"]["status"] == "failed"
     assert tasks["s"]["error_message"].startswith("setup failed: `--version` exited with code 127")
+
+
+def test_a_command_of_several_lines_is_not_taken_for_its_own_output(repo: Repo) -> None:
+    repo.shell_prompt("t.md", "echo x > x.txt", front="retries: 0\nverify: |\n  true\n  exit 3")
+    repo.commit()
+    proc = run_cli(["run", "--agent", "shell", "--json", "t"], repo.root)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    error = _task(proc)["error_message"]
+    assert error == "verification failed: `true\nexit 3` exited with code 3 (no output)"

@@ -518,7 +518,9 @@ class Runner:
         log_file = self.layout.phase_log(run.task_id, phase)
         log_file.parent.mkdir(parents=True, exist_ok=True)
         with log_file.open("a", encoding="utf-8") as fh:
-            fh.write(f"{ATTEMPT_MARK}{run.attempt}, {phase}: {argv[-1]} ---\n")
+            # On one line, so that no line of a longer command reads as the phase's output.
+            shown = argv[-1].strip().replace("\n", " \N{RETURN SYMBOL} ")
+            fh.write(f"{ATTEMPT_MARK}{run.attempt}, {phase}: {shown} ---\n")
         env = {**os.environ, **ctx.environment(), "GADUGI_PHASE": phase.value}
         result_file = self.layout.result_file(run.task_id, run.attempt, phase)
         self._record(run, attempts=run.attempt, phase=phase.value)
