@@ -142,3 +142,23 @@ def test_cleanup_removes_what_a_builder_killed_while_storing_left(repo: Repo) ->
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"removed cached environment {half}" in done.stdout
     assert not half.exists() and entries(repo) == [built]
+
+
+def test_what_a_setup_cut_short_left_in_the_worktree_is_built_again_not_built_upon(
+    repo: Repo,
+) -> None:
+    # As a setup killed half-way (a crash, then resume) leaves it: the environment's
+    # path, untracked, half made. Running the command over it would build on the half.
+    cfg = config(("*.lock",), ("deps",))
+    one = worktree(repo, "one")
+    (one / "deps").mkdir()
+    (one / "deps" / "half").write_text("cut short\n")
+    done = capped_setup(one, repo, "mkdir deps && echo whole > deps/f", cfg)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "deps left by a setup that did not finish: removed" in done.stdout
+    assert "built and stored" in done.stdout
+    assert sorted(p.name for p in (one / "deps").iterdir()) == ["f"]
+    [key] = entries(repo)
+    assert sorted(p.name for p in (repo.root / CACHE_DIR / key / "tree" / "deps").iterdir()) == [
+        "f"
+    ]

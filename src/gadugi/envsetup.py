@@ -395,6 +395,12 @@ def prepare(command: str, worktree: Path, project_root: Path, spec: CacheSpec) -
         return run_command(command, worktree)
     entry_dir = cache / key
     lock = cache / f"{key}.lock"
+    for rel in spec.paths:
+        # Setup comes before any agent in a new worktree: an untracked path of its own
+        # there is what a setup cut short (a crash) left, never anyone's work.
+        if os.path.lexists(worktree / rel) and not _tracked(worktree, rel):
+            discard(worktree / rel)
+            say(f"{rel} left by a setup that did not finish: removed, to be made whole")
     present = [rel for rel in spec.paths if os.path.lexists(worktree / rel)]
     if present:
         say(f"{', '.join(present)} already in the worktree: running the command, not the cache")
@@ -424,6 +430,20 @@ def prepare(command: str, worktree: Path, project_root: Path, spec: CacheSpec) -
 
 def run_command(command: str, worktree: Path) -> int:
     return subprocess.run(shell_argv(command), cwd=worktree, check=False).returncode
+
+
+def _tracked(worktree: Path, rel: str) -> bool:
+    """Whether git tracks ``rel`` (or files under it) in the worktree; True when git cannot
+    say, so that nothing is removed on a guess."""
+    done = subprocess.run(
+        ["git", "ls-files", "--", rel],
+        cwd=worktree,
+        env={**os.environ, "GIT_CEILING_DIRECTORIES": os.path.realpath(worktree.parent)},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        check=False,
+    )
+    return done.returncode != 0 or bool(done.stdout.strip())
 
 
 def _inside(worktree: Path, path: Path) -> bool:
