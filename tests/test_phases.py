@@ -361,3 +361,15 @@ def test_a_command_of_several_lines_is_not_taken_for_its_own_output(repo: Repo) 
     assert proc.returncode == 1, proc.stdout + proc.stderr
     error = _task(proc)["error_message"]
     assert error == "verification failed: `true\nexit 3` exited with code 3 (no output)"
+
+
+def test_an_agent_that_removes_its_worktree_fails_its_verification_saying_so(repo: Repo) -> None:
+    repo.shell_prompt("t.md", 'rm -rf "$GADUGI_WORKTREE"', front="retries: 0\nverify: 'true'")
+    repo.commit()
+    proc = run_cli(["run", "--agent", "shell", "--json", "t"], repo.root)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    task = _task(proc)
+    assert task["status"] == "failed"
+    assert task["error_message"] == (
+        f"cannot start the verification `true`: the worktree {task['worktree']} is gone"
+    )

@@ -1001,6 +1001,8 @@ class Runner:
         command = self.verify_command(run)
         assert command is not None and run.worktree is not None
         try:
+            if not run.worktree.is_dir():
+                raise FileNotFoundError(f"the worktree {run.worktree} is gone")
             record = self.layout.untracked_record(run.task_id, run.attempt)
             note_untracked(self.worktrees, run.worktree, record)
             child = self._spawn_phase(run, Phase.VERIFY, shell_argv(command), now)
