@@ -261,6 +261,11 @@ def test_a_corrupt_manifest_is_built_again(repo: Repo) -> None:
         ("setup_cache_key = ['uv.lock']\nsetup_cache_paths = ['.git/x']", "setup_cache_paths"),
         ("setup_cache_key = ['uv.lock']\nsetup_cache_paths = ['a', 'a/b']", "setup_cache_paths"),
         ("setup_cache_key = ['uv.lock']\nsetup_cache_paths = [1]", "setup_cache_paths"),
+        # Each path becomes a line of .git/info/exclude: a pattern there would hide work.
+        ("setup_cache_key = ['uv.lock']\nsetup_cache_paths = ['*']", "setup_cache_paths"),
+        ("setup_cache_key = ['uv.lock']\nsetup_cache_paths = ['env[12]']", "setup_cache_paths"),
+        ("setup_cache_key = ['uv.lock']\nsetup_cache_paths = ['a\\\\b']", "setup_cache_paths"),
+        ("setup_cache_key = ['uv.lock']\nsetup_cache_paths = ['venv ']", "setup_cache_paths"),
         (
             "setup_cache_key = ['uv.lock']\nsetup_cache_paths = ['a']\nsetup_cache_link = 3",
             "setup_cache_link",

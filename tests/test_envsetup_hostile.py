@@ -162,3 +162,24 @@ def test_what_a_setup_cut_short_left_in_the_worktree_is_built_again_not_built_up
     assert sorted(p.name for p in (repo.root / CACHE_DIR / key / "tree" / "deps").iterdir()) == [
         "f"
     ]
+
+
+def test_a_cache_path_the_repository_tracks_is_refused_before_anything_starts(
+    repo: Repo,
+) -> None:
+    # Excluded in .git/info/exclude, it would hide the agent's new files under it from the
+    # autocommit, and the finished worktree would go with them.
+    (repo.root / "src").mkdir()
+    (repo.root / "src" / "a.py").write_text("a = 1\n")
+    (repo.root / "gadugi.toml").write_text(
+        'setup_command = "true"\nsetup_cache_key = ["*.lock"]\nsetup_cache_paths = ["src"]\n'
+    )
+    repo.shell_prompt("t.md", "echo precious > src/new.py")
+    repo.commit()
+    before = repo.snapshot()
+    for command in ("plan", "run"):
+        proc = run_cli([command, "--agent", "shell", "t"], repo.root)
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        assert "setup_cache_paths" in proc.stderr and "'src' is tracked" in proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1
+    assert repo.snapshot() == before

@@ -223,6 +223,15 @@ def _validate_setup_cache(cfg: OrchestrationConfig, bad: Callable[[str, str], Co
                 )
             if not parts or parts[0] == ".git":
                 raise bad(key, f"{value!r} names the worktree itself or its .git")
+            # Each path becomes a line of .git/info/exclude: a pattern there (`*`) would
+            # hide the agent's work from the autocommit, and it would go with the worktree.
+            if key == "setup_cache_paths" and (
+                any(c in value for c in "*?[\\") or any(p != p.strip() for p in parts)
+            ):
+                raise bad(
+                    key,
+                    f"{value!r} must be a plain path: no *, ? or [, no \\, no spaces at the ends",
+                )
     paths = [Path(p) for p in cfg.setup_cache_paths]
     for i, a in enumerate(paths):
         for b in paths[i + 1 :]:

@@ -18,7 +18,7 @@ from typing import Any
 from . import lease, notify, procs, recovery, segments
 from .agents import AgentProfile, check_prompts, profile_for, require_program
 from .config import OrchestrationConfig, check_directories
-from .errors import GadugiError, PlanError, RequestError
+from .errors import ConfigError, GadugiError, PlanError, RequestError
 from .landing import (
     Lander,
     LandOptions,
@@ -44,6 +44,7 @@ from .worktrees import (
     exclude_paths,
     repository_root,
     resolve_commit,
+    tracked_among,
     tracked_files,
     user_identity,
 )
@@ -324,6 +325,7 @@ class OrchestratorCoordinator:
         _log_plan(plan, prompts)
         plan = self._learn_estimates(plan, prompts)
         check_directories(self.root, self.config, STATE_DIR)
+        self._check_cache_paths()
         load_template(self.root)  # checks it, so `plan` refuses what `run` would
         check_prompts(prompts, self.config.agent)
         if self.config.land:
@@ -331,6 +333,17 @@ class OrchestratorCoordinator:
             if self.config.land_into:
                 check_into(self.root, self.config.land_into)
         return Prepared(self.root, prompts, plan, fallback, resolution.problems)
+
+    def _check_cache_paths(self) -> None:
+        """A cache path is excluded from git in every worktree: one the repository tracks
+        would hide the agent's new files under it, and they would go with the worktree."""
+        tracked = tracked_among(self.root, self.config.setup_cache_paths)
+        if tracked:
+            raise ConfigError(
+                "setup_cache_paths",
+                f"{tracked[0]!r} is tracked in the repository; name only what the setup "
+                "command makes (.venv, node_modules)",
+            )
 
     def _learn_estimates(self, plan: planning.Plan, prompts: list[Prompt]) -> planning.Plan:
         """Estimates from this project's measured history, where it has similar tasks."""

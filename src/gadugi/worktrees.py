@@ -173,6 +173,20 @@ def tracked_files(root: Path) -> list[str]:
     return [f for f in res.stdout.split("\0") if f]
 
 
+def tracked_among(root: Path, paths: Sequence[str]) -> list[str]:
+    """Which of ``paths`` (literal, relative to ``root``) git tracks, or tracks files under."""
+    found = []
+    for rel in paths:
+        res = run_git(
+            ["--literal-pathspecs", "-c", "core.quotepath=on", "ls-files", "--", rel], root
+        )
+        if res.returncode != 0:
+            raise RepositoryError(f"git ls-files failed in {root}: {res.stderr.strip()}")
+        if res.stdout.strip():
+            found.append(rel)
+    return found
+
+
 def exclude_paths(root: Path, entries: Sequence[str]) -> None:
     """Add entries to ``.git/info/exclude`` once; the user's .gitignore is never edited."""
     res = run_git(["rev-parse", "--git-path", "info/exclude"], root)
