@@ -183,3 +183,18 @@ def test_a_cache_path_the_repository_tracks_is_refused_before_anything_starts(
         assert "setup_cache_paths" in proc.stderr and "'src' is tracked" in proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1
     assert repo.snapshot() == before
+
+
+def test_a_state_folder_the_repository_tracks_is_refused_too(repo: Repo) -> None:
+    (repo.root / "src").mkdir()
+    (repo.root / "src" / "a.py").write_text("a = 1\n")
+    repo.shell_prompt("t.md", "echo precious > src/new.py")
+    repo.commit()
+    before = repo.snapshot()
+    for key in ("monitoring_dir", "worktrees_dir"):
+        (repo.root / "gadugi.toml").write_text(f'{key} = "src/"\n')
+        proc = run_cli(["run", "--agent", "shell", "t"], repo.root)
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        assert f"{key}: 'src' is tracked" in proc.stderr
+    (repo.root / "gadugi.toml").unlink()
+    assert repo.snapshot() == before

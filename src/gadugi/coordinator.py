@@ -325,7 +325,7 @@ class OrchestratorCoordinator:
         _log_plan(plan, prompts)
         plan = self._learn_estimates(plan, prompts)
         check_directories(self.root, self.config, STATE_DIR)
-        self._check_cache_paths()
+        self._check_excluded()
         load_template(self.root)  # checks it, so `plan` refuses what `run` would
         check_prompts(prompts, self.config.agent)
         if self.config.land:
@@ -334,16 +334,21 @@ class OrchestratorCoordinator:
                 check_into(self.root, self.config.land_into)
         return Prepared(self.root, prompts, plan, fallback, resolution.problems)
 
-    def _check_cache_paths(self) -> None:
-        """A cache path is excluded from git in every worktree: one the repository tracks
-        would hide the agent's new files under it, and they would go with the worktree."""
-        tracked = tracked_among(self.root, self.config.setup_cache_paths)
-        if tracked:
-            raise ConfigError(
-                "setup_cache_paths",
-                f"{tracked[0]!r} is tracked in the repository; name only what the setup "
-                "command makes (.venv, node_modules)",
-            )
+    def _check_excluded(self) -> None:
+        """What gadugi lists in .git/info/exclude is ignored in every worktree: a folder the
+        repository tracks would hide the agent's new files under it from the autocommit,
+        and they would go with the finished worktree."""
+        cfg = self.config
+        for key, paths, what in (
+            ("setup_cache_paths", cfg.setup_cache_paths, "what the setup command makes"),
+            ("worktrees_dir", (cfg.worktrees_dir,), "a folder of gadugi's own"),
+            ("monitoring_dir", (cfg.monitoring_dir,), "a folder of gadugi's own"),
+        ):
+            tracked = tracked_among(self.root, [p.strip("/") for p in paths])
+            if tracked:
+                raise ConfigError(
+                    key, f"{tracked[0]!r} is tracked in the repository; name only {what}"
+                )
 
     def _learn_estimates(self, plan: planning.Plan, prompts: list[Prompt]) -> planning.Plan:
         """Estimates from this project's measured history, where it has similar tasks."""

@@ -174,15 +174,16 @@ def tracked_files(root: Path) -> list[str]:
 
 
 def tracked_among(root: Path, paths: Sequence[str]) -> list[str]:
-    """Which of ``paths`` (literal, relative to ``root``) git tracks, or tracks files under."""
+    """Which of ``paths`` (literal, relative to ``root``) git tracks files in, or is a
+    tracked file. A gitlink is no file (a worktree of gadugi's added by `git add -A`
+    before it was excluded)."""
     found = []
     for rel in paths:
-        res = run_git(
-            ["--literal-pathspecs", "-c", "core.quotepath=on", "ls-files", "--", rel], root
-        )
+        args = ["--literal-pathspecs", "-c", "core.quotepath=on", "ls-files", "-s", "--", rel]
+        res = run_git(args, root)
         if res.returncode != 0:
             raise RepositoryError(f"git ls-files failed in {root}: {res.stderr.strip()}")
-        if res.stdout.strip():
+        if any(not line.startswith("160000 ") for line in res.stdout.splitlines()):
             found.append(rel)
     return found
 
