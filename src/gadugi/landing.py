@@ -21,7 +21,7 @@ import logging
 import os
 import signal
 import subprocess
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -30,6 +30,7 @@ from typing import Any
 from . import procs
 from .envsetup import shell_argv
 from .errors import GadugiError, RequestError, SpawnError
+from .phases import tail_of
 from .registry import Registry
 from .tasks import TaskStatus
 from .worktrees import Worktrees, git_in, run_git, user_identity
@@ -880,9 +881,6 @@ def _last(text: str) -> str:
 
 
 def _tail(path: Path, lines: int = TAIL_LINES) -> str:
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return "(no output)"
-    kept: Sequence[str] = text.strip().splitlines()[-lines:]
-    return " | ".join(kept) or "(no output)"
+    # phases.tail_of reads only the end of the log, and shows control characters (a NUL
+    # cannot reach the agent a re-run passes this to as an argument) as U+FFFD.
+    return " | ".join(tail_of(path, lines).splitlines()) or "(no output)"
