@@ -40,7 +40,7 @@ from typing import Any
 
 from ..procs import signal_name
 from ..tasks import Prompt
-from ..worktrees import exclude_paths, run_git
+from ..worktrees import exclude_paths, git_in
 from .base import AgentContext, Launch, Outcome
 from .stream import clip, number, read_events, require, size
 
@@ -191,7 +191,7 @@ def read_attempt(ctx: AgentContext) -> AiderAttempt:
 
 
 def _head(ctx: AgentContext) -> str | None:
-    res = run_git(["rev-parse", "--verify", "--quiet", "HEAD"], ctx.worktree)
+    res = git_in(ctx.worktree, ["rev-parse", "--verify", "--quiet", "HEAD"])
     return res.stdout.strip() if res.returncode == 0 else None
 
 
@@ -206,7 +206,7 @@ def _identity(ctx: AgentContext) -> dict[str, str]:
     missing = [
         (key, value)
         for key, value in wanted.items()
-        if run_git(["config", "--get", key], ctx.worktree).returncode != 0
+        if git_in(ctx.worktree, ["config", "--get", key]).returncode != 0
     ]
     env = {"GIT_CONFIG_COUNT": str(len(missing))} if missing else {}
     for n, (key, value) in enumerate(missing):
@@ -218,9 +218,9 @@ def _changes(ctx: AgentContext, start: str | None) -> tuple[int, bool]:
     """Commits made since ``start`` and whether anything is left uncommitted."""
     commits = 0
     if start:
-        res = run_git(["rev-list", "--count", f"{start}..HEAD"], ctx.worktree)
+        res = git_in(ctx.worktree, ["rev-list", "--count", f"{start}..HEAD"])
         commits = int(res.stdout.strip()) if res.returncode == 0 else 0
-    res = run_git(["status", "--porcelain", "--untracked-files=all"], ctx.worktree)
+    res = git_in(ctx.worktree, ["status", "--porcelain", "--untracked-files=all"])
     return commits, res.returncode == 0 and bool(res.stdout.strip())
 
 
