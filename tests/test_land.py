@@ -52,6 +52,19 @@ def start_land(repo: Repo, *args: str, env: dict[str, str] | None = None) -> Any
     )
 
 
+def start_run(repo: Repo, *args: str) -> Any:
+    """`gadugi run --agent shell --quiet --json ARGS` in the background, as the user."""
+    return subprocess.Popen(
+        [*RUN, "--quiet", "--json", *args],
+        cwd=repo.root,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=USER_ENV,
+        stdin=subprocess.DEVNULL,
+    )
+
+
 def writes(path: str, text: str) -> str:
     return f"printf '%s\\n' '{text}' > {path}\ngit add {path}\ngit commit -q -m 'write {path}'"
 
@@ -471,15 +484,7 @@ def test_run_land_lands_each_task_while_others_still_run(user_repo: Repo, tmp_pa
         "slow.md", f"while [ ! -e {gate} ]; do sleep 0.05; done\n" + writes("slow.txt", "slow")
     )
     user_repo.commit()
-    run = subprocess.Popen(
-        [*RUN, "--quiet", "--json", "--land", "--into", "main", "fast", "slow"],
-        cwd=user_repo.root,
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=USER_ENV,
-        stdin=subprocess.DEVNULL,
-    )
+    run = start_run(user_repo, "--land", "--into", "main", "fast", "slow")
     try:
 
         def fast_landed() -> bool:
@@ -819,16 +824,7 @@ def test_optimistic_lands_the_longer_of_a_conflicting_pair_first_and_re_runs_the
     )
     user_repo.shell_prompt("short.md", short, front=front)
     user_repo.commit()
-    argv = [*RUN, "--quiet", "--json", "--land", "--conflict-policy", "optimistic"]
-    run = subprocess.Popen(
-        [*argv, "short", "long"],
-        cwd=user_repo.root,
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=USER_ENV,
-        stdin=subprocess.DEVNULL,
-    )
+    run = start_run(user_repo, "--land", "--conflict-policy", "optimistic", "short", "long")
     try:
 
         def short_done() -> bool:

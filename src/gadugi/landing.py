@@ -315,9 +315,15 @@ class Lander:
         first = min(ready, key=lambda r: (-r["priority"], r["seq"]), default=None)
         if first is None or not self.options.hold_conflicts:
             return first
-        # Of the ready tasks it may conflict with (their partners all done), the one that
-        # ran longest: should they clash, the one re-run is the one with less to redo.
-        cluster = [r for r in ready if r is first or r["task_id"] in _partners(first, by_id)]
+        # Of the ready tasks of its priority it may conflict with (their partners all
+        # done), the one that ran longest: should they clash, the one re-run is the one
+        # with less to redo.
+        partners = _partners(first, by_id)
+        cluster = [
+            r
+            for r in ready
+            if r is first or (r["task_id"] in partners and r["priority"] == first["priority"])
+        ]
         return max(cluster, key=lambda r: (_ran_for(r), -r["seq"]))
 
     def _unheld(
