@@ -36,7 +36,6 @@ Smoke run (~1 minute):  .venv/bin/python bench/land_batch.py --scale 0.25
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import shutil
@@ -131,14 +130,13 @@ def make_batch(path: Path, scale: float, follow_up: float = 1.0) -> None:
     bk.git(["add", "-A", "--", ":!prompts"], path)
     bk.git(["commit", "--quiet", "-m", "the modules, docs and tests the batch edits"], path)
     for name, (_, touches, depends, _) in TASKS.items():
-        front = []
-        if touches:
-            front.append(f"touches: [{touches}]")
-        if depends:
-            front.append(f"depends_on: [{depends}.md]")
-        head = f"---\n{chr(10).join(front)}\n---\n" if front else ""
-        body = f"# {name}\n\n```sh\n{script(name, scale, follow_up)}```\n"
-        (path / "prompts" / f"{name}.md").write_text(head + body, encoding="utf-8")
+        bk.write_shell_prompt(
+            path,
+            name,
+            script(name, scale, follow_up),
+            touches=touches,
+            depends_on=f"{depends}.md" if depends else None,
+        )
 
 
 def critical_path(scale: float) -> float:
@@ -158,35 +156,18 @@ def policy_bound(policy: str, scale: float) -> float:
 
 
 def run_policy(exe: Path, repo: Path, policy: str, timeout_s: float) -> dict[str, Any]:
-    argv = [
-        str(exe),
-        "run",
-        "--project-root",
-        str(repo),
-        "--agent",
-        "shell",
-        "--max-parallel",
-        str(len(TASKS)),
-        "--all",
-        "--land",
-        "--into",
-        "main",
-        "--verify",
-        TESTS,
-        "--conflict-policy",
-        policy,
-        "--json",
-        "--quiet",
-    ]
-    env = {**bk.gadugi_env(), "GADUGI_MAX_LOAD_PER_CPU": "0"}
-    t0 = time.perf_counter()
-    proc = subprocess.run(
-        argv, cwd=repo, capture_output=True, text=True, timeout=timeout_s, check=False, env=env
+    extra = ["--all", "--land", "--into", "main", "--verify", TESTS, "--conflict-policy", policy]
+    done = bk.run_gadugi_cli(
+        exe,
+        repo,
+        [],
+        len(TASKS),
+        timeout_s=timeout_s,
+        extra=extra,
+        env={"GADUGI_MAX_LOAD_PER_CPU": "0"},
+        all_must_complete=False,  # brk fails its verification, as it should
     )
-    wall = time.perf_counter() - t0
-    if proc.returncode not in (0, 1):
-        raise RuntimeError(f"gadugi run exited {proc.returncode}: {proc.stderr.strip()[-2000:]}")
-    result: dict[str, Any] = json.loads(proc.stdout)
+    result = done.result
     orch = result.get("orchestration_id") or result.get("id")
     logs = repo / ".gadugi" / "logs" / str(orch)
     # One ``<task>.<n>.verify.exit.json`` per task attempt verified in its worktree, one
@@ -210,9 +191,9 @@ def run_policy(exe: Path, repo: Path, policy: str, timeout_s: float) -> dict[str
     )
     return {
         "policy": policy,
-        "exit_code": proc.returncode,
+        "exit_code": done.exit_code,
         "makespan_s": result["execution_time_seconds"],
-        "wall_s": wall,
+        "wall_s": done.wall_s,
         "landed": landed,
         "needs_person": person,
         "agent_reruns": reruns,
