@@ -842,7 +842,7 @@ def test_optimistic_lands_the_longer_of_a_conflicting_pair_first_and_re_runs_the
         status = json.loads(run_cli(["status", "--json"], user_repo.root).stdout)
         held = {t["task_id"]: t for t in status["tasks"]}["short"]
         assert held["status"] == "completed" and held["landing"]["status"] == "pending"
-        assert "waits for long" in held["landing"]["note"]  # says what it waits for
+        assert "lands after long" in held["landing"]["note"]  # says what it waits for
         gate.touch()
         out, err = run.communicate(timeout=120)
     finally:
@@ -859,3 +859,24 @@ def test_optimistic_lands_the_longer_of_a_conflicting_pair_first_and_re_runs_the
         "Land short: short",
     ]
     assert git(user_repo.root, "show", f"{branch}:shared.txt") == "long\nshort\n"
+
+
+def test_a_task_that_needs_a_person_at_landing_is_notified(user_repo: Repo, tmp_path: Path) -> None:
+    seen = tmp_path / "events.jsonl"
+    script = tmp_path / "notify.sh"
+    script.write_text(f'#!/bin/sh\n{{ cat; echo; }} >> "{seen}"\n')
+    script.chmod(0o755)
+    (user_repo.root / "gadugi.toml").write_text(
+        f'max_load_per_cpu = 0\nland_retries = 0\n[notify]\ncommand = "{script}"\n'
+    )
+    conflicting_pair(user_repo)
+    user_repo.commit()
+
+    done = run_cli(["run", "--agent", "shell", "--quiet", "--land", "one", "two"], user_repo.root)
+
+    assert done.returncode == 1, done.stderr
+    events = [json.loads(line) for line in seen.read_text().splitlines() if line.strip()]
+    person = [e for e in events if e["event"] == "needs_person"]
+    assert len(person) == 1, events
+    assert person[0]["reason"] == "landing" and person[0]["task_id"] in ("one", "two")
+    assert "git merge gadugi/land/" in person[0]["message"]  # the commands to finish it

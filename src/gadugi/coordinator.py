@@ -717,6 +717,10 @@ class OrchestratorCoordinator:
             lander.rerun = lambda task_id, text, base, why: runner.follow_up(
                 runner.by_id[task_id], text, runner.clock(), base, why=why
             )
+            if notifier is not None:
+                lander.on_needs_person = lambda task_id, note: notifier.emit(
+                    "needs_person", orch_id, task_id=task_id, reason="landing", message=note
+                )
         # A live view that shows which orchestration it watches (the table's header).
         began = getattr(self.listener, "began", None)
         if callable(began):

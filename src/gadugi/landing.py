@@ -43,7 +43,7 @@ GH_TIMEOUT_S = 120.0
 # recording it, the window the exactly-once argument has to cover; "after-keep" between
 # keeping a candidate and recording it.
 FAULT_ENV = "GADUGI_LAND_FAULT"
-HELD_NOTE = "waits for"  # a held task's landing note begins so
+HELD_NOTE = "lands after"  # a held task's landing note begins so
 
 
 class LandingStatus(StrEnum):
@@ -160,6 +160,8 @@ class Lander:
         # Set by the loop that owns the tasks: run one again with a text, the integration
         # head merged into its branch first (Runner.follow_up); None lands without re-runs.
         self.rerun: Callable[[str, str, str, str], None] | None = None
+        # Told (task id, note) when a task needs a person: a notification, where set.
+        self.on_needs_person: Callable[[str, str], None] | None = None
         self.done = False
         self.into_moved = False  # --into was fast-forwarded
         self.delivery_failed = False  # a push was rejected, or a pull request not opened
@@ -294,6 +296,9 @@ class Lander:
                     f"once it has, run gadugi land {self.orch_id} again",
                 }
         self.registry.update_tasks(self.orch_id, changes, owner=self.owner)
+        if self.on_needs_person is not None:
+            for task_id, change in changes.items():
+                self.on_needs_person(task_id, change["landing_note"])
         return bool(changes)
 
     def _next(self, rows: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -343,7 +348,7 @@ class Lander:
                 if (row.get("landing_note") or "").startswith(HELD_NOTE):
                     notes[row["task_id"]] = {"landing_note": None}
                 continue
-            note = f"{HELD_NOTE} {', '.join(waits)} (predicted to conflict) to finish first"
+            note = f"{HELD_NOTE} {', '.join(waits)} (predicted to conflict) finishes"
             if row.get("landing_note") != note:
                 notes[row["task_id"]] = {
                     "landing_status": (_landing(row) or LandingStatus.PENDING).value,
@@ -510,6 +515,8 @@ class Lander:
             landing_note=note,
         )
         log.warning("%s needs a person: %s", task["task_id"], note)
+        if self.on_needs_person is not None:
+            self.on_needs_person(task["task_id"], note)
         return True
 
     def _resolve_commands(self, task: dict[str, Any]) -> str:
