@@ -880,3 +880,28 @@ def test_a_task_that_needs_a_person_at_landing_is_notified(user_repo: Repo, tmp_
     assert len(person) == 1, events
     assert person[0]["reason"] == "landing" and person[0]["task_id"] in ("one", "two")
     assert "git merge gadugi/land/" in person[0]["message"]  # the commands to finish it
+
+
+def test_a_tree_verified_with_untracked_files_beside_it_is_verified_again(
+    user_repo: Repo,
+) -> None:
+    # autocommit off: the agent commits one file and leaves another untracked, which its
+    # verification (in its worktree) relies on. The branch's tree never held that file, so
+    # landing it must be verified on its own, and is red.
+    (user_repo.root / "gadugi.toml").write_text(
+        "max_load_per_cpu = 0\nland_retries = 0\nautocommit = false\n"
+    )
+    user_repo.shell_prompt("half.md", writes("kept.txt", "kept") + "\necho left > left.txt")
+    user_repo.commit()
+    check = "test -s left.txt"
+    done = run_cli(
+        ["run", "--agent", "shell", "--quiet", "--json", "--verify", check, "half"], user_repo.root
+    )
+    assert done.returncode == 0, done.stderr
+    assert by_task(json.loads(done.stdout))["half"]["verification"]["passed"] is True
+
+    landed = land_cli(user_repo, "--json", "--verify", check)
+
+    assert landed.returncode == 1, landed.stderr
+    half = by_task(json.loads(landed.stdout))["half"]
+    assert half["landing"]["status"] == "needs_person"

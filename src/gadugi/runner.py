@@ -142,6 +142,8 @@ class TaskRun:
     phase_started: float | None = None
     needs_setup: bool = False  # a new worktree: the setup command runs before the agent
     agent_code: int | None = None  # the agent's exit code, held while verification runs
+    # The tree the running verification started on, when nothing else was beside it.
+    verify_tree: str | None = None
     # What the next attempt is asked, continuing the last one (Runner.follow_up), and a
     # commit to merge into the branch before it.
     followup: str | None = None
@@ -985,6 +987,10 @@ class Runner:
     def _begin_verify(self, run: TaskRun, now: float) -> None:
         command = self.verify_command(run)
         assert command is not None
+        # Only a worktree holding nothing but its HEAD's tree (ignored files aside) verifies
+        # that tree: an untracked file the agent left could be what made it pass.
+        assert run.worktree is not None
+        run.verify_tree = self.worktrees.tree_of(run.worktree, untracked=True)
         try:
             child = self._spawn_phase(run, Phase.VERIFY, ["bash", "-c", command], now)
         except SpawnError:
@@ -1037,11 +1043,13 @@ class Runner:
             "duration_seconds": round(max(0.0, now - (run.phase_started or now)), 3),
             "log_file": str(self.layout.phase_log(run.task_id, Phase.VERIFY)),
         }
-        # The tree it saw, where nothing tracked was left modified: landing need not verify
-        # the same tree with the same command again, nor a follow-up that changed nothing.
-        tree = self.worktrees.tree_of(run.worktree) if run.worktree is not None else None
-        if tree:
-            run.verification["tree"] = tree
+        # The tree it checked, where it started on nothing else and changed no tracked file:
+        # landing need not verify that tree with the same command again, nor need a
+        # follow-up that changed nothing be asked again.
+        started_on, run.verify_tree = run.verify_tree, None
+        if started_on and run.worktree is not None:
+            if self.worktrees.tree_of(run.worktree) == started_on:
+                run.verification["tree"] = started_on
 
     def follow_up(
         self,

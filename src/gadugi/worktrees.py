@@ -476,11 +476,13 @@ class Worktrees:
         res = run_git(["status", "--porcelain", "--untracked-files=all"], path)
         return res.returncode == 0 and not res.stdout.strip()
 
-    def tree_of(self, path: Path) -> str | None:
-        """The tree of the worktree's HEAD when no tracked file differs from it: what a
-        command run there just saw (untracked files are its own output, never landed);
-        None when a tracked file is modified or git cannot say."""
-        res = run_git(["status", "--porcelain", "--untracked-files=no"], path)
+    def tree_of(self, path: Path, *, untracked: bool = False) -> str | None:
+        """The tree of the worktree's HEAD when no tracked file differs from it (and, with
+        ``untracked``, no untracked file is beside it; ignored files aside): what a command
+        run there sees. None when something differs or git cannot say."""
+        res = run_git(
+            ["status", "--porcelain", f"--untracked-files={'all' if untracked else 'no'}"], path
+        )
         if res.returncode != 0 or res.stdout.strip():
             return None
         tree = run_git(["rev-parse", "--verify", "--quiet", "HEAD^{tree}"], path)
