@@ -1047,9 +1047,9 @@ class Runner:
         # landing need not verify that tree with the same command again, nor need a
         # follow-up that changed nothing be asked again.
         started_on, run.verify_tree = run.verify_tree, None
-        if started_on and run.worktree is not None:
-            if self.worktrees.tree_of(run.worktree) == started_on:
-                run.verification["tree"] = started_on
+        worktree = run.worktree
+        if started_on and worktree is not None and self.worktrees.tree_of(worktree) == started_on:
+            run.verification["tree"] = started_on
 
     def follow_up(
         self,
