@@ -538,6 +538,9 @@ class OrchestratorCoordinator:
             orch, registry.attempts(orch["id"]), registry.tasks(orch["id"])
         )
         self.config = recovery.stored_config(orch["config"])
+        # A folder replaced since (a file, a FIFO, a symlink loop) is refused while
+        # nothing is changed, not met half-way through the loop.
+        check_directories(self.root, self.config, STATE_DIR)
         layout = self._layout(orch["id"])
         rows = registry.tasks(orch["id"])
         runs = recovery.restore_runs(rows, registry.attempts(orch["id"]), layout, self.config)

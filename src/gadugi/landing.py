@@ -481,9 +481,14 @@ class Lander:
             "GADUGI_PROJECT_ROOT": str(self.root),
         }
         result_file = self.logs_dir / f"land.{number}.exit.json"
-        child = procs.spawn(
-            ["bash", "-c", command], self.worktree, env, log_file, log_file, result_file
-        )
+        try:
+            child = procs.spawn(
+                ["bash", "-c", command], self.worktree, env, log_file, log_file, result_file
+            )
+        except SpawnError:
+            raise  # out of processes: the loop takes the step again later
+        except OSError as exc:  # its log's folder replaced, the worktree gone
+            raise LandError(f"cannot start the verification of {task_id}: {exc}") from None
         deadline = now + self.options.verify_timeout_s
         self.verifying = Verification(task_id, candidate, head, child, log_file, deadline)
         log.info("%s: verifying %s (%s)", task_id, candidate[:12], log_file)
@@ -530,11 +535,23 @@ class Lander:
         )
 
     def _check_out(self, commit: str) -> None:
-        """The integration worktree, detached at ``commit`` (made the first time)."""
-        if not self.worktree.exists():
+        """The integration worktree, detached at ``commit`` (made the first time).
+
+        git run in a folder that is not a worktree of its own finds the checkout around
+        it: a forced checkout there would overwrite the user's files. So anything else at
+        the worktree's path is refused, and only a worktree git lists is checked out.
+        """
+        path = self.worktree
+        if path.is_symlink() or (path.exists() and not self._is_integration_worktree()):
+            raise LandError(
+                f"{path} is in the way: it is not the integration worktree git knows; "
+                "move it aside, then run gadugi land again"
+            )
+        if not path.exists():
+            # --force: a worktree whose folder was deleted by hand is still registered.
             with self.worktrees.locked() as fd:
                 res = run_git(
-                    ["worktree", "add", "--quiet", "--detach", str(self.worktree), commit],
+                    ["worktree", "add", "--quiet", "--force", "--detach", str(path), commit],
                     self.root,
                     fd,
                 )
@@ -543,7 +560,24 @@ class Lander:
             if res.returncode == 0:
                 res = run_git(["clean", "-fdq"], self.worktree)
         if res.returncode != 0:
-            raise LandError(f"cannot check out {commit[:12]} at {self.worktree}: {res.stderr}")
+            raise LandError(f"cannot check out {commit[:12]} at {path}: {res.stderr.strip()}")
+
+    def _is_integration_worktree(self) -> bool:
+        """The folder is a directory git lists as a worktree, and git run in it works
+        there (its ``.git`` file was not deleted), not in a checkout around it."""
+        if not self.worktree.is_dir():
+            return False
+        out = run_git(["worktree", "list", "--porcelain"], self.root).stdout
+        listed = {
+            Path(line.removeprefix("worktree ")).resolve()
+            for line in out.splitlines()
+            if line.startswith("worktree ")
+        }
+        here = self.worktree.resolve()
+        if here not in listed or here == self.root.resolve():
+            return False
+        top = run_git(["rev-parse", "--show-toplevel"], here)
+        return top.returncode == 0 and Path(top.stdout.strip()).resolve() == here
 
     def _remove_worktree(self) -> None:
         """The integration worktree goes once landing is done: every commit verified there

@@ -1,0 +1,115 @@
+"""`gadugi land` against a hostile user and a hostile machine: what is in its way is refused
+with a clear message, and nothing of the user's is touched or lost."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import Repo, git, run_cli
+from test_land import by_task, land_cli, merges, run_tasks, two_tasks, user_repo
+
+__all__ = ["user_repo"]  # the fixture, imported for the tests here
+
+
+def land_worktree(repo: Repo, orch_id: str) -> Path:
+    return repo.root / ".worktrees" / f"land-{orch_id.rsplit('-', 1)[-1]}"
+
+
+@pytest.mark.parametrize("what", ["a plain folder", "a worktree without its .git"])
+def test_a_folder_in_place_of_the_integration_worktree_is_never_checked_out(
+    user_repo: Repo, what: str
+) -> None:
+    two_tasks(user_repo)
+    run = run_tasks(user_repo, "low", "high")
+    in_the_way = land_worktree(user_repo, run["orchestration_id"])
+    # Either way git run there would find the main checkout around it.
+    if what == "a plain folder":
+        in_the_way.mkdir()
+    else:
+        git(user_repo.root, "worktree", "add", "-q", "--detach", str(in_the_way), "main")
+        (in_the_way / ".git").unlink()
+    (user_repo.root / "README.md").write_text("precious\n")
+    head = git(user_repo.root, "symbolic-ref", "HEAD")
+
+    done = land_cli(user_repo, "--verify", "true")
+
+    assert done.returncode == 1
+    assert f"{in_the_way} is in the way" in done.stderr
+    assert "Traceback" not in done.stderr
+    # The main checkout is as it was: its branch, and the change not yet committed.
+    assert git(user_repo.root, "symbolic-ref", "HEAD") == head
+    assert (user_repo.root / "README.md").read_text() == "precious\n"
+    assert merges(user_repo, f"gadugi/land/{run['orchestration_id']}") == []
+
+
+def test_a_file_or_a_symlink_in_place_of_the_integration_worktree(user_repo: Repo) -> None:
+    two_tasks(user_repo)
+    run = run_tasks(user_repo, "low", "high")
+    path = land_worktree(user_repo, run["orchestration_id"])
+    for make in (os.mkfifo, lambda p: p.symlink_to(user_repo.root)):
+        make(path)
+        done = land_cli(user_repo, "--verify", "true")
+        assert done.returncode == 1, done.stderr
+        assert f"{path} is in the way" in done.stderr
+        assert "Traceback" not in done.stderr
+        path.unlink()
+    # Out of the way, it lands.
+    assert land_cli(user_repo, "--verify", "true").returncode == 0
+
+
+def test_an_integration_worktree_deleted_by_hand_is_made_again(user_repo: Repo) -> None:
+    two_tasks(user_repo)
+    run = run_tasks(user_repo, "low", "high")
+    path = land_worktree(user_repo, run["orchestration_id"])
+    git(user_repo.root, "worktree", "add", "-q", "--detach", str(path), "main")
+    shutil.rmtree(path)  # gone, while git still has it registered
+
+    done = land_cli(user_repo, "--verify", "true", "--json")
+
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["landing"]["landed"] == 2
+
+
+def test_a_state_folder_that_cannot_hold_logs_is_refused_before_anything(
+    user_repo: Repo,
+) -> None:
+    two_tasks(user_repo)
+    run = run_tasks(user_repo, "low", "high")
+    logs = user_repo.root / ".gadugi" / "logs"
+    logs.rename(user_repo.root / "logs.aside")
+    os.mkfifo(logs)
+    refs = git(user_repo.root, "for-each-ref")
+
+    done = land_cli(user_repo, "--verify", "true")
+
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert ".gadugi/logs is not a directory" in done.stderr
+    assert git(user_repo.root, "for-each-ref") == refs
+    status = json.loads(run_cli(["status", "--json"], user_repo.root).stdout)
+    assert status["orchestration_id"] == run["orchestration_id"]
+    assert status["state"] == "finished"  # not taken over, and not left "running"
+
+
+def test_a_log_folder_replaced_mid_landing_stops_it_with_a_message(user_repo: Repo) -> None:
+    two_tasks(user_repo)
+    run = run_tasks(user_repo, "low", "high")
+    # The first verification puts a FIFO where the next one's log would go.
+    verify = (
+        'logs="$GADUGI_PROJECT_ROOT/.gadugi/logs/$GADUGI_ORCHESTRATION_ID"; '
+        '[ -p "$logs" ] || { mv "$logs" "$GADUGI_PROJECT_ROOT/logs.aside"; mkfifo "$logs"; }'
+    )
+
+    done = land_cli(user_repo, "--verify", verify, "--json")
+
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert "landing stopped: cannot start the verification of low" in done.stderr
+    result = json.loads(done.stdout)
+    assert by_task(result)["high"]["landing"]["status"] == "landed"
+    assert len(merges(user_repo, f"gadugi/land/{run['orchestration_id']}")) == 1
