@@ -113,3 +113,46 @@ def test_a_log_folder_replaced_mid_landing_stops_it_with_a_message(user_repo: Re
     result = json.loads(done.stdout)
     assert by_task(result)["high"]["landing"]["status"] == "landed"
     assert len(merges(user_repo, f"gadugi/land/{run['orchestration_id']}")) == 1
+
+
+def test_more_bad_requests_exit_2_and_change_nothing(user_repo: Repo, tmp_path: Path) -> None:
+    remote = tmp_path / "remote.git"
+    git(tmp_path, "init", "-q", "--bare", str(remote))
+    git(user_repo.root, "remote", "add", "origin", str(remote))
+    no_gh = tmp_path / "no-gh"
+    no_gh.mkdir()
+    for tool in ("git", "bash"):
+        found = shutil.which(tool)
+        assert found
+        (no_gh / tool).symlink_to(found)
+    two_tasks(user_repo)
+    run_tasks(user_repo, "low", "high")
+    refs = git(user_repo.root, "for-each-ref")
+    for args, env, says in [
+        ([""], {}, "no orchestration id given"),  # "$ORCH" unset: not the newest one
+        (["--verify", ""], {}, "--verify needs a shell command"),
+        (["--verify", "  "], {}, "--verify needs a shell command"),
+        (["--verify", "x" * 10_001], {}, "--verify needs a shell command"),
+        (["--push", "origin", "--pr"], {"PATH": str(no_gh)}, "--pr needs gh"),
+    ]:
+        done = land_cli(user_repo, *args, env=env)
+        assert done.returncode == 2, (args, done.stderr)
+        assert says in done.stderr, (args, done.stderr)
+        assert "Traceback" not in done.stderr
+    assert git(user_repo.root, "for-each-ref") == refs
+    assert git(remote, "for-each-ref") == ""
+
+
+def test_an_orchestration_with_nothing_completed_has_nothing_to_land(user_repo: Repo) -> None:
+    user_repo.shell_prompt("broken.md", "exit 3")
+    user_repo.commit()
+    failed = run_cli(["run", "--agent", "shell", "--quiet", "--json", "broken"], user_repo.root)
+    assert failed.returncode == 1
+    orch_id = json.loads(failed.stdout)["orchestration_id"]
+    refs = git(user_repo.root, "for-each-ref")
+
+    for args in ([], [orch_id], ["--into", "main"]):
+        done = land_cli(user_repo, *args)
+        assert done.returncode == 2, (args, done.stderr)
+        assert f"nothing to land: no task of {orch_id} completed (broken: failed)" in done.stderr
+    assert git(user_repo.root, "for-each-ref") == refs  # no empty integration branch

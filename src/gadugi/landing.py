@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from . import procs
+from .config import MAX_COMMAND_LENGTH
 from .errors import GadugiError, RequestError, SpawnError
 from .registry import Registry
 from .tasks import TaskStatus
@@ -816,6 +817,25 @@ def options_for(
         pr=pr,
         kill_grace_s=float(config.get("kill_grace_seconds", 5.0)),
         retries=int(config.get("land_retries", 1)),
+    )
+
+
+def usable_command(command: str) -> bool:
+    """A ``--verify`` that runs something: blank would pass every candidate unverified."""
+    return bool(command.strip()) and len(command) <= MAX_COMMAND_LENGTH
+
+
+def check_landable(orch_id: str, rows: list[dict[str, Any]]) -> None:
+    """Refuse an orchestration that is over and has nothing a lander could ever merge."""
+    if any(r["status"] == TaskStatus.COMPLETED or r.get("landing_status") for r in rows):
+        return
+    if not rows or not all(TaskStatus(r["status"]).finished for r in rows):
+        return  # still to run: landing finishes the orchestration first
+    ended = ", ".join(f"{r['task_id']}: {r['status']}" for r in rows[:5])
+    more = f", and {len(rows) - 5} more" if len(rows) > 5 else ""
+    raise RequestError(
+        f"nothing to land: no task of {orch_id} completed ({ended}{more}); "
+        "gadugi retry one, then land again"
     )
 
 
