@@ -156,3 +156,20 @@ def test_an_orchestration_with_nothing_completed_has_nothing_to_land(user_repo: 
         assert done.returncode == 2, (args, done.stderr)
         assert f"nothing to land: no task of {orch_id} completed (broken: failed)" in done.stderr
     assert git(user_repo.root, "for-each-ref") == refs  # no empty integration branch
+
+
+def test_a_verification_that_floods_its_output_leaves_a_short_note(user_repo: Repo) -> None:
+    two_tasks(user_repo)
+    run_tasks(user_repo, "low", "high")
+    flood = "head -c 5000000 /dev/zero | tr '\\0' x; echo; echo the last words; exit 1"
+
+    done = land_cli(user_repo, "--verify", flood, "--json")
+
+    assert done.returncode == 1
+    tasks = by_task(json.loads(done.stdout))
+    for task in tasks.values():
+        note = task["landing"]["note"]
+        assert task["landing"]["status"] == "needs_person"
+        assert "the last words" in note and len(note) < 5000
+    assert len(done.stdout) + len(done.stderr) < 50_000
+    assert (user_repo.root / ".gadugi/state.db").stat().st_size < 1_000_000

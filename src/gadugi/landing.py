@@ -21,7 +21,7 @@ import logging
 import os
 import signal
 import subprocess
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -30,6 +30,7 @@ from typing import Any
 from . import procs
 from .config import MAX_COMMAND_LENGTH
 from .errors import GadugiError, RequestError, SpawnError
+from .phases import tail_of
 from .registry import Registry
 from .tasks import TaskStatus
 from .worktrees import Worktrees, run_git, user_identity
@@ -37,7 +38,6 @@ from .worktrees import Worktrees, run_git, user_identity
 log = logging.getLogger(__name__)
 LAND_REFS = "refs/gadugi/land"
 VERIFY_TASK_ID = "land"  # GADUGI_TASK_ID of a verification, so a restart can find it
-TAIL_LINES = 20
 DEFAULT_VERIFY_TIMEOUT_MIN = 30.0
 GH_TIMEOUT_S = 120.0
 # Tests only: "after-advance" kills the lander between moving the integration ref and
@@ -863,10 +863,7 @@ def _last(text: str) -> str:
     return lines[-1] if lines else ""
 
 
-def _tail(path: Path, lines: int = TAIL_LINES) -> str:
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return "(no output)"
-    kept: Sequence[str] = text.strip().splitlines()[-lines:]
-    return " | ".join(kept) or "(no output)"
+def _tail(path: Path) -> str:
+    """The end of a verification's output on one line: a bounded read, so a command that
+    printed gigabytes (or one endless line) leaves a note of a few lines."""
+    return " | ".join(tail_of(path).splitlines()) or "(no output)"
