@@ -173,3 +173,50 @@ def test_a_verification_that_floods_its_output_leaves_a_short_note(user_repo: Re
         assert "the last words" in note and len(note) < 5000
     assert len(done.stdout) + len(done.stderr) < 50_000
     assert (user_repo.root / ".gadugi/state.db").stat().st_size < 1_000_000
+
+
+def test_cleanup_keeps_a_candidate_that_holds_the_only_copy_of_a_task(user_repo: Repo) -> None:
+    two_tasks(user_repo)
+    run = run_tasks(user_repo, "low", "high")
+    orch_id = run["orchestration_id"]
+    assert land_cli(user_repo, "--verify", "test ! -e low.txt").returncode == 1
+    low = by_task(run)["low"]["branch"]
+    work = git(user_repo.root, "rev-parse", low).strip()
+    git(user_repo.root, "branch", "-D", low)  # its red candidate is all that holds it now
+    git(user_repo.root, "reflog", "expire", "--expire=now", "--all")
+
+    done = run_cli(["cleanup"], user_repo.root)
+
+    assert done.returncode == 0, done.stderr
+    kept = git(user_repo.root, "for-each-ref", "--format=%(refname)", f"refs/gadugi/land/{orch_id}")
+    assert kept.split() == [f"refs/gadugi/land/{orch_id}/low.1"]
+    assert f"refs/gadugi/land/{orch_id}/low.1: " in done.stdout
+    reachable = git(user_repo.root, "rev-list", "--all").split()
+    assert work in reachable
+
+    forced = run_cli(["cleanup", "--force"], user_repo.root)
+    assert forced.returncode == 0, forced.stderr
+    assert git(user_repo.root, "for-each-ref", f"refs/gadugi/land/{orch_id}") == ""
+
+
+def test_cleanup_deletes_the_candidates_of_a_rebuilt_queue(user_repo: Repo, tmp_path: Path) -> None:
+    git(user_repo.root, "branch", "release")
+    two_tasks(user_repo)
+    run = run_tasks(user_repo, "low", "high")
+    orch_id = run["orchestration_id"]
+    flag = tmp_path / "moved"
+    hotfix = (
+        f'if [ ! -e {flag} ]; then touch {flag}; r="$GADUGI_PROJECT_ROOT"; '
+        'c=$(git -C "$r" commit-tree -p release -m hotfix "release^{tree}"); '
+        'git -C "$r" update-ref refs/heads/release "$c"; fi'
+    )
+    assert land_cli(user_repo, "--into", "release", "--verify", hotfix).returncode == 0
+    kept = git(user_repo.root, "for-each-ref", f"refs/gadugi/land/{orch_id}/").splitlines()
+    assert any("/rebuilt.1" in line for line in kept) and len(kept) > 3
+
+    done = run_cli(["cleanup"], user_repo.root)
+
+    assert done.returncode == 0, done.stderr
+    # Only gadugi's own merges were left to them: every task commit is on release.
+    assert git(user_repo.root, "for-each-ref", f"refs/gadugi/land/{orch_id}/") == ""
+    assert user_repo.branches() == []

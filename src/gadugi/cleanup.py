@@ -159,6 +159,17 @@ class _Keepers:
     def lost_without_branch(self, branch: str, tip: str) -> int | None:
         return self._unreached(tip, [*self.deleted, f"refs/heads/{branch}"], self.heads.values())
 
+    def lost_without_merge(self, merge: str, merges: set[str]) -> int | None:
+        """Commits of a deleted ref's merge that nothing kept reaches, leaving out gadugi's
+        own merges (``merges``: an earlier candidate, a rebuilt queue's landings)."""
+        excluded = [f"--exclude={ref}" for ref in self.deleted]
+        heads = sorted(set(self.heads.values()))
+        args = ["rev-list", f"{merge}^@", "--not", *excluded, "--glob=*", *heads]
+        res = run_git(args, self.root)
+        if res.returncode != 0:
+            return None
+        return len(set(res.stdout.split()) - merges)
+
     def remove_worktree(self, path: Path) -> None:
         self.heads.pop(_real(path), None)
 
@@ -260,8 +271,9 @@ class _Planner:
             # Other people's worktrees are theirs, but their stale records may be pruned.
             if ours or (orphan and not orch_id):
                 removals.append((orch_id, tree))
-        for orch_id in chosen:
-            self._decide_landing_refs(orch_id)
+        # Candidates count as deleted while the branches are decided: a branch goes only
+        # when its commits need no candidate to stay reachable.
+        candidates = [c for orch_id in chosen for c in self._landing_refs(orch_id)]
         by_path = {_real(t.path): t for t in self.listed[1:]}
         for orch_id in chosen:
             for row in self.rows[orch_id]:
@@ -269,6 +281,9 @@ class _Planner:
         for orch_id, tree in removals:
             self._decide_worktree(orch_id, tree)
         self._decide_branches(chosen)
+        merges = {tip for _, _, tip in candidates}
+        for orch_id, ref, tip in candidates:
+            self._decide_landing_ref(orch_id, ref, tip, merges)
         for orch_id in chosen:
             if orch_id in self.holding:
                 self.plan.kept.append(
@@ -310,17 +325,34 @@ class _Planner:
             return
         self.kept_worktrees.add(_real(tree.path))
 
-    def _decide_landing_refs(self, orch_id: str) -> None:
+    def _landing_refs(self, orch_id: str) -> list[tuple[str, str, str]]:
         """Landing candidates go with their orchestration: they hold gadugi's merges of
         task branches, which are decided on their own (and the integration branch last)."""
         res = run_git(
             ["for-each-ref", "--format=%(objectname) %(refname)", f"{LAND_REFS}/{orch_id}/"],
             self.root,
         )
+        found = []
         for line in res.stdout.splitlines():
             tip, ref = line.split(" ", 1)
             self.keepers.deleted.append(ref)
-            self.plan.actions.append(Action(ActionKind.DELETE_REF, ref, orch_id, tip=tip))
+            found.append((orch_id, ref, tip))
+        return found
+
+    def _decide_landing_ref(self, orch_id: str, ref: str, tip: str, merges: set[str]) -> None:
+        """A candidate's own merge is gadugi's and made again by a landing; what it merged
+        is not: it stays while it is the last thing reaching a task's commits (a task
+        branch deleted by hand after a red verification)."""
+        if not self.force and (lost := self.keepers.lost_without_merge(tip, merges)) != 0:
+            self.keepers.deleted.remove(ref)
+            held = (
+                "git could not tell whether it holds commits found nowhere else"
+                if lost is None
+                else f"it merges {lost} commit(s) that no branch or other ref cleanup keeps reaches"
+            )
+            self._keep(orch_id, f"{ref}: {held} (use --force to delete)")
+            return
+        self.plan.actions.append(Action(ActionKind.DELETE_REF, ref, orch_id, tip=tip))
 
     def _decide_branches(self, chosen: list[str]) -> None:
         checked_out = {
