@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -220,3 +221,64 @@ def test_cleanup_deletes_the_candidates_of_a_rebuilt_queue(user_repo: Repo, tmp_
     # Only gadugi's own merges were left to them: every task commit is on release.
     assert git(user_repo.root, "for-each-ref", f"refs/gadugi/land/{orch_id}/") == ""
     assert user_repo.branches() == []
+
+
+def start_rebase(where: Path) -> None:
+    """A rebase of the branch checked out at ``where``, stopped half-way (an exec failed)."""
+    stopped = subprocess.run(
+        ["git", "rebase", "-q", "--exec", "false", "HEAD~1"],
+        cwd=where,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert stopped.returncode != 0
+    assert git(where, "rev-parse", "--git-path", "rebase-merge").strip()
+
+
+@pytest.mark.parametrize("what", ["rebase", "merge"])
+def test_into_a_branch_in_the_middle_of_a_rebase_or_merge_is_refused(
+    user_repo: Repo, what: str
+) -> None:
+    two_tasks(user_repo)
+    run_tasks(user_repo, "low", "high")
+    if what == "rebase":
+        start_rebase(user_repo.root)  # main, rebased: HEAD is detached meanwhile
+    else:
+        # Nothing to commit, so the checkout looks clean; MERGE_HEAD says otherwise.
+        side = git(user_repo.root, "commit-tree", "-p", "HEAD~1", "-m", "side", "HEAD~1^{tree}")
+        git(user_repo.root, "merge", "-q", "--no-commit", "-s", "ours", side.strip())
+        assert git(user_repo.root, "status", "--porcelain", "--untracked-files=no") == ""
+    refs = git(user_repo.root, "for-each-ref")
+
+    done = land_cli(user_repo, "--into", "main")
+
+    assert done.returncode == 2
+    assert f"a {what} of main is under way in {user_repo.root}" in done.stderr
+    assert git(user_repo.root, "for-each-ref") == refs
+
+
+def test_into_a_branch_whose_rebase_starts_while_landing_is_left_alone(
+    user_repo: Repo, tmp_path: Path
+) -> None:
+    git(user_repo.root, "branch", "release")
+    two_tasks(user_repo)
+    run_tasks(user_repo, "low", "high")
+    other = tmp_path / "other"
+    git(user_repo.root, "worktree", "add", "-q", str(other), "release")
+    flag = tmp_path / "started"
+    # The last verification starts a rebase of release in its own worktree.
+    verify = (
+        f'[ "$GADUGI_LAND_TASK_ID" != low ] || [ -e {flag} ] || {{ touch {flag}; '
+        f"cd {other} && git rebase -q --exec false HEAD~1; true; }}"
+    )
+    release = git(user_repo.root, "rev-parse", "release")
+
+    done = land_cli(user_repo, "--into", "release", "--verify", verify)
+
+    assert done.returncode == 1
+    assert f"a rebase of release is under way in {other}" in done.stderr
+    assert git(user_repo.root, "rev-parse", "release") == release
+    # The person's rebase finishes as if gadugi had never been there.
+    git(other, "rebase", "--abort")
+    assert git(other, "rev-parse", "HEAD") == release

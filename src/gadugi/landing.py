@@ -646,6 +646,10 @@ class Lander:
         """``into`` to ``head``: never forced; its checkout moves only when it is clean."""
         if tip == head:
             return True
+        busy = operation_under_way(self.root, into)
+        if busy:
+            self.notes.append(f"{into} was left as it is: {busy}; fast-forward it once done")
+            return False
         where = self._checked_out(f"refs/heads/{into}")
         if where is None:
             if self._update_ref(f"refs/heads/{into}", head, tip, f"land {self.orch_id}"):
@@ -780,6 +784,47 @@ def dirty_files(root: Path) -> list[str]:
     return [line[3:] for line in out.splitlines() if line.strip()]
 
 
+def operation_under_way(root: Path, branch: str) -> str | None:
+    """What git is in the middle of with ``branch`` in any worktree, or None.
+
+    A rebase or bisect detaches HEAD, so the branch looks checked out nowhere, yet git
+    writes it back at the end; a merge, cherry-pick or revert commits onto it. Moving
+    the branch under any of them breaks the person's work in progress.
+    """
+    ref = f"refs/heads/{branch}"
+    out = run_git(["worktree", "list", "--porcelain"], root).stdout
+    for block in out.strip().split("\n\n"):
+        lines = block.splitlines()
+        if not lines or not lines[0].startswith("worktree "):
+            continue
+        path = Path(lines[0].removeprefix("worktree "))
+        res = run_git(["rev-parse", "--absolute-git-dir"], path) if path.is_dir() else None
+        if res is None or res.returncode != 0:
+            continue
+        gitdir = Path(res.stdout.strip())
+        for name in ("rebase-merge/head-name", "rebase-apply/head-name"):
+            if _read(gitdir / name) == ref:
+                return f"a rebase of {branch} is under way in {path}"
+        if _read(gitdir / "BISECT_START") in (branch, ref):
+            return f"a bisect of {branch} is under way in {path}"
+        if f"branch {ref}" in lines:
+            for head, what in (
+                ("MERGE_HEAD", "merge"),
+                ("CHERRY_PICK_HEAD", "cherry-pick"),
+                ("REVERT_HEAD", "revert"),
+            ):
+                if (gitdir / head).exists():
+                    return f"a {what} of {branch} is under way in {path}"
+    return None
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace").strip()
+    except OSError:
+        return None
+
+
 def check_into(root: Path, into: str) -> None:
     """Refuse an ``--into`` that names no branch, or whose checkout here is dirty."""
     if into.startswith("-") or run_git(["check-ref-format", "--branch", into], root).returncode:
@@ -787,6 +832,9 @@ def check_into(root: Path, into: str) -> None:
     res = run_git(["rev-parse", "--verify", "--quiet", f"refs/heads/{into}"], root)
     if res.returncode != 0:
         raise RequestError(f"--into {into}: no such branch")
+    busy = operation_under_way(root, into)
+    if busy:
+        raise RequestError(f"--into {into}: {busy}; finish or abort it first. Nothing was changed.")
     head = run_git(["symbolic-ref", "--quiet", "HEAD"], root).stdout.strip()
     dirty = dirty_files(root) if head == f"refs/heads/{into}" else []
     if dirty:
