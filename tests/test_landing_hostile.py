@@ -282,3 +282,26 @@ def test_into_a_branch_whose_rebase_starts_while_landing_is_left_alone(
     # The person's rebase finishes as if gadugi had never been there.
     git(other, "rebase", "--abort")
     assert git(other, "rev-parse", "HEAD") == release
+
+
+def test_a_task_branch_moved_back_by_hand_is_not_reported_landed(user_repo: Repo) -> None:
+    two_tasks(user_repo)
+    run = run_tasks(user_repo, "low", "high")
+    high = by_task(run)["high"]["branch"]
+    work = git(user_repo.root, "rev-parse", high).strip()
+    git(user_repo.root, "branch", "-f", high, "main")  # none of the task's commit is on it
+
+    done = land_cli(user_repo, "--json")
+
+    assert done.returncode == 1
+    landing = by_task(json.loads(done.stdout))["high"]["landing"]
+    assert landing["status"] == "needs_person"
+    assert f"its branch {high} was moved back" in landing["note"]
+    branch = f"gadugi/land/{run['orchestration_id']}"
+    assert [m.split("|")[0] for m in merges(user_repo, branch)] == ["Land low: low"]
+
+    git(user_repo.root, "branch", "-f", high, work)  # put back: its turn comes again
+    again = land_cli(user_repo, "--json")
+    assert again.returncode == 0, again.stderr
+    assert by_task(json.loads(again.stdout))["high"]["landing"]["status"] == "landed"
+    assert git(user_repo.root, "show", f"{branch}:high.txt") == "high\n"

@@ -317,7 +317,17 @@ class Lander:
             return self._needs_person(task, None, f"its branch {task['branch']} is gone")
         if self._is_ancestor(tip, head):
             # Merged already (a lander killed after the ref moved), or nothing to merge.
-            self._landed(task_id, self._merge_of(tip, head), head)
+            merge = self._merge_of(tip, head)
+            if merge is None and self._moved_back(task, tip):
+                return self._needs_person(
+                    task,
+                    tip,
+                    f"its branch {task['branch']} was moved back to {tip[:12]}: it holds none "
+                    f"of the task's {task['commits']} commit(s) any more (git reflog show "
+                    f"{task['branch']} says where they are); put them back on it, then "
+                    f"gadugi land {self.orch_id}",
+                )
+            self._landed(task_id, merge, head)
             return True
         candidate = self._recorded_candidate(task, head, tip)
         if candidate is None:
@@ -341,6 +351,11 @@ class Lander:
             return True
         self._advance(task_id, candidate, head, verified=False)
         return True
+
+    def _moved_back(self, task: dict[str, Any], tip: str) -> bool:
+        """The task completed with commits, yet its branch now holds none past its base."""
+        base = task.get("base_commit")
+        return bool(task.get("commits")) and bool(base) and self._is_ancestor(tip, base)
 
     def _recorded_candidate(self, task: dict[str, Any], head: str, tip: str) -> str | None:
         """A candidate recorded before a restart that still applies: merged onto ``head``."""
