@@ -355,7 +355,7 @@ class Lander:
     def _moved_back(self, task: dict[str, Any], tip: str) -> bool:
         """The task completed with commits, yet its branch now holds none past its base."""
         base = task.get("base_commit")
-        return bool(task.get("commits")) and bool(base) and self._is_ancestor(tip, base)
+        return bool(task.get("commits")) and base is not None and self._is_ancestor(tip, base)
 
     def _recorded_candidate(self, task: dict[str, Any], head: str, tip: str) -> str | None:
         """A candidate recorded before a restart that still applies: merged onto ``head``."""
