@@ -305,3 +305,28 @@ def test_a_task_branch_moved_back_by_hand_is_not_reported_landed(user_repo: Repo
     assert again.returncode == 0, again.stderr
     assert by_task(json.loads(again.stdout))["high"]["landing"]["status"] == "landed"
     assert git(user_repo.root, "show", f"{branch}:high.txt") == "high\n"
+
+
+def test_into_a_checkout_whose_untracked_files_are_in_the_way(user_repo: Repo) -> None:
+    two_tasks(user_repo)
+    run_tasks(user_repo, "low", "high")
+    (user_repo.root / "notes.txt").write_text("mine\n")  # untracked, in nobody's way
+    (user_repo.root / "high.txt").write_text("mine too\n")  # untracked, and a task adds it
+    main = git(user_repo.root, "rev-parse", "main")
+
+    done = land_cli(user_repo, "--into", "main")
+
+    assert done.returncode == 1
+    said = [line for line in done.stderr.splitlines() if "high.txt" in line]
+    assert said == [
+        f"gadugi: main was left as it is: untracked files in {user_repo.root} would be "
+        "overwritten (high.txt); move them aside, then run gadugi land again"
+    ]
+    assert git(user_repo.root, "rev-parse", "main") == main
+    assert (user_repo.root / "high.txt").read_text() == "mine too\n"
+
+    (user_repo.root / "high.txt").unlink()
+    again = land_cli(user_repo, "--into", "main")
+    assert again.returncode == 0, again.stderr
+    assert (user_repo.root / "high.txt").read_text() == "high\n"
+    assert (user_repo.root / "notes.txt").read_text() == "mine\n"

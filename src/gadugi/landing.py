@@ -681,11 +681,29 @@ class Lander:
                 f"({', '.join(dirty[:3])}); it was left as it is"
             )
             return False
+        blocking = self._untracked_in_the_way(tip, head)
+        if blocking:
+            shown = ", ".join(blocking[:3]) + (", ..." if len(blocking) > 3 else "")
+            self.notes.append(
+                f"{into} was left as it is: untracked files in {self.root} would be "
+                f"overwritten ({shown}); move them aside, then run gadugi land again"
+            )
+            return False
         res = run_git(["merge", "--ff-only", "--quiet", head], self.root)
         if res.returncode != 0:
             self.notes.append(f"git merge --ff-only {head[:12]} failed: {res.stderr.strip()}")
             return False
         return True
+
+    def _untracked_in_the_way(self, tip: str, head: str) -> list[str]:
+        """Untracked files of the main checkout that fast-forwarding it to ``head`` would
+        have to overwrite (git refuses; this says which, in one line)."""
+        diff = ["diff", "--name-only", "--no-renames", "-z", tip, head]
+        changed = set(run_git(diff, self.root).stdout.split("\0")) - {""}
+        if not changed:
+            return []
+        others = ["ls-files", "--others", "--exclude-standard", "-z"]
+        return sorted(changed & set(run_git(others, self.root).stdout.split("\0")))
 
     def _push(self, remote: str) -> None:
         """The landed task branches and the integration branch; never forced."""
