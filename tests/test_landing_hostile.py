@@ -330,3 +330,21 @@ def test_into_a_checkout_whose_untracked_files_are_in_the_way(user_repo: Repo) -
     assert again.returncode == 0, again.stderr
     assert (user_repo.root / "high.txt").read_text() == "high\n"
     assert (user_repo.root / "notes.txt").read_text() == "mine\n"
+
+
+def test_an_integration_branch_that_keeps_moving_ends_the_landing(user_repo: Repo) -> None:
+    two_tasks(user_repo)
+    run = run_tasks(user_repo, "low", "high")
+    orch_id = run["orchestration_id"]
+    # Every verification moves the integration branch on, so no merge can ever be applied.
+    verify = (
+        'r=$GADUGI_PROJECT_ROOT; b=refs/heads/gadugi/land/$GADUGI_ORCHESTRATION_ID; '
+        'c=$(git -C "$r" commit-tree -p $b -m moved "$b^{tree}"); git -C "$r" update-ref $b $c'
+    )
+
+    done = land_cli(user_repo, "--verify", verify)
+
+    assert done.returncode == 1
+    assert f"landing stopped: gadugi/land/{orch_id} moved under 3 merges in a row" in done.stderr
+    kept = git(user_repo.root, "for-each-ref", f"refs/gadugi/land/{orch_id}/").splitlines()
+    assert len(kept) == 3

@@ -40,6 +40,7 @@ LAND_REFS = "refs/gadugi/land"
 VERIFY_TASK_ID = "land"  # GADUGI_TASK_ID of a verification, so a restart can find it
 DEFAULT_VERIFY_TIMEOUT_MIN = 30.0
 GH_TIMEOUT_S = 120.0
+MAX_MOVED_UNDER = 3  # merges in a row the integration branch may move under
 # Tests only: "after-advance" kills the lander between moving the integration ref and
 # recording it, the window the exactly-once argument has to cover; "after-keep" between
 # keeping a candidate and recording it.
@@ -160,6 +161,7 @@ class Lander:
         self.into_moved = False  # --into was fast-forwarded
         self.delivery_failed = False  # a push was rejected, or a pull request not opened
         self.stopped = False  # a step failed: landing ended early
+        self.moved_under = 0  # merges in a row whose compare-and-swap found the branch moved
         self.notes: list[str] = []  # what a person should hear (refusals, rejected pushes)
         self._stop_stale_verification()
         self._start_queue()
@@ -398,8 +400,17 @@ class Lander:
     def _advance(self, task_id: str, candidate: str, head: str, *, verified: bool) -> None:
         """Move the integration branch to a green candidate (compare-and-swap), then record."""
         if not self._update_ref(self.ref, candidate, head, f"land {task_id}"):
+            # Bounded: something that moves the branch under every merge (a verification
+            # that commits onto it) would have the queue merge and verify for ever.
+            self.moved_under += 1
+            if self.moved_under >= MAX_MOVED_UNDER:
+                raise LandError(
+                    f"{self.branch} moved under {self.moved_under} merges in a row; stop what "
+                    "moves it, then run gadugi land again"
+                )
             log.warning("%s moved while %s was landing; it is merged again", self.branch, task_id)
             return
+        self.moved_under = 0
         _fault("after-advance")
         self._landed(task_id, candidate, candidate, verified=verified)
 
