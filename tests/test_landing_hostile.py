@@ -338,7 +338,7 @@ def test_an_integration_branch_that_keeps_moving_ends_the_landing(user_repo: Rep
     orch_id = run["orchestration_id"]
     # Every verification moves the integration branch on, so no merge can ever be applied.
     verify = (
-        'r=$GADUGI_PROJECT_ROOT; b=refs/heads/gadugi/land/$GADUGI_ORCHESTRATION_ID; '
+        "r=$GADUGI_PROJECT_ROOT; b=refs/heads/gadugi/land/$GADUGI_ORCHESTRATION_ID; "
         'c=$(git -C "$r" commit-tree -p $b -m moved "$b^{tree}"); git -C "$r" update-ref $b $c'
     )
 
