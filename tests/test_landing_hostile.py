@@ -348,3 +348,19 @@ def test_an_integration_branch_that_keeps_moving_ends_the_landing(user_repo: Rep
     assert f"landing stopped: gadugi/land/{orch_id} moved under 3 merges in a row" in done.stderr
     kept = git(user_repo.root, "for-each-ref", f"refs/gadugi/land/{orch_id}/").splitlines()
     assert len(kept) == 3
+
+
+def test_the_into_branch_deleted_while_landing(user_repo: Repo) -> None:
+    git(user_repo.root, "branch", "release")
+    two_tasks(user_repo)
+    run = run_tasks(user_repo, "low", "high")
+    branch = f"gadugi/land/{run['orchestration_id']}"
+    verify = 'git -C "$GADUGI_PROJECT_ROOT" branch -q -D release 2>/dev/null; true'
+
+    done = land_cli(user_repo, "--into", "release", "--verify", verify)
+
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert f"landing stopped: release was deleted while landing; {branch} holds" in done.stderr
+    assert len(merges(user_repo, branch)) == 2  # the landed work is all there
+    assert "release" not in git(user_repo.root, "branch", "--format=%(refname:short)").split()

@@ -635,7 +635,10 @@ class Lander:
         into = self.options.into
         if into:
             tip = self._oid(f"refs/heads/{into}")
-            assert tip is not None
+            if tip is None:
+                raise LandError(
+                    f"{into} was deleted while landing; {self.branch} holds the landed work"
+                )
             if not self._is_ancestor(tip, head):
                 self.notes.append(f"{into} moved to {tip[:12]} while landing: rebuilt on it")
                 self._rebuild(tip, head)
