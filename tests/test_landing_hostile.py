@@ -364,3 +364,21 @@ def test_the_into_branch_deleted_while_landing(user_repo: Repo) -> None:
     assert f"landing stopped: release was deleted while landing; {branch} holds" in done.stderr
     assert len(merges(user_repo, branch)) == 2  # the landed work is all there
     assert "release" not in git(user_repo.root, "branch", "--format=%(refname:short)").split()
+
+
+def test_an_into_branch_that_keeps_moving_ends_the_landing(user_repo: Repo) -> None:
+    git(user_repo.root, "branch", "release")
+    two_tasks(user_repo)
+    run = run_tasks(user_repo, "low", "high")
+    # Every verification puts a hotfix on release: each queue is out of date when done.
+    verify = (
+        'r="$GADUGI_PROJECT_ROOT"; c=$(git -C "$r" commit-tree -p release -m hotfix '
+        '"release^{tree}"); git -C "$r" update-ref refs/heads/release "$c"'
+    )
+
+    done = land_cli(user_repo, "--into", "release", "--verify", verify)
+
+    assert done.returncode == 1
+    assert "landing stopped: release moved under 3 queues in a row" in done.stderr
+    kept = git(user_repo.root, "for-each-ref", f"refs/gadugi/land/{run['orchestration_id']}/")
+    assert sum("/rebuilt." in line for line in kept.splitlines()) == 2

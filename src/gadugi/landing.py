@@ -40,7 +40,7 @@ LAND_REFS = "refs/gadugi/land"
 VERIFY_TASK_ID = "land"  # GADUGI_TASK_ID of a verification, so a restart can find it
 DEFAULT_VERIFY_TIMEOUT_MIN = 30.0
 GH_TIMEOUT_S = 120.0
-MAX_MOVED_UNDER = 3  # merges in a row the integration branch may move under
+MAX_MOVED_UNDER = 3  # merges (or queues) in a row their branch may move under
 # Tests only: "after-advance" kills the lander between moving the integration ref and
 # recording it, the window the exactly-once argument has to cover; "after-keep" between
 # keeping a candidate and recording it.
@@ -162,6 +162,7 @@ class Lander:
         self.delivery_failed = False  # a push was rejected, or a pull request not opened
         self.stopped = False  # a step failed: landing ended early
         self.moved_under = 0  # merges in a row whose compare-and-swap found the branch moved
+        self.into_moves = 0  # queues --into moved under, each rebuilt on its new tip
         self.notes: list[str] = []  # what a person should hear (refusals, rejected pushes)
         self._stop_stale_verification()
         self._start_queue()
@@ -640,6 +641,14 @@ class Lander:
                     f"{into} was deleted while landing; {self.branch} holds the landed work"
                 )
             if not self._is_ancestor(tip, head):
+                self.into_moves += 1
+                if self.into_moves >= MAX_MOVED_UNDER:
+                    # Bounded as the merges are: each rebuild merges and verifies it all.
+                    raise LandError(
+                        f"{into} moved under {self.into_moves} queues in a row; stop what "
+                        f"moves it, then run gadugi land again ({self.branch} holds the "
+                        "last queue)"
+                    )
                 self.notes.append(f"{into} moved to {tip[:12]} while landing: rebuilt on it")
                 self._rebuild(tip, head)
                 return True
