@@ -6,13 +6,22 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from conftest import Repo, git, run_cli
-from test_land import by_task, land_cli, merges, run_tasks, two_tasks, user_repo
+from conftest import Repo, git, run_cli, wait_until
+from test_land import (
+    by_task,
+    land_cli,
+    merges,
+    run_tasks,
+    start_land,
+    two_tasks,
+    user_repo,
+)
 
 __all__ = ["user_repo"]  # the fixture, imported for the tests here
 
@@ -382,3 +391,54 @@ def test_an_into_branch_that_keeps_moving_ends_the_landing(user_repo: Repo) -> N
     assert "landing stopped: release moved under 3 queues in a row" in done.stderr
     kept = git(user_repo.root, "for-each-ref", f"refs/gadugi/land/{run['orchestration_id']}/")
     assert sum("/rebuilt." in line for line in kept.splitlines()) == 2
+
+
+def test_a_commit_a_verification_made_in_the_integration_worktree_stays(
+    user_repo: Repo,
+) -> None:
+    two_tasks(user_repo)
+    run_tasks(user_repo, "low", "high")
+    verify = 'git commit -q --allow-empty -m "by verify $GADUGI_LAND_TASK_ID"'
+
+    done = land_cli(user_repo, "--verify", verify)
+
+    assert done.returncode == 0, done.stderr
+    made = git(user_repo.root, "log", "--all", "--format=%s").splitlines()
+    assert sorted(s for s in made if s.startswith("by verify")) == [
+        "by verify high",
+        "by verify low",
+    ]
+
+
+def test_cleanup_after_a_killed_landing_then_land_again_loses_nothing(
+    user_repo: Repo, tmp_path: Path
+) -> None:
+    two_tasks(user_repo)
+    run = run_tasks(user_repo, "low", "high")
+    orch_id = run["orchestration_id"]
+    tips = {
+        t["task_id"]: git(user_repo.root, "rev-parse", t["branch"]).strip() for t in run["tasks"]
+    }
+    pids = tmp_path / "pids"
+    verify = f"echo $$ >> {pids}; touch {tmp_path}/started; sleep 600"
+    lander = start_land(user_repo, "--verify", verify)
+    try:
+        wait_until(lambda: (tmp_path / "started").exists() or lander.poll() is not None)
+        assert lander.poll() is None, lander.communicate()
+        os.kill(lander.pid, signal.SIGKILL)
+        lander.wait(timeout=30)
+    finally:
+        if lander.poll() is None:
+            lander.kill()
+    os.kill(int(pids.read_text().split()[0]), signal.SIGKILL)  # the verification it left
+    assert run_cli(["resume", orch_id], user_repo.root).returncode in (0, 1)
+    assert land_worktree(user_repo, orch_id).exists()  # left behind, at a candidate
+
+    cleaned = run_cli(["cleanup"], user_repo.root)
+    assert cleaned.returncode == 0, cleaned.stderr
+    again = land_cli(user_repo, orch_id)
+
+    assert "Traceback" not in again.stderr
+    reachable = set(git(user_repo.root, "rev-list", "--all").split())
+    assert set(tips.values()) <= reachable, (cleaned.stdout, again.stdout)
+    assert not land_worktree(user_repo, orch_id).exists()

@@ -584,11 +584,27 @@ class Lander:
                     fd,
                 )
         else:
+            self._keep_stray_head()
             res = run_git(["checkout", "--quiet", "--detach", "--force", commit], self.worktree)
             if res.returncode == 0:
                 res = run_git(["clean", "-fdq"], self.worktree)
         if res.returncode != 0:
             raise LandError(f"cannot check out {commit[:12]} at {path}: {res.stderr.strip()}")
+
+    def _keep_stray_head(self) -> None:
+        """The integration worktree's HEAD, kept under a ref when no ref reaches it (a
+        verification committed there; a cleanup deleted the candidate it was left at),
+        before a checkout or removal would leave it unreachable."""
+        head = run_git(["rev-parse", "--verify", "--quiet", "HEAD"], self.worktree).stdout.strip()
+        if not head:
+            return
+        res = run_git(["rev-list", "-n", "1", head, "--not", "--glob=refs/*"], self.root)
+        if res.returncode == 0 and res.stdout.strip():
+            number = self._keep("kept", head)
+            self.notes.append(
+                f"{head[:12]}, left in the integration worktree and on no branch, is kept as "
+                f"{LAND_REFS}/{self.orch_id}/kept.{number}"
+            )
 
     def _is_integration_worktree(self) -> bool:
         """The folder is a directory git lists as a worktree, and git run in it works
@@ -610,8 +626,9 @@ class Lander:
     def _remove_worktree(self) -> None:
         """The integration worktree goes once landing is done: every commit verified there
         is kept under a ref, and what verification left in it is only its output."""
-        if not self.worktree.exists():
+        if not self.worktree.exists() or not self._is_integration_worktree():
             return
+        self._keep_stray_head()
         with self.worktrees.locked() as fd:
             res = run_git(["worktree", "remove", "--force", str(self.worktree)], self.root, fd)
         if res.returncode != 0:
