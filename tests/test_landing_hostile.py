@@ -436,6 +436,10 @@ def test_cleanup_after_a_killed_landing_then_land_again_loses_nothing(
 
     cleaned = run_cli(["cleanup"], user_repo.root)
     assert cleaned.returncode == 0, cleaned.stderr
+    # The integration worktree is the orchestration's: it goes, and with it nothing of
+    # the tasks' work (their branches stay, as no other ref holds their commits).
+    assert not land_worktree(user_repo, orch_id).exists(), cleaned.stdout
+    assert set(tips.values()) <= set(git(user_repo.root, "rev-list", "--all").split())
     again = land_cli(user_repo, orch_id)
 
     assert "Traceback" not in again.stderr

@@ -77,6 +77,11 @@ def integration_branch(orch_id: str) -> str:
     return f"gadugi/land/{orch_id}"
 
 
+def landing_worktree_name(orch_id: str) -> str:
+    """The integration worktree's folder under ``worktrees_dir``: ``land-<xxxx>``."""
+    return f"land-{orch_id.rsplit('-', 1)[-1]}"
+
+
 def task_landing(row: dict[str, Any]) -> dict[str, Any] | None:
     """A task's ``landing`` in the result: null until a lander has looked at it."""
     if not row.get("landing_status"):
@@ -150,7 +155,7 @@ class Lander:
         self.owner = owner
         self.branch = integration_branch(orch_id)
         self.ref = f"refs/heads/{self.branch}"
-        self.worktree = worktrees_dir / f"land-{orch_id.rsplit('-', 1)[-1]}"
+        self.worktree = worktrees_dir / landing_worktree_name(orch_id)
         self.worktrees = Worktrees(root)
         self.identity = user_identity(root)
         self.verifying: Verification | None = None
