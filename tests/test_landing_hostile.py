@@ -431,7 +431,10 @@ def test_cleanup_after_a_killed_landing_then_land_again_loses_nothing(
         if lander.poll() is None:
             lander.kill()
     os.kill(int(pids.read_text().split()[0]), signal.SIGKILL)  # the verification it left
-    assert run_cli(["resume", orch_id], user_repo.root).returncode in (0, 1)
+    resumed = run_cli(["resume", orch_id], user_repo.root)
+    assert resumed.returncode == 1  # finished, but not landed
+    assert f"landing pending: gadugi land {orch_id} lands it" in resumed.stdout
+    assert "None" not in resumed.stdout
     assert land_worktree(user_repo, orch_id).exists()  # left behind, at a candidate
 
     cleaned = run_cli(["cleanup"], user_repo.root)
