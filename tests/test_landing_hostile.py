@@ -449,3 +449,28 @@ def test_cleanup_after_a_killed_landing_then_land_again_loses_nothing(
     reachable = set(git(user_repo.root, "rev-list", "--all").split())
     assert set(tips.values()) <= reachable, (cleaned.stdout, again.stdout)
     assert not land_worktree(user_repo, orch_id).exists()
+
+
+def test_two_landers_at_once_one_owns_it_and_merges_once(user_repo: Repo, tmp_path: Path) -> None:
+    two_tasks(user_repo)
+    run = run_tasks(user_repo, "low", "high")
+    gate = tmp_path / "gate"
+    verify = f"touch {tmp_path}/started; while [ ! -e {gate} ]; do sleep 0.05; done"
+    first = start_land(user_repo, "--verify", verify)
+    try:
+        wait_until(lambda: (tmp_path / "started").exists() or first.poll() is not None)
+        second = land_cli(user_repo, "--verify", verify)
+        gate.touch()
+        first.communicate(timeout=120)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.communicate()
+    assert second.returncode == 2
+    assert f"orchestration {run['orchestration_id']} is owned by gadugi pid" in second.stderr
+    assert first.returncode == 0
+    branch = f"gadugi/land/{run['orchestration_id']}"
+    assert [m.split("|")[0] for m in merges(user_repo, branch)] == [
+        "Land high: high",
+        "Land low: low",
+    ]
