@@ -474,3 +474,16 @@ def test_two_landers_at_once_one_owns_it_and_merges_once(user_repo: Repo, tmp_pa
         "Land high: high",
         "Land low: low",
     ]
+
+
+def test_a_branch_in_the_way_of_the_integration_branch(user_repo: Repo) -> None:
+    two_tasks(user_repo)
+    run_tasks(user_repo, "low", "high")
+    git(user_repo.root, "branch", "gadugi/land")  # git cannot then make gadugi/land/<orch>
+    refs = git(user_repo.root, "for-each-ref")
+
+    for args in (["land"], ["run", "--agent", "shell", "--land", "low"]):
+        done = run_cli(args, user_repo.root)
+        assert done.returncode == 2, (args, done.stderr)
+        assert "a branch gadugi/land is in the way of the integration branch" in done.stderr
+        assert git(user_repo.root, "for-each-ref") == refs

@@ -22,6 +22,7 @@ from .errors import GadugiError, PlanError, RequestError
 from .landing import (
     Lander,
     LandOptions,
+    check_integration_room,
     check_into,
     options_for,
     orchestration_landing,
@@ -328,6 +329,7 @@ class OrchestratorCoordinator:
         check_prompts(prompts, self.config.agent)
         if self.config.land:
             user_identity(self.root)
+            check_integration_room(self.root)
             if self.config.land_into:
                 check_into(self.root, self.config.land_into)
         return Prepared(self.root, prompts, plan, fallback, resolution.problems)

@@ -233,7 +233,8 @@ class Lander:
             raise LandError(f"--into {into}: no such branch")
         head = self._oid(self.ref)
         if head is None:
-            self._update_ref(self.ref, base, "", "start the landing queue")
+            if not self._update_ref(self.ref, base, "", "start the landing queue"):
+                raise LandError(f"git could not create the integration branch {self.branch}")
             head, fields = base, {"landing_base": base, "landing_head": base}
         else:
             fields = {}
@@ -901,6 +902,18 @@ def _read(path: Path) -> str | None:
         return path.read_text(encoding="utf-8", errors="replace").strip()
     except OSError:
         return None
+
+
+def check_integration_room(root: Path) -> None:
+    """Refuse a branch ``gadugi/land`` itself: git keeps branches as files, so none can
+    then be made under it, and no integration branch could ever be created."""
+    res = run_git(["rev-parse", "--verify", "--quiet", "refs/heads/gadugi/land"], root)
+    if res.returncode == 0:
+        raise RequestError(
+            "a branch gadugi/land is in the way of the integration branch "
+            "gadugi/land/<orchestration>; rename it (git branch -m gadugi/land NEW) first. "
+            "Nothing was changed."
+        )
 
 
 def check_into(root: Path, into: str) -> None:

@@ -69,6 +69,7 @@ def land(
         raise RequestError("--pr needs --push REMOTE: pull requests are opened for pushed branches")
     if pr and shutil.which("gh") is None:
         raise RequestError("--pr needs gh (the GitHub CLI) on PATH; nothing was pushed")
+    landing.check_integration_room(root)
     if into is not None:
         landing.check_into(root, into)
     if remote is not None:
