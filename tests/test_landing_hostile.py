@@ -487,3 +487,35 @@ def test_a_branch_in_the_way_of_the_integration_branch(user_repo: Repo) -> None:
         assert done.returncode == 2, (args, done.stderr)
         assert "a branch gadugi/land is in the way of the integration branch" in done.stderr
         assert git(user_repo.root, "for-each-ref") == refs
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [
+        "land_retries = nan",
+        "land_retries = inf",
+        "land_retries = -1",
+        "land_retries = 1e308",
+        'land_retries = "abc"',
+        "land_retries = true",
+        "verify_timeout_minutes = nan",
+        "verify_timeout_minutes = inf",
+        "verify_timeout_minutes = -1",
+        "verify_timeout_minutes = 1e308",
+        'verify_timeout_minutes = "abc"',
+        "verify_timeout_minutes = true",
+    ],
+)
+def test_an_invalid_project_configuration_is_refused_by_land(user_repo: Repo, setting: str) -> None:
+    two_tasks(user_repo)
+    run_tasks(user_repo, "low", "high")
+    (user_repo.root / "gadugi.toml").write_text(f"max_load_per_cpu = 0\n{setting}\n")
+    refs = git(user_repo.root, "for-each-ref")
+
+    done = land_cli(user_repo)
+
+    assert done.returncode == 2, done.stderr
+    key = setting.split(" ")[0]
+    assert f"invalid configuration in gadugi.toml: {key}: " in done.stderr
+    assert "Traceback" not in done.stderr
+    assert git(user_repo.root, "for-each-ref") == refs

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from ..config import MAX_COMMAND_LENGTH
+from ..config import MAX_COMMAND_LENGTH, load_config
 from ..errors import IdentityError, RequestError
 from ..registry import Registry
 from ..worktrees import user_identity
@@ -57,6 +57,9 @@ def land(
     from .. import landing
 
     root = _root(project_root)
+    # Landing takes its settings as the run recorded them; a project file that has become
+    # invalid since is still refused, as every command that reads it refuses it.
+    load_config(root)
     if orchestration_id is not None and not orchestration_id.strip():
         # An unset "$ORCH" must not quietly mean the newest orchestration.
         raise RequestError("no orchestration id given (leave it out for the newest one)")
