@@ -515,7 +515,7 @@ def test_an_invalid_project_configuration_is_refused_by_land(user_repo: Repo, se
     done = land_cli(user_repo)
 
     assert done.returncode == 2, done.stderr
-    key = setting.split(" ")[0]
+    key = setting.split(" ", maxsplit=1)[0]
     assert f"invalid configuration in gadugi.toml: {key}: " in done.stderr
     assert "Traceback" not in done.stderr
     assert git(user_repo.root, "for-each-ref") == refs
