@@ -316,9 +316,15 @@ def test_a_task_branch_moved_back_by_hand_is_not_reported_landed(user_repo: Repo
     assert git(user_repo.root, "show", f"{branch}:high.txt") == "high\n"
 
 
-def test_into_a_checkout_whose_untracked_files_are_in_the_way(user_repo: Repo) -> None:
+@pytest.mark.parametrize("ignored", [False, True])
+def test_into_a_checkout_whose_untracked_files_are_in_the_way(
+    user_repo: Repo, ignored: bool
+) -> None:
     two_tasks(user_repo)
     run_tasks(user_repo, "low", "high")
+    if ignored:  # git itself would overwrite an ignored file without a word
+        with (user_repo.root / ".git/info/exclude").open("a") as exclude:
+            exclude.write("high.txt\n")
     (user_repo.root / "notes.txt").write_text("mine\n")  # untracked, in nobody's way
     (user_repo.root / "high.txt").write_text("mine too\n")  # untracked, and a task adds it
     main = git(user_repo.root, "rev-parse", "main")
@@ -328,7 +334,7 @@ def test_into_a_checkout_whose_untracked_files_are_in_the_way(user_repo: Repo) -
     assert done.returncode == 1
     said = [line for line in done.stderr.splitlines() if "high.txt" in line]
     assert said == [
-        f"gadugi: main was left as it is: untracked files in {user_repo.root} would be "
+        f"gadugi: main was left as it is: untracked or ignored files in {user_repo.root} would be "
         "overwritten (high.txt); move them aside, then run gadugi land again"
     ]
     assert git(user_repo.root, "rev-parse", "main") == main

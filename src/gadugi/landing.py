@@ -731,7 +731,7 @@ class Lander:
         if blocking:
             shown = ", ".join(blocking[:3]) + (", ..." if len(blocking) > 3 else "")
             self.notes.append(
-                f"{into} was left as it is: untracked files in {self.root} would be "
+                f"{into} was left as it is: untracked or ignored files in {self.root} would be "
                 f"overwritten ({shown}); move them aside, then run gadugi land again"
             )
             return False
@@ -742,14 +742,15 @@ class Lander:
         return True
 
     def _untracked_in_the_way(self, tip: str, head: str) -> list[str]:
-        """Untracked files of the main checkout that fast-forwarding it to ``head`` would
-        have to overwrite (git refuses; this says which, in one line)."""
+        """Files of the main checkout that git does not track and that fast-forwarding it
+        to ``head`` would write over: git refuses for an untracked one, and overwrites an
+        ignored one without a word (a local ``.env``), so both are asked about here."""
         diff = ["diff", "--name-only", "--no-renames", "-z", tip, head]
         changed = set(run_git(diff, self.root).stdout.split("\0")) - {""}
         if not changed:
             return []
-        others = ["ls-files", "--others", "--exclude-standard", "-z"]
-        return sorted(changed & set(run_git(others, self.root).stdout.split("\0")))
+        tracked = set(run_git(["ls-files", "-z"], self.root).stdout.split("\0"))
+        return sorted(p for p in changed - tracked if os.path.lexists(self.root / p))
 
     def _push(self, remote: str) -> None:
         """The landed task branches and the integration branch; never forced."""
