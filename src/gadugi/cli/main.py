@@ -376,7 +376,9 @@ def _report(result: OrchestrationResult, as_json: bool, quiet: bool) -> None:
         if task.status != "completed" and task.log_file:
             say(f"  {'':<24} log: gadugi logs {task.task_id}", " " * 27)
         if task.landing and task.landing["status"] != "landed":
-            say(f"  {'':<24} landing {task.landing['status']}: {task.landing['note']}", " " * 27)
+            # A landing cut short (its lander killed) leaves tasks pending with no note.
+            note = task.landing["note"] or f"gadugi land {result.orchestration_id} lands it"
+            say(f"  {'':<24} landing {task.landing['status']}: {note}", " " * 27)
 
 
 def _accounts_lines(result: OrchestrationResult) -> list[str]:
