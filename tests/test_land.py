@@ -322,6 +322,9 @@ def test_kill_9_mid_verification_then_land_again(user_repo: Repo, tmp_path: Path
     stale = int(pids.read_text().split()[0])
     assert _alive(stale)  # the verification outlived its lander: the next one must stop it
     assert merges(user_repo, branch) == []
+    # cleanup leaves the orchestration its lander left, and says how to finish it.
+    told = run_cli(["cleanup"], user_repo.root)
+    assert f"finish it with gadugi land {run['orchestration_id']}" in told.stdout + told.stderr
 
     gate.touch()
     done = land_cli(user_repo, "--verify", verify, "--json")

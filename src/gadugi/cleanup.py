@@ -215,9 +215,11 @@ def plan_cleanup(
     for orch in orchestrations:
         if orch["state"] == "running":
             if not orchestrator_alive(orch):
+                # One that was landing is finished by land, which resumes it on the way.
+                how = "land" if orch.get("landing_branch") else "resume"
                 plan.notes.append(
                     f"{orch['id']}: its orchestrator (pid {orch['pid']}) is gone; "
-                    f"finish it with gadugi resume {orch['id']}"
+                    f"finish it with gadugi {how} {orch['id']}"
                 )
         elif orch["id"] in busy:
             plan.kept.append(f"{orch['id']}: left as it is while a process of it runs")

@@ -40,6 +40,7 @@ LAND_REFS = "refs/gadugi/land"
 VERIFY_TASK_ID = "land"  # GADUGI_TASK_ID of a verification, so a restart can find it
 DEFAULT_VERIFY_TIMEOUT_MIN = 30.0
 GH_TIMEOUT_S = 120.0
+PUSH_TIMEOUT_S = 600.0  # one branch's push; a remote that never answers must not hold landing
 MAX_MOVED_UNDER = 3  # merges (or queues) in a row their branch may move under
 # Tests only: "after-advance" kills the lander between moving the integration ref and
 # recording it, the window the exactly-once argument has to cover; "after-keep" between
@@ -823,7 +824,11 @@ class Lander:
         """The landed task branches and the integration branch; never forced."""
         for branch in [*(r["branch"] for r in self._landed_rows()), self.branch]:
             spec = f"refs/heads/{branch}:refs/heads/{branch}"
-            res = run_git(["push", "--quiet", "--end-of-options", remote, spec], self.root)
+            res = run_git(
+                ["push", "--quiet", "--end-of-options", remote, spec],
+                self.root,
+                timeout_s=PUSH_TIMEOUT_S,
+            )
             if res.returncode != 0:
                 self.delivery_failed = True
                 self.notes.append(f"push of {branch} to {remote} was rejected: {_last(res.stderr)}")

@@ -20,11 +20,12 @@ import logging
 import os
 import re
 import shutil
+import signal
 import subprocess
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -54,6 +55,7 @@ def run_git(
     cwd: Path,
     lock_fd: int | None = None,
     env: Mapping[str, str] | None = None,
+    timeout_s: float | None = None,
 ) -> GitResult:
     """Run git without a shell or a terminal, in a session of its own.
 
@@ -64,7 +66,9 @@ def run_git(
     finished, and a resumed run cannot race the orphaned git. A git that cannot be
     started, or cannot start its own processes, for want of processes or memory raises
     SpawnError: that is no verdict of git's, and trying again later may succeed.
-    ``env`` adds variables (the user's identity, for a commit).
+    ``env`` adds variables (the user's identity, for a commit). Past ``timeout_s`` (for
+    git that talks to a remote) git and what it started (its session) are killed, and
+    the result is a failure saying so.
     """
     began = time.monotonic()
     proc = procs.start(
@@ -79,7 +83,13 @@ def run_git(
         pass_fds=() if lock_fd is None else (lock_fd,),
     )
     try:
+        stdout, stderr = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        with suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
         stdout, stderr = proc.communicate()
+        procs.forget(proc.pid)
+        return GitResult(124, stdout, f"{stderr}git {args[0]} timed out after {timeout_s:g} s")
     except BaseException:
         # Interrupted here: let git finish its step rather than stop it half-way.
         proc.communicate()
