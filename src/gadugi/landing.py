@@ -17,6 +17,7 @@ verified again when it still applies to the head, or replaced when it does not.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -864,19 +865,30 @@ class Lander:
     def _gh(self, head: str, base: str, title: str, body: str) -> None:
         argv = ["gh", "pr", "create", "--head", head, "--base", base, "--title", title]
         try:
-            done = subprocess.run(
+            # A session of its own, so that past the time limit what gh started goes too.
+            child = subprocess.Popen(
                 [*argv, "--body", body],
                 cwd=self.root,
-                capture_output=True,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
                 text=True,
                 stdin=subprocess.DEVNULL,
-                timeout=GH_TIMEOUT_S,
-                check=False,
+                start_new_session=True,
             )
-        except (OSError, subprocess.TimeoutExpired) as exc:
+        except OSError as exc:
             self.delivery_failed = True
             self.notes.append(f"gh pr create for {head} could not run: {exc}")
             return
+        try:
+            out, err = child.communicate(timeout=GH_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(child.pid, signal.SIGKILL)
+            child.communicate()
+            self.delivery_failed = True
+            self.notes.append(f"gh pr create for {head} took over {GH_TIMEOUT_S:g} s: stopped")
+            return
+        done = subprocess.CompletedProcess(argv, child.returncode, out, err)
         if done.returncode != 0:
             self.delivery_failed = True
             self.notes.append(f"gh pr create for {head} failed: {_last(done.stderr)}")
