@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -10,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ..errors import RequestError
-from ..files import write_json_atomic
 from ..monitoring import STATUS_COLUMNS, status_document
 from ..registry import Registry
 
@@ -106,16 +106,19 @@ def status(orch_id: str | None, project_root: str | None, as_json: bool) -> None
 @click.option("--project-root", type=click.Path(file_okay=False))
 def export(output: str, project_root: str | None) -> None:
     """Write the whole registry as one JSON file."""
-    check_output_folder(output)
     from ..views import export_document
+    from .output import output_target, write_output
 
+    target = output_target(output)
     registry = _registry(project_root)
     try:
         data = export_document(registry.export())
     finally:
         registry.close()
-    write_json_atomic(Path(output), data)
-    click.echo(f"wrote {len(data['orchestrations'])} orchestration(s) to {output}")
+    write_output(target, json.dumps(data, separators=(",", ":")) + "\n")
+    click.echo(
+        f"wrote {len(data['orchestrations'])} orchestration(s) to {output}", err=target.to_stdout
+    )
 
 
 @main.command()
@@ -245,11 +248,3 @@ def wait_command(
     else:
         _report(result_from_json(outcome.result), False, quiet)
     sys.exit(outcome.exit_code)
-
-
-def check_output_folder(output: str) -> None:
-    """Refuse, before anything is read, an output file whose folder cannot hold it."""
-    folder = Path(output).parent
-    if not folder.is_dir():
-        why = "does not exist" if not folder.exists() else "is not a directory"
-        raise RequestError(f"cannot write {output}: {folder} {why}")

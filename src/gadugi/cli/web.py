@@ -5,15 +5,14 @@ from __future__ import annotations
 import os
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import click
 
 from ..errors import NotFoundError, RequestError
-from ..files import write_text_atomic
 from .main import _json, _root, main
-from .query import _registry, check_output_folder
+from .output import output_target, write_output
+from .query import _registry
 
 
 @main.command()
@@ -59,14 +58,14 @@ def report(orchestration_id: str | None, output: str, project_root: str | None) 
     """One self-contained HTML file: summary, timeline, plan graph and every task."""
     from ..dashboard.report import build_report
 
-    check_output_folder(output)
+    target = output_target(output)
     registry = _registry(project_root)
     try:
         orch_id, html = build_report(registry, orchestration_id, time.time())
     finally:
         registry.close()
-    write_text_atomic(Path(output), html)
-    click.echo(f"wrote the report of {orch_id} to {output}")
+    write_output(target, html)
+    click.echo(f"wrote the report of {orch_id} to {output}", err=target.to_stdout)
 
 
 @main.command()
