@@ -298,3 +298,19 @@ def test_land_from_the_dashboard_runs_gadugi_land(repo: Repo, dashboard: Dashboa
     wait_until(lambda: (landing() or {}).get("status") == "landed")
     assert f"gadugi/land/{orch}" in git(repo.root, "branch", "--list", "gadugi/land/*")
     wait_until(lambda: 'data-landing="landed"' in dashboard.get(page)[1])
+
+
+def test_a_damaged_registry_is_a_503_on_every_endpoint(repo: Repo, dashboard: Dashboard) -> None:
+    state = repo.root / ".gadugi" / "state.db"
+    state.parent.mkdir(exist_ok=True)
+    state.write_bytes(b"not a database at all" * 100)
+    token = {"X-Gadugi-Token": dashboard.token}
+    orch = "orch-20000101-000000-0000"
+    for path in ("/", "/metrics", "/stats", f"/orchestrations/{orch}"):
+        code, body = dashboard.get(f"{path}?token={dashboard.token}")
+        assert code == 503 and "not an SQLite database" in body, path
+    for action in ("tasks/x/cancel", "tasks/x/retry", "land"):
+        code, body = request(f"{dashboard.base}/api/orchestrations/{orch}/{action}", "POST", token)
+        assert code == 503 and "not an SQLite database" in json.loads(body)["message"], action
+    assert "Traceback" not in dashboard.stderr.read_text()
+    assert state.read_bytes() == b"not a database at all" * 100
