@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 import signal
 from collections.abc import Callable, Iterator, Sequence
@@ -884,6 +885,31 @@ def test_a_spent_budget_cancels_the_queued_and_a_hard_one_stops_the_running(
     assert r.attempts("c") == []
     assert r.other.orchestration(ORCH)["spent_usd"] == pytest.approx(1.0)
     assert r.runner.waited_seconds(T0 + 2) == {"budget": 1.0}
+
+
+class CostlyEach(Costly):
+    """Each task's attempt reports the cost given for it (any float, nan and inf included)."""
+
+    def __init__(self, costs: dict[str, float]) -> None:
+        super().__init__()
+        self.costs = costs
+
+    def judge(self, ctx: AgentContext, exit_code: int) -> Outcome:
+        return Outcome(exit_code == 0, agent={"cost_usd": self.costs[ctx.task_id]})
+
+
+def test_a_cost_that_is_no_amount_never_hides_the_budget(rig: MakeRig) -> None:
+    """A reported cost of nan, inf or below zero counts as none: nan would make the sum nan
+    (never at the budget), a negative one would give back what was spent."""
+    costs = {"a": math.nan, "b": -5.0, "c": math.inf, "d": 1.0, "e": 0.0}
+    r = rig([task(t) for t in "abcde"], CostlyEach(costs), max_parallel_tasks=1, budget_usd=1.0)
+    for n, name in enumerate("abcd"):
+        r.step(T0 + n)
+        r.exit(name, 0)
+    r.step(T0 + 4)
+    assert r.procs.spawned() == ["a", "b", "c", "d"]  # e waits: $1 spent
+    assert r.runner.spent_usd() == pytest.approx(1.0)
+    assert r.other.orchestration(ORCH)["note"] == "budget of $1 reached: $1.0000 spent"
 
 
 def test_waiting_for_memory_and_load_is_counted_per_reason(rig: MakeRig) -> None:

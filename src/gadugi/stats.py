@@ -8,6 +8,7 @@ its prompt file while that exists; a task whose prompt is gone counts as ``unkno
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import GadugiError
+from .holds import amount
 from .lifecycle import parse_status
 from .planning.intent import classify
 from .planning.prompts import read_prompt
@@ -32,7 +34,7 @@ def finished_tasks(registry: Registry) -> list[dict[str, Any]]:
         ran: dict[str, float] = {}
         for a in registry.attempts(orch["id"]):
             if a["ended_at"] is not None:
-                ran[a["task_id"]] = ran.get(a["task_id"], 0.0) + a["ended_at"] - a["started_at"]
+                ran[a["task_id"]] = ran.get(a["task_id"], 0.0) + _span(a)
         for task in registry.tasks(orch["id"]):
             if not parse_status(task["task_id"], task["status"]).finished:
                 continue
@@ -52,13 +54,18 @@ def finished_tasks(registry: Registry) -> list[dict[str, Any]]:
                     "status": task["status"],
                     "duration_seconds": ran[task["task_id"]],
                     "reruns": max(0, task["attempts"] - 1),
-                    "cost_usd": agent.get("cost_usd")
-                    if isinstance(agent.get("cost_usd"), int | float)
-                    else None,
+                    "cost_usd": amount(agent.get("cost_usd")),
                     "day": datetime.fromtimestamp(orch["started_at"], UTC).date().isoformat(),
                 }
             )
     return out
+
+
+def _span(attempt: dict[str, Any]) -> float:
+    """How long an attempt ran; 0 when its times say less (the wall clock stepped back
+    while it ran) or nothing sensible (a damaged row)."""
+    seconds = float(attempt["ended_at"]) - float(attempt["started_at"])
+    return seconds if math.isfinite(seconds) and seconds > 0 else 0.0
 
 
 def _type_of(path: Path, root: Path) -> str:

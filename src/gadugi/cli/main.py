@@ -15,6 +15,7 @@ import click
 from .. import __version__
 from ..config import AGENTS, CONFLICT_POLICIES, OrchestrationConfig, load_config
 from ..errors import GadugiError, RequestError
+from ..files import dumps
 from ..planning.request import parse_request
 from ..worktrees import repository_root
 
@@ -29,9 +30,13 @@ F = TypeVar("F", bound=Callable[..., Any])
 DETACHED_LOG = "orchestrator.log"  # a detached orchestrator's output, beside its tasks' logs
 
 
-def _json(data: Any, allow_nan: bool = True) -> str:
-    """Indented for a person at a terminal, compact (and several times faster) for a pipe."""
-    return json.dumps(data, indent=2 if sys.stdout.isatty() else None, allow_nan=allow_nan)
+def _json(data: Any, strict: bool = False) -> str:
+    """Indented for a person at a terminal, compact (and several times faster) for a pipe.
+    NaN and infinities (a damaged row's) become null, or with ``strict`` raise ValueError."""
+    indent = 2 if sys.stdout.isatty() else None
+    return (
+        json.dumps(data, indent=indent, allow_nan=False) if strict else dumps(data, indent=indent)
+    )
 
 
 def _err(message: str) -> None:
@@ -400,7 +405,7 @@ def plan(**kw: Any) -> None:
         data = prepared.plan.to_json() | {"fallback_used": prepared.fallback_used}
         # Validated numbers are finite; should one ever not be, fail rather than print
         # Infinity or NaN, which are not JSON.
-        click.echo(_json(data, allow_nan=False))
+        click.echo(_json(data, strict=True))
     elif not kw["quiet"]:
         from ..planning.plan import render_plan
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -11,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ..errors import RequestError
+from ..files import dumps
+from ..holds import amount
 from ..monitoring import STATUS_COLUMNS, status_document
 from ..registry import Registry
 
@@ -74,11 +75,10 @@ def status(orch_id: str | None, project_root: str | None, as_json: bool) -> None
             click.echo(part)
 
     breakdown = ", ".join(f"{n} {s}" for s, n in doc["status_breakdown"].items())
-    spent = [
-        t["agent"]["cost_usd"]
-        for t in doc["tasks"]
-        if isinstance(t["agent"], dict) and isinstance(t["agent"].get("cost_usd"), int | float)
-    ]
+    reported = (
+        amount(t["agent"].get("cost_usd")) for t in doc["tasks"] if isinstance(t["agent"], dict)
+    )
+    spent = [value for value in reported if value is not None]
     say(
         f"{orch['id']} ({orch['state']}): {breakdown}"
         + (f"; ${sum(spent):.4f} spent" if spent else "")
@@ -91,7 +91,7 @@ def status(orch_id: str | None, project_root: str | None, as_json: bool) -> None
         secs = task["runtime_seconds"]
         shown = f"{secs:.1f}s" if secs is not None else "-"
         agent = task["agent"] if isinstance(task["agent"], dict) else {}
-        price = agent.get("cost_usd")
+        price = amount(agent.get("cost_usd"))
         facts = [f"branch {task['branch']}" if task["branch"] else "no branch yet"]
         if isinstance(price, int | float):
             facts.append(f"${price:.4f}")
@@ -115,7 +115,7 @@ def export(output: str, project_root: str | None) -> None:
         data = export_document(registry.export())
     finally:
         registry.close()
-    write_output(target, json.dumps(data, separators=(",", ":")) + "\n")
+    write_output(target, dumps(data, separators=(",", ":")) + "\n")
     click.echo(
         f"wrote {len(data['orchestrations'])} orchestration(s) to {output}", err=target.to_stdout
     )
