@@ -195,6 +195,8 @@ def test_a_bad_notify_table_exits_2_naming_the_key(repo: Repo) -> None:
         ('[notify]\nwebhook = "ftp://x"', "notify.webhook"),
         ("[notify]\ncommand = 3", "notify.command"),
         ('[notify]\nsms = "x"', "notify.sms"),
+        ('[notify]\ncommand = "   "', "notify.command"),
+        ('[notify]\nwebhook = ""', "notify.webhook"),
     ):
         (repo.root / "gadugi.toml").write_text(table + "\n")
         repo.shell_prompt("a.md", "echo a")

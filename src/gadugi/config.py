@@ -406,6 +406,8 @@ def _notify_table(data: dict[str, Any], source: str) -> dict[str, Any]:
             out["notify_command"] = shlex.split(command)
         except ValueError as exc:
             raise ConfigError("notify.command", f"cannot be split: {exc}", source) from None
+        if not out["notify_command"]:  # a blank string would silently notify nobody
+            raise ConfigError("notify.command", "cannot be empty", source)
     elif isinstance(command, list) and command and all(isinstance(c, str) for c in command):
         out["notify_command"] = command
     elif command is not None:
