@@ -316,3 +316,16 @@ def test_a_damaged_registry_is_a_503_on_every_endpoint(repo: Repo, dashboard: Da
         assert code == 503 and "not an SQLite database" in json.loads(body)["message"], action
     assert "Traceback" not in dashboard.stderr.read_text()
     assert state.read_bytes() == b"not a database at all" * 100
+
+
+def test_an_action_that_cannot_start_answers_503_with_why(repo: Repo, dashboard: Dashboard) -> None:
+    _two_tasks(repo)
+    run_cli(["run", "--agent", "shell", "--quiet", "--all"], repo.root)
+    orch = json.loads(run_cli(["status", "--json"], repo.root).stdout)["orchestration_id"]
+    # Where the retry's output would go is taken by a folder: it cannot be opened.
+    (repo.root / ".gadugi" / "logs" / orch / "dashboard-retry-bad.log").mkdir()
+    url = f"{dashboard.base}/api/orchestrations/{orch}/tasks/bad/retry"
+    code, body = request(url, "POST", {"X-Gadugi-Token": dashboard.token})
+    assert code == 503 and "dashboard-retry-bad.log" in json.loads(body)["message"]
+    assert "Traceback" not in dashboard.stderr.read_text()
+    assert json.loads(run_cli(["show", "bad", "--json"], repo.root).stdout)["status"] == "failed"

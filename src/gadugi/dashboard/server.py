@@ -17,6 +17,7 @@ import asyncio
 import logging
 import secrets
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -272,6 +273,19 @@ def create_app(
             return JSONResponse({"ok": False, "message": str(exc)}, status_code=503)
         return None
 
+    async def _answer(run: Callable[..., actions.Outcome], *args: Any) -> Response:
+        """What the command said (200 done, 409 refused), or 503 when it could not be
+        started or did not answer in time: its log unwritable, the registry unreadable."""
+        try:
+            outcome = await asyncio.to_thread(run, *args)
+        except (GadugiError, OSError, subprocess.SubprocessError) as exc:
+            log.warning("%s", exc)
+            return JSONResponse({"ok": False, "message": str(exc)}, status_code=503)
+        return JSONResponse(
+            {"ok": outcome.ok, "message": outcome.message},
+            status_code=200 if outcome.ok else 409,
+        )
+
     def act(
         run: Callable[[Path, str, str], actions.Outcome],
     ) -> Callable[[Request], Awaitable[Response]]:
@@ -282,11 +296,7 @@ def create_app(
             refused = _check(lambda reg: reg.find_task(task_id, orch_id))
             if refused is not None:
                 return refused
-            outcome = await asyncio.to_thread(run, root, orch_id, task_id)
-            return JSONResponse(
-                {"ok": outcome.ok, "message": outcome.message},
-                status_code=200 if outcome.ok else 409,
-            )
+            return await _answer(run, root, orch_id, task_id)
 
         return endpoint
 
@@ -297,11 +307,7 @@ def create_app(
         refused = _check(lambda reg: reg.orchestration(orch_id))
         if refused is not None:
             return refused
-        outcome = await asyncio.to_thread(actions.land, root, orch_id)
-        return JSONResponse(
-            {"ok": outcome.ok, "message": outcome.message},
-            status_code=200 if outcome.ok else 409,
-        )
+        return await _answer(actions.land, root, orch_id)
 
     routes = [
         Route("/", page("gadugi", overview)),
