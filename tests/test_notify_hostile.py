@@ -110,3 +110,25 @@ def test_a_webhook_that_never_answers_times_out(repo: Repo) -> None:
         done = run_cli(["run", "--agent", "shell", "a.md"], repo.root)
     assert done.returncode == 0
     assert "notify webhook" in done.stderr and "timed out" in done.stderr
+
+
+def test_a_nul_in_a_message_still_reaches_the_command(repo: Repo, tmp_path: Path) -> None:
+    seen = tmp_path / "seen"
+    record = _script(tmp_path, "record.sh", f'echo "$GADUGI_EVENT_EVENT" >> "{seen}"\n')
+    (repo.root / "gadugi.toml").write_text(FAST + f'[notify]\ncommand = "{record}"\n')
+    repo.shell_prompt("nul.md", 'printf "bad\\000byte\\n" >&2\nexit 3')
+    repo.commit()
+    done = run_cli(["run", "--agent", "shell", "nul.md"], repo.root)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert seen.read_text().split() == ["task_end", "orchestration_end"]
+
+
+def test_a_webhook_failure_never_shows_the_secret_in_its_url(repo: Repo) -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    _one_task(repo, f'webhook = "http://127.0.0.1:{port}/services/T0/B0/s3cretTOKEN?k=s3cret"\n')
+    done = run_cli(["run", "--agent", "shell", "a.md"], repo.root)
+    assert done.returncode == 0
+    assert f"notify webhook http://127.0.0.1:{port}/... failed" in done.stderr, done.stderr
+    assert "s3cret" not in done.stderr

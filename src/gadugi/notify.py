@@ -30,6 +30,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 from contextlib import suppress
@@ -123,12 +124,13 @@ class Notifier:
                     self._run_command(event, body)
                 if self.webhook:
                     self._post(body)
-            except Exception:
-                log.exception("notifying %s failed", event.get("event"))
+            except Exception as exc:
+                log.warning("notifying %s failed: %s", event.get("event"), exc)
 
     def _run_command(self, event: dict[str, Any], body: bytes) -> None:
+        # No NUL in an environment: a message quoting an agent's binary output may hold one.
         env = os.environ | {
-            f"GADUGI_EVENT_{key.upper()}": "" if value is None else str(value)
+            f"GADUGI_EVENT_{key.upper()}": "" if value is None else str(value).replace("\0", "")
             for key, value in event.items()
             if value is None or isinstance(value, str | int | float | bool)
         }
@@ -188,7 +190,7 @@ class Notifier:
             with urllib.request.urlopen(request, timeout=WEBHOOK_TIMEOUT_S) as answer:  # noqa: S310
                 answer.read(1024)
         except (OSError, ValueError, http.client.HTTPException) as exc:
-            log.warning("notify webhook %s failed: %s", self.webhook, exc)
+            log.warning("notify webhook %s failed: %s", _shown(self.webhook), exc)
 
 
 class NotifyingListener:
@@ -273,6 +275,16 @@ class NotifyingListener:
                 )
         if self.inner:
             self.inner.ticked(runs, now, note)
+
+
+def _shown(url: str) -> str:
+    """The webhook as a warning may show it: its scheme, host and port. A webhook's path
+    and query often are its secret (Slack's, Discord's), and logs are kept and shared."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or "?"
+    port = f":{parts.port}" if parts.port else ""
+    rest = "/..." if (parts.path.strip("/") or parts.query) else ""
+    return f"{parts.scheme}://{host}{port}{rest}"
 
 
 def _last_line(err_file: Any) -> str:
