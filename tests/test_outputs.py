@@ -140,3 +140,31 @@ def test_a_character_device_is_written_to_not_replaced(ran: Repo) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert Path("/dev/null").is_char_device()
+
+
+def _cli_with_stdout(ran: Repo, stdout: int | None, *args: str) -> subprocess.CompletedProcess[str]:
+    script = 'exec "$@" >&-' if stdout is None else 'exec "$@"'
+    return subprocess.run(
+        ["sh", "-c", script, "sh", sys.executable, "-m", "gadugi", *args],
+        cwd=ran.root,
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        text=True,
+        check=False,
+        env={**os.environ, **GIT_ENV},
+    )
+
+
+@pytest.mark.parametrize("command", WRITERS)
+def test_a_closed_or_broken_stdout_exits_2_with_one_line(ran: Repo, command: list[str]) -> None:
+    closed = _cli_with_stdout(ran, None, *command, "--output", "-")
+    assert closed.returncode == 2 and "standard output" in closed.stderr, closed.stderr
+    assert "Traceback" not in closed.stderr
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # nothing will ever read: every write is EPIPE
+    try:
+        broken = _cli_with_stdout(ran, write_end, *command, "--output", "-")
+    finally:
+        os.close(write_end)
+    assert broken.returncode == 2 and "Broken pipe" in broken.stderr, broken.stderr
+    assert "Traceback" not in broken.stderr and "Exception ignored" not in broken.stderr

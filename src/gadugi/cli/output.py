@@ -61,8 +61,7 @@ def write_output(target: Output, text: str) -> None:
     """Write ``text`` where ``target`` says; an OSError (a full disk, a read-only folder,
     a pipe nobody reads) is a RequestError naming the output, and leaves no file behind."""
     if target.path is None:
-        sys.stdout.write(text)
-        sys.stdout.flush()
+        _write_stdout(text)
         return
     try:
         if target.through:
@@ -75,6 +74,21 @@ def write_output(target: Output, text: str) -> None:
         else:
             why = exc.strerror or str(exc)
         raise RequestError(f"cannot write {target.name}: {why}") from None
+
+
+def _write_stdout(text: str) -> None:
+    if sys.stdout is None:  # started with its standard output closed
+        raise RequestError("cannot write to standard output: it is closed")
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except OSError as exc:
+        # What is still buffered would fail again when the interpreter exits, and print
+        # "Exception ignored ..." after our message: it goes nowhere instead.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        raise RequestError(f"cannot write to standard output: {exc.strerror or exc}") from None
 
 
 def _write_through(path: Path, text: str) -> None:
