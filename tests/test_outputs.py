@@ -168,3 +168,15 @@ def test_a_closed_or_broken_stdout_exits_2_with_one_line(ran: Repo, command: lis
         os.close(write_end)
     assert broken.returncode == 2 and "Broken pipe" in broken.stderr, broken.stderr
     assert "Traceback" not in broken.stderr and "Exception ignored" not in broken.stderr
+
+
+def test_stats_and_list_into_a_broken_pipe_exit_2_with_one_line(ran: Repo) -> None:
+    for args in (["stats", "--json"], ["list", "--json"], ["stats"]):
+        read_end, write_end = os.pipe()
+        os.close(read_end)
+        try:
+            done = _cli_with_stdout(ran, write_end, *args)
+        finally:
+            os.close(write_end)
+        assert done.returncode == 2, (args, done.stderr)
+        assert done.stderr.strip() == "gadugi: cannot write the output: Broken pipe", done.stderr

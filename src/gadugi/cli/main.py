@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -183,6 +184,9 @@ class _Stderr:
         sys.stderr.flush()
 
 
+UNWRITABLE = (errno.EPIPE, errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EBADF)
+
+
 class _Group(click.Group):
     """Maps gadugi's errors to their exit codes; nothing else in the package exits."""
 
@@ -195,6 +199,15 @@ class _Group(click.Group):
         except KeyboardInterrupt:
             _err("interrupted")
             sys.exit(130)
+        except OSError as exc:
+            # A write to a stream (no file name): stdout full, closed or a broken pipe.
+            if exc.filename is not None or exc.errno not in UNWRITABLE:
+                raise
+            from .output import discard_stdout
+
+            discard_stdout()
+            _err(f"cannot write the output: {exc.strerror}")
+            sys.exit(2)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

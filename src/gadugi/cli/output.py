@@ -83,12 +83,23 @@ def _write_stdout(text: str) -> None:
         sys.stdout.write(text)
         sys.stdout.flush()
     except OSError as exc:
-        # What is still buffered would fail again when the interpreter exits, and print
-        # "Exception ignored ..." after our message: it goes nowhere instead.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
+        discard_stdout()
         raise RequestError(f"cannot write to standard output: {exc.strerror or exc}") from None
+
+
+def discard_stdout() -> None:
+    """Point standard output at /dev/null after a write to it failed: what is still
+    buffered would fail again when the interpreter exits, and print "Exception ignored
+    ..." after gadugi's one line."""
+    if sys.stdout is None:
+        return
+    try:
+        fd = sys.stdout.fileno()
+    except (OSError, ValueError):
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
 
 
 def _write_through(path: Path, text: str) -> None:
