@@ -8,10 +8,8 @@ its prompt file while that exists; a task whose prompt is gone counts as ``unkno
 
 from __future__ import annotations
 
-import math
 import statistics
 from collections.abc import Iterable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +19,11 @@ from .lifecycle import parse_status
 from .planning.intent import classify
 from .planning.prompts import read_prompt
 from .registry import Registry
-from .tasks import TaskStatus
+from .tasks import TaskStatus, iso
+
+# No attempt runs ten years: a longer span is a damaged row, and summing a few such spans
+# would overflow (statistics.fmean raises).
+MAX_SPAN_S = 10 * 365 * 24 * 3600.0
 
 
 def finished_tasks(registry: Registry) -> list[dict[str, Any]]:
@@ -55,7 +57,7 @@ def finished_tasks(registry: Registry) -> list[dict[str, Any]]:
                     "duration_seconds": ran[task["task_id"]],
                     "reruns": max(0, task["attempts"] - 1),
                     "cost_usd": amount(agent.get("cost_usd")),
-                    "day": datetime.fromtimestamp(orch["started_at"], UTC).date().isoformat(),
+                    "day": (iso(orch["started_at"]) or "unknown")[:10],
                 }
             )
     return out
@@ -63,9 +65,9 @@ def finished_tasks(registry: Registry) -> list[dict[str, Any]]:
 
 def _span(attempt: dict[str, Any]) -> float:
     """How long an attempt ran; 0 when its times say less (the wall clock stepped back
-    while it ran) or nothing sensible (a damaged row)."""
+    while it ran) or nothing sensible (a damaged row: longer than any run, or no number)."""
     seconds = float(attempt["ended_at"]) - float(attempt["started_at"])
-    return seconds if math.isfinite(seconds) and seconds > 0 else 0.0
+    return seconds if 0 < seconds <= MAX_SPAN_S else 0.0
 
 
 def _type_of(path: Path, root: Path) -> str:

@@ -430,7 +430,11 @@ def render_list(doc: dict[str, Any]) -> list[str]:
         state = o["state"]
         if state == "running" and not o["orchestrator_alive"]:
             state = "running (orchestrator gone)"
-        started = datetime.fromisoformat(o["started_at"]).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+        started = (
+            datetime.fromisoformat(o["started_at"]).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+            if o["started_at"]
+            else "(no start time)"
+        )
         breakdown = ", ".join(f"{n} {s}" for s, n in o["tasks_by_status"].items()) or "no tasks"
         cost = f"  ${o['cost_usd']:.4f}" if o["cost_usd"] is not None else ""
         lines.append(
