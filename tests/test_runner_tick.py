@@ -841,6 +841,23 @@ def test_a_usage_limit_parks_every_task_of_the_agent_then_one_canary_goes_first(
     assert waited == {"usage_limit": pytest.approx(reset + 32 - (T0 + 1))}  # incl. the canary
 
 
+@pytest.mark.parametrize("reset", [math.nan, math.inf, T0 + 1.7e12, -1e300])
+def test_a_reset_time_no_one_can_wait_for_is_a_plain_retry(rig: MakeRig, reset: float) -> None:
+    """A usage limit whose reset is no time (nan), never comes (inf, milliseconds taken
+    for seconds: thousands of years) or is no date at all parks nothing: the attempt is
+    retried like any transient failure, instead of the loop dying or waiting forever."""
+    r = rig([task("a"), task("b")], Costly(limited=("a",), reset_at=reset), max_parallel_tasks=1)
+    r.step(T0)
+    r.exit("a", 1)
+    r.step(T0 + 1)
+    row = r.row("a")
+    assert row["status"] == "queued" and row["not_before"] < T0 + 60
+    assert row["waiting_reason"].startswith("backing off until")
+    assert r.row("b")["not_before"] is None  # the agent's other tasks are not held
+    r.step(T0 + 2)
+    assert r.procs.spawned() == ["a", "b"]
+
+
 def test_a_budget_holds_new_tasks_then_cancels_them_once_nothing_runs(rig: MakeRig) -> None:
     r = rig(
         [task("a"), task("b"), task("c")],

@@ -33,7 +33,26 @@ def amount(value: Any) -> float | None:
 
 
 def clock_time(at: float) -> str:
-    return time.strftime("%H:%M:%S", time.localtime(at))
+    try:
+        return time.strftime("%H:%M:%S", time.localtime(at))
+    except (ValueError, OverflowError, OSError):
+        return "an unknown time"  # no time a clock shows (nan, or beyond time_t)
+
+
+# Usage limits reset within a week (Claude's longest window); a day more for slack. A reset
+# reported further from now is no time to wait for: milliseconds taken for seconds, or a
+# damaged report, which would park the agent's tasks for millennia.
+MAX_PARK_S = 8 * 24 * 3600.0
+
+
+def reset_time(value: Any, now: float) -> float | None:
+    """An agent's reported usage-limit reset (epoch seconds) worth waiting for, or None
+    when it is none: not a number, nan or infinite, or more than ``MAX_PARK_S`` from now.
+    A reset just past is kept: the wait is then the margin alone."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return None
+    reset = float(value)
+    return reset if abs(reset - now) <= MAX_PARK_S else None  # False for nan
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import procs
 from .errors import SpawnError
-from .holds import Budget
+from .holds import Budget, reset_time
 from .tasks import TaskStatus, iso
 
 if TYPE_CHECKING:
@@ -245,8 +245,8 @@ class NotifyingListener:
         """A queued task held until its agent's reported reset time (or later: the runner
         adds a margin) that is still to come; a stale reset time from an earlier attempt is
         in the past."""
-        until = task.agent_info.get("retry_after")
-        if task.status is not TaskStatus.QUEUED or not isinstance(until, int | float):
+        until = reset_time(task.agent_info.get("retry_after"), time.time())
+        if task.status is not TaskStatus.QUEUED or until is None:
             return
         if until <= time.time() or task.hold_until < until:
             return
