@@ -180,3 +180,19 @@ def test_stats_and_list_into_a_broken_pipe_exit_2_with_one_line(ran: Repo) -> No
             os.close(write_end)
         assert done.returncode == 2, (args, done.stderr)
         assert done.stderr.strip() == "gadugi: cannot write the output: Broken pipe", done.stderr
+
+
+@pytest.mark.parametrize("name", ["state.db", "state.db-wal", "state.db-shm"])
+@pytest.mark.parametrize("command", WRITERS)
+def test_the_registry_itself_is_never_overwritten(
+    ran: Repo, tmp_path: Path, command: list[str], name: str
+) -> None:
+    state = ran.root / ".gadugi" / "state.db"
+    before = state.read_bytes()
+    link = tmp_path / "innocent.json"
+    link.symlink_to(state.parent / name)
+    for output in (str(state.parent / name), f".gadugi/../.gadugi/{name}", str(link)):
+        done = run_cli([*command, "--output", output], ran.root)
+        assert done.returncode == 2 and "registry" in done.stderr, (output, done.stderr)
+    assert state.read_bytes() == before
+    assert run_cli(["status", "--json"], ran.root).returncode == 0

@@ -30,8 +30,13 @@ class Output:
         return self.path is None
 
 
-def output_target(output: str) -> Output:
-    """Check, before anything is read, that ``output`` can be written; RequestError if not."""
+REGISTRY_FILES = ("", "-wal", "-shm", "-journal")  # state.db and SQLite's files beside it
+
+
+def output_target(output: str, registry: Path | None = None) -> Output:
+    """Check, before anything is read, that ``output`` can be written; RequestError if not.
+    Never the ``registry`` (``state.db``) or SQLite's files beside it: writing there would
+    destroy every orchestration's record."""
     if output == "-":
         return Output(output, None)
     if not output:
@@ -50,11 +55,20 @@ def output_target(output: str) -> Output:
     if info is not None and not stat.S_ISREG(info.st_mode):
         return Output(output, path, through=True)
     real = path.resolve() if path.is_symlink() else path
+    if registry is not None and _is_registry(real, registry):
+        raise RequestError(
+            f"cannot write {output}: it is gadugi's registry ({registry}); choose another file"
+        )
     folder = real.parent
     if not folder.is_dir():
         why = "does not exist" if not folder.exists() else "is not a directory"
         raise RequestError(f"cannot write {output}: {folder} {why}")
     return Output(output, real)
+
+
+def _is_registry(path: Path, registry: Path) -> bool:
+    where = path.resolve()
+    return any(where == Path(f"{registry.resolve()}{suffix}") for suffix in REGISTRY_FILES)
 
 
 def write_output(target: Output, text: str) -> None:

@@ -109,8 +109,9 @@ def export(output: str, project_root: str | None) -> None:
     from ..views import export_document
     from .output import output_target, write_output
 
-    target = output_target(output)
-    registry = _registry(project_root)
+    state_db = _state_db(project_root)
+    target = output_target(output, registry=state_db)
+    registry = Registry(state_db, readonly=True)
     try:
         data = export_document(registry.export())
     finally:

@@ -10,9 +10,10 @@ from typing import Any
 import click
 
 from ..errors import NotFoundError, RequestError
+from ..registry import Registry
 from .main import _json, _root, main
 from .output import output_target, write_output
-from .query import _registry
+from .query import _registry, _state_db
 
 
 @main.command()
@@ -58,8 +59,9 @@ def report(orchestration_id: str | None, output: str, project_root: str | None) 
     """One self-contained HTML file: summary, timeline, plan graph and every task."""
     from ..dashboard.report import build_report
 
-    target = output_target(output)
-    registry = _registry(project_root)
+    state_db = _state_db(project_root)
+    target = output_target(output, registry=state_db)
+    registry = Registry(state_db, readonly=True)
     try:
         orch_id, html = build_report(registry, orchestration_id, time.time())
     finally:
