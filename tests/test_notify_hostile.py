@@ -132,3 +132,17 @@ def test_a_webhook_failure_never_shows_the_secret_in_its_url(repo: Repo) -> None
     assert done.returncode == 0
     assert f"notify webhook http://127.0.0.1:{port}/... failed" in done.stderr, done.stderr
     assert "s3cret" not in done.stderr
+
+
+def test_a_daemon_holding_the_commands_stderr_does_not_stall_it(repo: Repo, tmp_path: Path) -> None:
+    """Its stderr is a file, not a pipe: a daemon that keeps it open cannot make gadugi
+    wait for an end of file that never comes (until the 30 s timeout, per event)."""
+    pids = tmp_path / "pids"
+    holder = _script(
+        tmp_path, "hold.sh", f"setsid sh -c 'echo $$ >> \"{pids}\"; exec sleep 300' &\nexit 0\n"
+    )
+    _one_task(repo, f'command = "{holder}"\n')
+    done = run_cli(["run", "--agent", "shell", "a.md"], repo.root)
+    assert done.returncode == 0, done.stderr
+    assert "took over" not in done.stderr and "still running" not in done.stderr
+    assert all(_gone(int(pid)) for pid in pids.read_text().split())
