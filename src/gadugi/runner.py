@@ -29,7 +29,7 @@ from .config import OrchestrationConfig
 from .envsetup import setup_argv
 from .errors import GadugiError, RequestError, SpawnError, WorktreeError
 from .health import Admission
-from .holds import Budget, UsageLimits, WaitTally, clock_time, cost_of
+from .holds import Budget, UsageLimits, WaitTally, clock_time, cost_of, reset_time
 from .lifecycle import Transition
 from .phases import followup_prompt, phase_failed, verify_followup
 from .planning.schedule import Slot, doomed, next_to_start, waiting_reasons
@@ -897,12 +897,12 @@ class Runner:
         elif outcome.fatal:
             self.fatal, self.fatal_task = f"{run.task_id}: {outcome.error}", run.task_id
             self._end_attempt(run, TaskStatus.FAILED, now, outcome.error, recorded)
-        elif isinstance(outcome.agent.get("retry_after"), int | float):
+        elif (reset := reset_time(outcome.agent.get("retry_after"), now)) is not None:
             # A usage limit with a reset time: park the task until then; this is not
             # the task's fault, so it costs none of its retry budget.
             why = outcome.error or "usage limit reached"
             self._requeue(run, now, "parked", why, why, recorded, exit_code=recorded)
-            self._park(run.profile.name, float(outcome.agent["retry_after"]))
+            self._park(run.profile.name, reset)
         elif outcome.transient and run.retries_left > 0:
             run.retries_left -= 1
             delay = min(
