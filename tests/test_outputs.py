@@ -196,3 +196,21 @@ def test_the_registry_itself_is_never_overwritten(
         assert done.returncode == 2 and "registry" in done.stderr, (output, done.stderr)
     assert state.read_bytes() == before
     assert run_cli(["status", "--json"], ran.root).returncode == 0
+
+
+def test_a_run_whose_stdout_breaks_still_does_its_work_and_does_not_exit_2(repo: Repo) -> None:
+    # 2 says "bad request, nothing changed": a run that did its work and then could not
+    # print its result is not that.
+    repo.shell_prompt("work.md", "echo done > done.txt")
+    repo.commit()
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = _cli_with_stdout(repo, write_end, "run", "--agent", "shell", "--json", "work")
+    finally:
+        os.close(write_end)
+    assert done.returncode == 1, done.stderr
+    assert "cannot write the output: Broken pipe" in done.stderr
+    assert "gadugi status" in done.stderr and "Traceback" not in done.stderr
+    status = json.loads(run_cli(["status", "--json"], repo.root).stdout)
+    assert [t["status"] for t in status["tasks"]] == ["completed"]

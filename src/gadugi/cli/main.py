@@ -185,6 +185,8 @@ class _Stderr:
 
 
 UNWRITABLE = (errno.EPIPE, errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EBADF)
+# The commands that run or change work: one whose output breaks has still done it.
+WORKING = frozenset({"run", "resume", "retry", "land", "cancel", "cleanup", "demo", "wait"})
 
 
 class _Group(click.Group):
@@ -206,6 +208,14 @@ class _Group(click.Group):
             from .output import discard_stdout
 
             discard_stdout()
+            if ctx.invoked_subcommand in WORKING:
+                # The work was done, or went on: only its report was lost. Not "2, nothing
+                # changed".
+                _err(
+                    f"cannot write the output: {exc.strerror}; the work itself went on, "
+                    "and gadugi status shows where it stands"
+                )
+                sys.exit(1)
             _err(f"cannot write the output: {exc.strerror}")
             sys.exit(2)
 
