@@ -25,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -254,6 +254,25 @@ def raw_git_worktree_cost(
     }
 
 
+def write_shell_prompt(
+    repo: Path,
+    name: str,
+    script: str,
+    *,
+    touches: str | None = None,
+    depends_on: str | None = None,
+    text: str = "",
+) -> str:
+    """``prompts/<name>.md`` for the shell agent: front matter, ``text``, then ``script``
+    as its sh block. Returns the file's name."""
+    front = [f"touches: [{touches}]"] if touches else []
+    front += [f"depends_on: [{depends_on}]"] if depends_on else []
+    head = f"---\n{chr(10).join(front)}\n---\n" if front else ""
+    body = f"# {name}\n\n{text}\n\n```sh\n{script.rstrip()}\n```\n"
+    (repo / "prompts" / f"{name}.md").write_text(head + body, encoding="utf-8")
+    return f"{name}.md"
+
+
 # -- running gadugi -------------------------------------------------------------------
 
 
@@ -272,8 +291,11 @@ def run_gadugi_cli(
     *,
     timeout_s: float,
     extra: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+    all_must_complete: bool = True,
 ) -> GadugiRun:
-    """``gadugi run --agent shell --json --quiet``, timed from spawn to exit."""
+    """``gadugi run --agent shell --json --quiet``, timed from spawn to exit; ``env`` is
+    added to gadugi's environment. Raises unless every task completed, where asked."""
     argv = [
         str(exe),
         "run",
@@ -291,13 +313,18 @@ def run_gadugi_cli(
     ]
     t0 = time.perf_counter()
     proc = subprocess.run(
-        argv, capture_output=True, text=True, timeout=timeout_s, check=False, env=gadugi_env()
+        argv,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+        env={**gadugi_env(), **(env or {})},
     )
     wall = time.perf_counter() - t0
     if proc.returncode not in (0, 1):
         raise RuntimeError(f"gadugi run exited {proc.returncode}: {proc.stderr.strip()[-2000:]}")
     result: dict[str, Any] = json.loads(proc.stdout)
-    if result["successful_tasks"] != result["total_tasks"]:
+    if all_must_complete and result["successful_tasks"] != result["total_tasks"]:
         raise RuntimeError(f"not every task completed: {result['error_summary'][:5]}")
     return GadugiRun(wall, proc.returncode, result)
 

@@ -67,16 +67,12 @@ def make_batch(path: Path, scale: float) -> list[str]:
     bk.git(["add", "-A", "--", ":!prompts"], path)
     bk.git(["commit", "--quiet", "-m", "files the batch edits"], path)
     for name, (seconds, touches, depends, edit) in TASKS.items():
-        front = []
-        if touches:
-            front.append(f"touches: [{touches}]")
-        if depends:
-            front.append(f"depends_on: [{depends}]")
-        head = f"---\n{chr(10).join(front)}\n---\n" if front else ""
         script = f"sleep {seconds * scale:g}\n{edit}\ngit add -A\ngit commit -qm '{name}'"
-        body = f"# {name}\n\n{MENTIONS.get(name, '')}\n\n```sh\n{script}\n```\n"
-        (path / "prompts" / f"{name}.md").write_text(head + body, encoding="utf-8")
-        names.append(f"{name}.md")
+        names.append(
+            bk.write_shell_prompt(
+                path, name, script, touches=touches, depends_on=depends, text=MENTIONS.get(name, "")
+            )
+        )
     return names
 
 

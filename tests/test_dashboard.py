@@ -195,6 +195,8 @@ def test_a_bad_notify_table_exits_2_naming_the_key(repo: Repo) -> None:
         ('[notify]\nwebhook = "ftp://x"', "notify.webhook"),
         ("[notify]\ncommand = 3", "notify.command"),
         ('[notify]\nsms = "x"', "notify.sms"),
+        ('[notify]\ncommand = "   "', "notify.command"),
+        ('[notify]\nwebhook = ""', "notify.webhook"),
     ):
         (repo.root / "gadugi.toml").write_text(table + "\n")
         repo.shell_prompt("a.md", "echo a")
@@ -298,3 +300,32 @@ def test_land_from_the_dashboard_runs_gadugi_land(repo: Repo, dashboard: Dashboa
     wait_until(lambda: (landing() or {}).get("status") == "landed")
     assert f"gadugi/land/{orch}" in git(repo.root, "branch", "--list", "gadugi/land/*")
     wait_until(lambda: 'data-landing="landed"' in dashboard.get(page)[1])
+
+
+def test_a_damaged_registry_is_a_503_on_every_endpoint(repo: Repo, dashboard: Dashboard) -> None:
+    state = repo.root / ".gadugi" / "state.db"
+    state.parent.mkdir(exist_ok=True)
+    state.write_bytes(b"not a database at all" * 100)
+    token = {"X-Gadugi-Token": dashboard.token}
+    orch = "orch-20000101-000000-0000"
+    for path in ("/", "/metrics", "/stats", f"/orchestrations/{orch}"):
+        code, body = dashboard.get(f"{path}?token={dashboard.token}")
+        assert code == 503 and "not an SQLite database" in body, path
+    for action in ("tasks/x/cancel", "tasks/x/retry", "land"):
+        code, body = request(f"{dashboard.base}/api/orchestrations/{orch}/{action}", "POST", token)
+        assert code == 503 and "not an SQLite database" in json.loads(body)["message"], action
+    assert "Traceback" not in dashboard.stderr.read_text()
+    assert state.read_bytes() == b"not a database at all" * 100
+
+
+def test_an_action_that_cannot_start_answers_503_with_why(repo: Repo, dashboard: Dashboard) -> None:
+    _two_tasks(repo)
+    run_cli(["run", "--agent", "shell", "--quiet", "--all"], repo.root)
+    orch = json.loads(run_cli(["status", "--json"], repo.root).stdout)["orchestration_id"]
+    # Where the retry's output would go is taken by a folder: it cannot be opened.
+    (repo.root / ".gadugi" / "logs" / orch / "dashboard-retry-bad.log").mkdir()
+    url = f"{dashboard.base}/api/orchestrations/{orch}/tasks/bad/retry"
+    code, body = request(url, "POST", {"X-Gadugi-Token": dashboard.token})
+    assert code == 503 and "dashboard-retry-bad.log" in json.loads(body)["message"]
+    assert "Traceback" not in dashboard.stderr.read_text()
+    assert json.loads(run_cli(["show", "bad", "--json"], repo.root).stdout)["status"] == "failed"

@@ -52,6 +52,19 @@ def start_land(repo: Repo, *args: str, env: dict[str, str] | None = None) -> Any
     )
 
 
+def start_run(repo: Repo, *args: str) -> Any:
+    """`gadugi run --agent shell --quiet --json ARGS` in the background, as the user."""
+    return subprocess.Popen(
+        [*RUN, "--quiet", "--json", *args],
+        cwd=repo.root,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=USER_ENV,
+        stdin=subprocess.DEVNULL,
+    )
+
+
 def writes(path: str, text: str) -> str:
     return f"printf '%s\\n' '{text}' > {path}\ngit add {path}\ngit commit -q -m 'write {path}'"
 
@@ -309,6 +322,9 @@ def test_kill_9_mid_verification_then_land_again(user_repo: Repo, tmp_path: Path
     stale = int(pids.read_text().split()[0])
     assert _alive(stale)  # the verification outlived its lander: the next one must stop it
     assert merges(user_repo, branch) == []
+    # cleanup leaves the orchestration its lander left, and says how to finish it.
+    told = run_cli(["cleanup"], user_repo.root)
+    assert f"finish it with gadugi land {run['orchestration_id']}" in told.stdout + told.stderr
 
     gate.touch()
     done = land_cli(user_repo, "--verify", verify, "--json")
@@ -471,15 +487,7 @@ def test_run_land_lands_each_task_while_others_still_run(user_repo: Repo, tmp_pa
         "slow.md", f"while [ ! -e {gate} ]; do sleep 0.05; done\n" + writes("slow.txt", "slow")
     )
     user_repo.commit()
-    run = subprocess.Popen(
-        [*RUN, "--quiet", "--json", "--land", "--into", "main", "fast", "slow"],
-        cwd=user_repo.root,
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=USER_ENV,
-        stdin=subprocess.DEVNULL,
-    )
+    run = start_run(user_repo, "--land", "--into", "main", "fast", "slow")
     try:
 
         def fast_landed() -> bool:
@@ -819,16 +827,7 @@ def test_optimistic_lands_the_longer_of_a_conflicting_pair_first_and_re_runs_the
     )
     user_repo.shell_prompt("short.md", short, front=front)
     user_repo.commit()
-    argv = [*RUN, "--quiet", "--json", "--land", "--conflict-policy", "optimistic"]
-    run = subprocess.Popen(
-        [*argv, "short", "long"],
-        cwd=user_repo.root,
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=USER_ENV,
-        stdin=subprocess.DEVNULL,
-    )
+    run = start_run(user_repo, "--land", "--conflict-policy", "optimistic", "short", "long")
     try:
 
         def short_done() -> bool:
@@ -846,7 +845,7 @@ def test_optimistic_lands_the_longer_of_a_conflicting_pair_first_and_re_runs_the
         status = json.loads(run_cli(["status", "--json"], user_repo.root).stdout)
         held = {t["task_id"]: t for t in status["tasks"]}["short"]
         assert held["status"] == "completed" and held["landing"]["status"] == "pending"
-        assert "waits for long" in held["landing"]["note"]  # says what it waits for
+        assert "lands after long" in held["landing"]["note"]  # says what it waits for
         gate.touch()
         out, err = run.communicate(timeout=120)
     finally:
@@ -863,3 +862,49 @@ def test_optimistic_lands_the_longer_of_a_conflicting_pair_first_and_re_runs_the
         "Land short: short",
     ]
     assert git(user_repo.root, "show", f"{branch}:shared.txt") == "long\nshort\n"
+
+
+def test_a_task_that_needs_a_person_at_landing_is_notified(user_repo: Repo, tmp_path: Path) -> None:
+    seen = tmp_path / "events.jsonl"
+    script = tmp_path / "notify.sh"
+    script.write_text(f'#!/bin/sh\n{{ cat; echo; }} >> "{seen}"\n')
+    script.chmod(0o755)
+    (user_repo.root / "gadugi.toml").write_text(
+        f'max_load_per_cpu = 0\nland_retries = 0\n[notify]\ncommand = "{script}"\n'
+    )
+    conflicting_pair(user_repo)
+    user_repo.commit()
+
+    done = run_cli(["run", "--agent", "shell", "--quiet", "--land", "one", "two"], user_repo.root)
+
+    assert done.returncode == 1, done.stderr
+    events = [json.loads(line) for line in seen.read_text().splitlines() if line.strip()]
+    person = [e for e in events if e["event"] == "needs_person"]
+    assert len(person) == 1, events
+    assert person[0]["reason"] == "landing" and person[0]["task_id"] in ("one", "two")
+    assert "git merge gadugi/land/" in person[0]["message"]  # the commands to finish it
+
+
+def test_a_tree_verified_with_untracked_files_beside_it_is_verified_again(
+    user_repo: Repo,
+) -> None:
+    # autocommit off: the agent commits one file and leaves another untracked, which its
+    # verification (in its worktree) relies on. The branch's tree never held that file, so
+    # landing it must be verified on its own, and is red.
+    (user_repo.root / "gadugi.toml").write_text(
+        "max_load_per_cpu = 0\nland_retries = 0\nautocommit = false\n"
+    )
+    user_repo.shell_prompt("half.md", writes("kept.txt", "kept") + "\necho left > left.txt")
+    user_repo.commit()
+    check = "test -s left.txt"
+    done = run_cli(
+        ["run", "--agent", "shell", "--quiet", "--json", "--verify", check, "half"], user_repo.root
+    )
+    assert done.returncode == 0, done.stderr
+    assert by_task(json.loads(done.stdout))["half"]["verification"]["passed"] is True
+
+    landed = land_cli(user_repo, "--json", "--verify", check)
+
+    assert landed.returncode == 1, landed.stderr
+    half = by_task(json.loads(landed.stdout))["half"]
+    assert half["landing"]["status"] == "needs_person"

@@ -265,7 +265,9 @@ def test_command_agent_gets_placeholders_as_single_arguments_and_the_environment
         "GADUGI_PROMPT_FILE",
         "GADUGI_SOURCE_PROMPT",
         "GADUGI_PROJECT_ROOT",
+        "GADUGI_ATTEMPT",  # a first attempt: no GADUGI_FOLLOW_UP
     }
+    assert env["GADUGI_ATTEMPT"] == "1"
     assert env["GADUGI_WORKTREE"] == seen["cwd"]
     assert env["GADUGI_PROJECT_ROOT"] == str(repo.root)
     generated = Path(env["GADUGI_PROMPT_FILE"])

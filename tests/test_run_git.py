@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import git
+from conftest import git, wait_until
 
 CHILD = """
 import signal, sys
@@ -48,3 +48,36 @@ def test_a_ctrl_c_at_the_terminal_does_not_reach_git(tmp_path: Path) -> None:
             child.kill()
             child.wait()
     assert out.split() == ["0", "finished", "SIGINT"]
+
+
+def test_a_git_over_its_time_limit_is_stopped_with_what_it_started(tmp_path: Path) -> None:
+    # A push whose transport hangs (an ssh that never answers) must not hold gadugi's loop.
+    import psutil
+
+    from gadugi.worktrees import run_git
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q")
+    git(repo, "commit", "-q", "--allow-empty", "-m", "one")
+    pids = tmp_path / "pids"
+    ssh = tmp_path / "hanging-ssh"
+    ssh.write_text(f'#!/bin/sh\necho $$ >> "{pids}"\nsleep 600 &\necho $! >> "{pids}"\nwait\n')
+    ssh.chmod(0o755)
+    hang = ["-c", f"core.sshCommand={ssh}", "push", "ssh://example.invalid/x"]
+
+    began = time.monotonic()
+    res = run_git([*hang, "HEAD:refs/heads/x"], repo, timeout_s=1.0)
+
+    assert time.monotonic() - began < 60
+    assert res.returncode != 0 and "timed out after 1 s" in res.stderr
+    started = [int(pid) for pid in pids.read_text().split()]
+    assert len(started) == 2  # the ssh stand-in and the sleep it started
+
+    def gone(pid: int) -> bool:
+        try:
+            return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE  # dead, not reaped yet
+        except psutil.NoSuchProcess:
+            return True
+
+    wait_until(lambda: all(gone(pid) for pid in started))

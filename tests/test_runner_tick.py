@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 import signal
 from collections.abc import Callable, Iterator, Sequence
@@ -840,6 +841,23 @@ def test_a_usage_limit_parks_every_task_of_the_agent_then_one_canary_goes_first(
     assert waited == {"usage_limit": pytest.approx(reset + 32 - (T0 + 1))}  # incl. the canary
 
 
+@pytest.mark.parametrize("reset", [math.nan, math.inf, T0 + 1.7e12, -1e300])
+def test_a_reset_time_no_one_can_wait_for_is_a_plain_retry(rig: MakeRig, reset: float) -> None:
+    """A usage limit whose reset is no time (nan), never comes (inf, milliseconds taken
+    for seconds: thousands of years) or is no date at all parks nothing: the attempt is
+    retried like any transient failure, instead of the loop dying or waiting forever."""
+    r = rig([task("a"), task("b")], Costly(limited=("a",), reset_at=reset), max_parallel_tasks=1)
+    r.step(T0)
+    r.exit("a", 1)
+    r.step(T0 + 1)
+    row = r.row("a")
+    assert row["status"] == "queued" and row["not_before"] < T0 + 60
+    assert row["waiting_reason"].startswith("backing off until")
+    assert r.row("b")["not_before"] is None  # the agent's other tasks are not held
+    r.step(T0 + 2)
+    assert r.procs.spawned() == ["a", "b"]
+
+
 def test_a_budget_holds_new_tasks_then_cancels_them_once_nothing_runs(rig: MakeRig) -> None:
     r = rig(
         [task("a"), task("b"), task("c")],
@@ -884,6 +902,31 @@ def test_a_spent_budget_cancels_the_queued_and_a_hard_one_stops_the_running(
     assert r.attempts("c") == []
     assert r.other.orchestration(ORCH)["spent_usd"] == pytest.approx(1.0)
     assert r.runner.waited_seconds(T0 + 2) == {"budget": 1.0}
+
+
+class CostlyEach(Costly):
+    """Each task's attempt reports the cost given for it (any float, nan and inf included)."""
+
+    def __init__(self, costs: dict[str, float]) -> None:
+        super().__init__()
+        self.costs = costs
+
+    def judge(self, ctx: AgentContext, exit_code: int) -> Outcome:
+        return Outcome(exit_code == 0, agent={"cost_usd": self.costs[ctx.task_id]})
+
+
+def test_a_cost_that_is_no_amount_never_hides_the_budget(rig: MakeRig) -> None:
+    """A reported cost of nan, inf or below zero counts as none: nan would make the sum nan
+    (never at the budget), a negative one would give back what was spent."""
+    costs = {"a": math.nan, "b": -5.0, "c": math.inf, "d": 1.0, "e": 0.0}
+    r = rig([task(t) for t in "abcde"], CostlyEach(costs), max_parallel_tasks=1, budget_usd=1.0)
+    for n, name in enumerate("abcd"):
+        r.step(T0 + n)
+        r.exit(name, 0)
+    r.step(T0 + 4)
+    assert r.procs.spawned() == ["a", "b", "c", "d"]  # e waits: $1 spent
+    assert r.runner.spent_usd() == pytest.approx(1.0)
+    assert r.other.orchestration(ORCH)["note"] == "budget of $1 reached: $1.0000 spent"
 
 
 def test_waiting_for_memory_and_load_is_counted_per_reason(rig: MakeRig) -> None:

@@ -31,7 +31,7 @@ from typing import Any
 from . import envsetup, lease
 from .config import load_config
 from .errors import GadugiError, NotFoundError, RepositoryError, WorktreeError
-from .landing import LAND_REFS, integration_branch
+from .landing import LAND_REFS, integration_branch, landing_worktree_name
 from .lease import lock_path
 from .procs import agents_of
 from .recovery import orchestrator_alive
@@ -151,13 +151,28 @@ class _Keepers:
         self.heads = {_real(w.path): w.head for w in worktrees if w.head}
         self.deleted: list[str] = []  # full ref names
 
-    def lost_without_worktree(self, path: Path) -> int | None:
+    def lost_without_worktree(self, path: Path, merges: set[str]) -> int | None:
+        """Commits only the worktree's HEAD reaches, gadugi's landing ``merges`` aside (the
+        integration worktree is left at one)."""
         heads = dict(self.heads)
         tip = heads.pop(_real(path), None)
-        return 0 if tip is None else self._unreached(tip, self.deleted, heads.values())
+        return 0 if tip is None else self._unreached_but(tip, heads.values(), merges)
 
     def lost_without_branch(self, branch: str, tip: str) -> int | None:
         return self._unreached(tip, [*self.deleted, f"refs/heads/{branch}"], self.heads.values())
+
+    def lost_without_merge(self, merge: str, merges: set[str]) -> int | None:
+        """Commits of a deleted ref's merge that nothing kept reaches, leaving out gadugi's
+        own merges (``merges``: an earlier candidate, a rebuilt queue's landings)."""
+        return self._unreached_but(f"{merge}^@", self.heads.values(), merges)
+
+    def _unreached_but(self, tip: str, heads: Iterable[str], merges: set[str]) -> int | None:
+        excluded = [f"--exclude={ref}" for ref in self.deleted]
+        args = ["rev-list", tip, "--not", *excluded, "--glob=*", *sorted(set(heads))]
+        res = run_git(args, self.root)
+        if res.returncode != 0:
+            return None
+        return len(set(res.stdout.split()) - merges)
 
     def remove_worktree(self, path: Path) -> None:
         self.heads.pop(_real(path), None)
@@ -200,18 +215,33 @@ def plan_cleanup(
     for orch in orchestrations:
         if orch["state"] == "running":
             if not orchestrator_alive(orch):
+                # One that was landing is finished by land, which resumes it on the way.
+                how = "land" if orch.get("landing_branch") else "resume"
                 plan.notes.append(
                     f"{orch['id']}: its orchestrator (pid {orch['pid']}) is gone; "
-                    f"finish it with gadugi resume {orch['id']}"
+                    f"finish it with gadugi {how} {orch['id']}"
                 )
         elif orch["id"] in busy:
             plan.kept.append(f"{orch['id']}: left as it is while a process of it runs")
         elif (orch["finished_at"] or 0) <= now - older_than_hours * 3600:
             chosen.append(orch)
     rows = {o["id"]: registry.tasks(o["id"]) for o in orchestrations}
-    _Planner(root, plan, force, rows).decide([o["id"] for o in chosen])
+    _Planner(root, plan, force, rows, _landing_worktrees(root, orchestrations)).decide(
+        [o["id"] for o in chosen]
+    )
     _decide_cache(root, plan, now - older_than_hours * 3600)
     return plan
+
+
+def _landing_worktrees(root: Path, orchestrations: list[dict[str, Any]]) -> dict[str, str]:
+    """Each orchestration's integration worktree (where a lander killed mid-way left it),
+    by its real path: it is the orchestration's as its tasks' worktrees are."""
+    found = {}
+    for orch in orchestrations:
+        config = orch["config"] if isinstance(orch.get("config"), dict) else {}
+        where = str(config.get("worktrees_dir") or ".worktrees")
+        found[_real(root / where / landing_worktree_name(orch["id"]))] = orch["id"]
+    return found
 
 
 def _decide_cache(root: Path, plan: CleanupPlan, unused_since: float) -> None:
@@ -231,9 +261,16 @@ class _Planner:
     """Decides, for the chosen orchestrations, what may go and what holds work."""
 
     def __init__(
-        self, root: Path, plan: CleanupPlan, force: bool, rows: dict[str, list[dict[str, Any]]]
+        self,
+        root: Path,
+        plan: CleanupPlan,
+        force: bool,
+        rows: dict[str, list[dict[str, Any]]],
+        landing_trees: dict[str, str],
     ) -> None:
         self.root, self.plan, self.force, self.rows = root, plan, force, rows
+        self.landing_trees = landing_trees
+        self.merges: set[str] = set()  # gadugi's own landing merges: made again, never lost
         self.listed = _listed_worktrees(root)
         self.keepers = _Keepers(root, self.listed)
         self.holding: set[str] = set()  # orchestrations some of whose work stays
@@ -241,10 +278,13 @@ class _Planner:
 
     def decide(self, chosen: list[str]) -> None:
         owner = {
-            _real(row["worktree"]): orch_id
-            for orch_id, rows in self.rows.items()
-            for row in rows
-            if row["worktree"]
+            **self.landing_trees,
+            **{
+                _real(row["worktree"]): orch_id
+                for orch_id, rows in self.rows.items()
+                for row in rows
+                if row["worktree"]
+            },
         }
         # Worktrees first: a branch checked out in a worktree can go only after it.
         removals: list[tuple[str, _Worktree]] = []
@@ -260,8 +300,10 @@ class _Planner:
             # Other people's worktrees are theirs, but their stale records may be pruned.
             if ours or (orphan and not orch_id):
                 removals.append((orch_id, tree))
-        for orch_id in chosen:
-            self._decide_landing_refs(orch_id)
+        # Candidates count as deleted while the branches are decided: a branch goes only
+        # when its commits need no candidate to stay reachable.
+        candidates = [c for orch_id in chosen for c in self._landing_refs(orch_id)]
+        self.merges = {tip for _, _, tip in candidates}
         by_path = {_real(t.path): t for t in self.listed[1:]}
         for orch_id in chosen:
             for row in self.rows[orch_id]:
@@ -269,6 +311,8 @@ class _Planner:
         for orch_id, tree in removals:
             self._decide_worktree(orch_id, tree)
         self._decide_branches(chosen)
+        for orch_id, ref, tip in candidates:
+            self._decide_landing_ref(orch_id, ref, tip, self.merges)
         for orch_id in chosen:
             if orch_id in self.holding:
                 self.plan.kept.append(
@@ -297,7 +341,10 @@ class _Planner:
             self._keep(orch_id, f"{tree.path}: locked with git worktree lock")
         elif kind is ActionKind.REMOVE_WORKTREE and (dirt := _dirt(tree.path)) and not self.force:
             self._keep(orch_id, f"{tree.path}: {dirt} (use --force to remove)")
-        elif not self.force and (lost := self.keepers.lost_without_worktree(tree.path)) != 0:
+        elif (
+            not self.force
+            and (lost := self.keepers.lost_without_worktree(tree.path, self.merges)) != 0
+        ):
             held = (
                 "git could not tell whether its HEAD holds commits found nowhere else"
                 if lost is None
@@ -310,17 +357,34 @@ class _Planner:
             return
         self.kept_worktrees.add(_real(tree.path))
 
-    def _decide_landing_refs(self, orch_id: str) -> None:
+    def _landing_refs(self, orch_id: str) -> list[tuple[str, str, str]]:
         """Landing candidates go with their orchestration: they hold gadugi's merges of
         task branches, which are decided on their own (and the integration branch last)."""
         res = run_git(
             ["for-each-ref", "--format=%(objectname) %(refname)", f"{LAND_REFS}/{orch_id}/"],
             self.root,
         )
+        found = []
         for line in res.stdout.splitlines():
             tip, ref = line.split(" ", 1)
             self.keepers.deleted.append(ref)
-            self.plan.actions.append(Action(ActionKind.DELETE_REF, ref, orch_id, tip=tip))
+            found.append((orch_id, ref, tip))
+        return found
+
+    def _decide_landing_ref(self, orch_id: str, ref: str, tip: str, merges: set[str]) -> None:
+        """A candidate's own merge is gadugi's and made again by a landing; what it merged
+        is not: it stays while it is the last thing reaching a task's commits (a task
+        branch deleted by hand after a red verification)."""
+        if not self.force and (lost := self.keepers.lost_without_merge(tip, merges)) != 0:
+            self.keepers.deleted.remove(ref)
+            held = (
+                "git could not tell whether it holds commits found nowhere else"
+                if lost is None
+                else f"it merges {lost} commit(s) that no branch or other ref cleanup keeps reaches"
+            )
+            self._keep(orch_id, f"{ref}: {held} (use --force to delete)")
+            return
+        self.plan.actions.append(Action(ActionKind.DELETE_REF, ref, orch_id, tip=tip))
 
     def _decide_branches(self, chosen: list[str]) -> None:
         checked_out = {

@@ -7,6 +7,7 @@ import math
 import os
 import resource
 import stat
+import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -207,9 +208,8 @@ def validate(cfg: OrchestrationConfig, source: str = "") -> None:
     _validate_setup_cache(cfg, bad)
     if cfg.notify_command and not cfg.notify_command[0].strip():
         raise bad("notify.command", "the command's first word cannot be empty")
-    hook = cfg.notify_webhook
-    if hook is not None and not (hook.startswith(("http://", "https://")) and len(hook) > 8):
-        raise bad("notify.webhook", "must be an http:// or https:// URL")
+    if cfg.notify_webhook is not None and not _webhook_url(cfg.notify_webhook):
+        raise bad("notify.webhook", "must be an http:// or https:// URL naming a host")
 
 
 def _validate_setup_cache(cfg: OrchestrationConfig, bad: Callable[[str, str], ConfigError]) -> None:
@@ -244,6 +244,19 @@ def _validate_setup_cache(cfg: OrchestrationConfig, bad: Callable[[str, str], Co
             "setup_cache_key and setup_cache_paths go together: what decides the "
             "environment, and what the setup command makes",
         )
+
+
+def _webhook_url(url: str) -> bool:
+    """Whether ``url`` is one urllib can post to: http(s), a host, a valid port, and no
+    whitespace or control characters (which http.client refuses only when it sends)."""
+    if any(ch.isspace() or not ch.isprintable() for ch in url):
+        return False
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018  (raises ValueError when out of range or not a number)
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
 def within(value: float, low: float, high: float) -> bool:
@@ -402,6 +415,8 @@ def _notify_table(data: dict[str, Any], source: str) -> dict[str, Any]:
             out["notify_command"] = shlex.split(command)
         except ValueError as exc:
             raise ConfigError("notify.command", f"cannot be split: {exc}", source) from None
+        if not out["notify_command"]:  # a blank string would silently notify nobody
+            raise ConfigError("notify.command", "cannot be empty", source)
     elif isinstance(command, list) and command and all(isinstance(c, str) for c in command):
         out["notify_command"] = command
     elif command is not None:

@@ -22,6 +22,7 @@ from .errors import ConfigError, GadugiError, PlanError, RequestError
 from .landing import (
     Lander,
     LandOptions,
+    check_integration_room,
     check_into,
     options_for,
     orchestration_landing,
@@ -330,6 +331,7 @@ class OrchestratorCoordinator:
         check_prompts(prompts, self.config.agent)
         if self.config.land:
             user_identity(self.root)
+            check_integration_room(self.root)
             if self.config.land_into:
                 check_into(self.root, self.config.land_into)
         return Prepared(self.root, prompts, plan, fallback, resolution.problems)
@@ -556,6 +558,9 @@ class OrchestratorCoordinator:
             orch, registry.attempts(orch["id"]), registry.tasks(orch["id"])
         )
         self.config = recovery.stored_config(orch["config"])
+        # A folder replaced since (a file, a FIFO, a symlink loop) is refused while
+        # nothing is changed, not met half-way through the loop.
+        check_directories(self.root, self.config, STATE_DIR)
         layout = self._layout(orch["id"])
         rows = registry.tasks(orch["id"])
         runs = recovery.restore_runs(rows, registry.attempts(orch["id"]), layout, self.config)
@@ -735,6 +740,10 @@ class OrchestratorCoordinator:
             lander.rerun = lambda task_id, text, base, why: runner.follow_up(
                 runner.by_id[task_id], text, runner.clock(), base, why=why
             )
+            if notifier is not None:
+                lander.on_needs_person = lambda task_id, note: notifier.emit(
+                    "needs_person", orch_id, task_id=task_id, reason="landing", message=note
+                )
         # A live view that shows which orchestration it watches (the table's header).
         began = getattr(self.listener, "began", None)
         if callable(began):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import secrets
 from pathlib import Path
@@ -30,4 +31,26 @@ def write_text_atomic(path: Path, text: str, mode: int | None = None) -> None:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    write_text_atomic(path, json.dumps(data, separators=(",", ":")) + "\n")
+    write_text_atomic(path, dumps(data, separators=(",", ":")) + "\n")
+
+
+def dumps(data: Any, **options: Any) -> str:
+    """``json.dumps`` that writes NaN and infinities as null (see ``finite``); the walk
+    over ``data`` happens only when there is one, so big documents stay fast."""
+    try:
+        return json.dumps(data, allow_nan=False, **options)
+    except ValueError:
+        return json.dumps(finite(data), **options)
+
+
+def finite(data: Any) -> Any:
+    """``data`` with every NaN or infinite float as None: JSON has no such numbers, and
+    ``json.dumps`` would write ``NaN``, which a strict reader (JavaScript's JSON.parse,
+    jq) refuses. They come only from damaged rows or an agent's odd report."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {k: finite(v) for k, v in data.items()}
+    if isinstance(data, list | tuple):
+        return [finite(v) for v in data]
+    return data

@@ -7,6 +7,7 @@ no registry. The runner asks before each start and tells what happened after eac
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -18,12 +19,40 @@ WAIT_KINDS = ("load", "memory", "budget", "usage_limit")
 
 def cost_of(agent: dict[str, Any]) -> float:
     """The cost an agent reported (``cost_usd``), 0 when it reported none."""
-    cost = agent.get("cost_usd")
-    return float(cost) if isinstance(cost, int | float) and not isinstance(cost, bool) else 0.0
+    return amount(agent.get("cost_usd")) or 0.0
+
+
+def amount(value: Any) -> float | None:
+    """``value`` as US dollars spent, or None when it is none: not a number, nan, infinite
+    or below zero (nan would make every sum nan, never at a budget; a negative cost would
+    give back what was spent)."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return None
+    number = float(value)
+    return number if math.isfinite(number) and number >= 0 else None
 
 
 def clock_time(at: float) -> str:
-    return time.strftime("%H:%M:%S", time.localtime(at))
+    try:
+        return time.strftime("%H:%M:%S", time.localtime(at))
+    except (ValueError, OverflowError, OSError):
+        return "an unknown time"  # no time a clock shows (nan, or beyond time_t)
+
+
+# Usage limits reset within a week (Claude's longest window); a day more for slack. A reset
+# reported further from now is no time to wait for: milliseconds taken for seconds, or a
+# damaged report, which would park the agent's tasks for millennia.
+MAX_PARK_S = 8 * 24 * 3600.0
+
+
+def reset_time(value: Any, now: float) -> float | None:
+    """An agent's reported usage-limit reset (epoch seconds) worth waiting for, or None
+    when it is none: not a number, nan or infinite, or more than ``MAX_PARK_S`` from now.
+    A reset just past is kept: the wait is then the margin alone."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return None
+    reset = float(value)
+    return reset if abs(reset - now) <= MAX_PARK_S else None  # False for nan
 
 
 @dataclass(frozen=True)

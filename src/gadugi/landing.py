@@ -17,6 +17,7 @@ verified again when it still applies to the head, or replaced when it does not.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from . import procs
+from .config import MAX_COMMAND_LENGTH
 from .envsetup import shell_argv
 from .errors import GadugiError, RequestError, SpawnError
 from .phases import tail_of
@@ -38,14 +40,15 @@ from .worktrees import Worktrees, git_in, run_git, user_identity
 log = logging.getLogger(__name__)
 LAND_REFS = "refs/gadugi/land"
 VERIFY_TASK_ID = "land"  # GADUGI_TASK_ID of a verification, so a restart can find it
-TAIL_LINES = 20
 DEFAULT_VERIFY_TIMEOUT_MIN = 30.0
 GH_TIMEOUT_S = 120.0
+PUSH_TIMEOUT_S = 600.0  # one branch's push; a remote that never answers must not hold landing
+MAX_MOVED_UNDER = 3  # merges (or queues) in a row their branch may move under
 # Tests only: "after-advance" kills the lander between moving the integration ref and
 # recording it, the window the exactly-once argument has to cover; "after-keep" between
 # keeping a candidate and recording it.
 FAULT_ENV = "GADUGI_LAND_FAULT"
-HELD_NOTE = "waits for"  # a held task's landing note begins so
+HELD_NOTE = "lands after"  # a held task's landing note begins so
 
 
 class LandingStatus(StrEnum):
@@ -80,6 +83,11 @@ class LandOptions:
 
 def integration_branch(orch_id: str) -> str:
     return f"gadugi/land/{orch_id}"
+
+
+def landing_worktree_name(orch_id: str) -> str:
+    """The integration worktree's folder under ``worktrees_dir``: ``land-<xxxx>``."""
+    return f"land-{orch_id.rsplit('-', 1)[-1]}"
 
 
 def task_landing(row: dict[str, Any]) -> dict[str, Any] | None:
@@ -155,17 +163,21 @@ class Lander:
         self.owner = owner
         self.branch = integration_branch(orch_id)
         self.ref = f"refs/heads/{self.branch}"
-        self.worktree = worktrees_dir / f"land-{orch_id.rsplit('-', 1)[-1]}"
+        self.worktree = worktrees_dir / landing_worktree_name(orch_id)
         self.worktrees = Worktrees(root)
         self.identity = user_identity(root)
         self.verifying: Verification | None = None
         # Set by the loop that owns the tasks: run one again with a text, the integration
         # head merged into its branch first (Runner.follow_up); None lands without re-runs.
         self.rerun: Callable[[str, str, str, str], None] | None = None
+        # Told (task id, note) when a task needs a person: a notification, where set.
+        self.on_needs_person: Callable[[str, str], None] | None = None
         self.done = False
         self.into_moved = False  # --into was fast-forwarded
         self.delivery_failed = False  # a push was rejected, or a pull request not opened
         self.stopped = False  # a step failed: landing ended early
+        self.moved_under = 0  # merges in a row whose compare-and-swap found the branch moved
+        self.into_moves = 0  # queues --into moved under, each rebuilt on its new tip
         self.notes: list[str] = []  # what a person should hear (refusals, rejected pushes)
         self._stop_stale_verification()
         self._start_queue()
@@ -231,7 +243,8 @@ class Lander:
             raise LandError(f"--into {into}: no such branch")
         head = self._oid(self.ref)
         if head is None:
-            self._update_ref(self.ref, base, "", "start the landing queue")
+            if not self._update_ref(self.ref, base, "", "start the landing queue"):
+                raise LandError(f"git could not create the integration branch {self.branch}")
             head, fields = base, {"landing_base": base, "landing_head": base}
         else:
             fields = {}
@@ -296,6 +309,9 @@ class Lander:
                     f"once it has, run gadugi land {self.orch_id} again",
                 }
         self.registry.update_tasks(self.orch_id, changes, owner=self.owner)
+        if self.on_needs_person is not None:
+            for task_id, change in changes.items():
+                self.on_needs_person(task_id, change["landing_note"])
         return bool(changes)
 
     def _next(self, rows: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -317,9 +333,15 @@ class Lander:
         first = min(ready, key=lambda r: (-r["priority"], r["seq"]), default=None)
         if first is None or not self.options.hold_conflicts:
             return first
-        # Of the ready tasks it may conflict with (their partners all done), the one that
-        # ran longest: should they clash, the one re-run is the one with less to redo.
-        cluster = [r for r in ready if r is first or r["task_id"] in _partners(first, by_id)]
+        # Of the ready tasks of its priority it may conflict with (their partners all
+        # done), the one that ran longest: should they clash, the one re-run is the one
+        # with less to redo.
+        partners = _partners(first, by_id)
+        cluster = [
+            r
+            for r in ready
+            if r is first or (r["task_id"] in partners and r["priority"] == first["priority"])
+        ]
         return max(cluster, key=lambda r: (_ran_for(r), -r["seq"]))
 
     def _unheld(
@@ -339,7 +361,7 @@ class Lander:
                 if (row.get("landing_note") or "").startswith(HELD_NOTE):
                     notes[row["task_id"]] = {"landing_note": None}
                 continue
-            note = f"{HELD_NOTE} {', '.join(waits)} (predicted to conflict) to finish first"
+            note = f"{HELD_NOTE} {', '.join(waits)} (predicted to conflict) finishes"
             if row.get("landing_note") != note:
                 notes[row["task_id"]] = {
                     "landing_status": (_landing(row) or LandingStatus.PENDING).value,
@@ -358,7 +380,17 @@ class Lander:
             return self._needs_person(task, None, f"its branch {task['branch']} is gone")
         if self._is_ancestor(tip, head):
             # Merged already (a lander killed after the ref moved), or nothing to merge.
-            self._landed(task_id, self._merge_of(tip, head), head)
+            merge = self._merge_of(tip, head)
+            if merge is None and self._moved_back(task, tip):
+                return self._needs_person(
+                    task,
+                    tip,
+                    f"its branch {task['branch']} was moved back to {tip[:12]}: it holds none "
+                    f"of the task's {task['commits']} commit(s) any more (git reflog show "
+                    f"{task['branch']} says where they are); put them back on it, then "
+                    f"gadugi land {self.orch_id}",
+                )
+            self._landed(task_id, merge, head)
             return True
         candidate = self._recorded_candidate(task, head, tip)
         if candidate is None:
@@ -396,6 +428,11 @@ class Lander:
             return False
         log.info("%s: its verification passed on this tree already", task["task_id"])
         return True
+
+    def _moved_back(self, task: dict[str, Any], tip: str) -> bool:
+        """The task completed with commits, yet its branch now holds none past its base."""
+        base = task.get("base_commit")
+        return bool(task.get("commits")) and base is not None and self._is_ancestor(tip, base)
 
     def _recorded_candidate(self, task: dict[str, Any], head: str, tip: str) -> str | None:
         """A candidate recorded before a restart that still applies: merged onto ``head``."""
@@ -438,8 +475,17 @@ class Lander:
     def _advance(self, task_id: str, candidate: str, head: str, *, verified: bool) -> None:
         """Move the integration branch to a green candidate (compare-and-swap), then record."""
         if not self._update_ref(self.ref, candidate, head, f"land {task_id}"):
+            # Bounded: something that moves the branch under every merge (a verification
+            # that commits onto it) would have the queue merge and verify for ever.
+            self.moved_under += 1
+            if self.moved_under >= MAX_MOVED_UNDER:
+                raise LandError(
+                    f"{self.branch} moved under {self.moved_under} merges in a row; stop what "
+                    "moves it, then run gadugi land again"
+                )
             log.warning("%s moved while %s was landing; it is merged again", self.branch, task_id)
             return
+        self.moved_under = 0
         _fault("after-advance")
         self._landed(task_id, candidate, candidate, verified=verified)
 
@@ -506,6 +552,8 @@ class Lander:
             landing_note=note,
         )
         log.warning("%s needs a person: %s", task["task_id"], note)
+        if self.on_needs_person is not None:
+            self.on_needs_person(task["task_id"], note)
         return True
 
     def _resolve_commands(self, task: dict[str, Any]) -> str:
@@ -537,9 +585,14 @@ class Lander:
             "GADUGI_PROJECT_ROOT": str(self.root),
         }
         result_file = self.logs_dir / f"land.{number}.exit.json"
-        child = procs.spawn(
-            shell_argv(command), self.worktree, env, log_file, log_file, result_file
-        )
+        try:
+            child = procs.spawn(
+                shell_argv(command), self.worktree, env, log_file, log_file, result_file
+            )
+        except SpawnError:
+            raise  # out of processes: the loop takes the step again later
+        except OSError as exc:  # its log's folder replaced, the worktree gone
+            raise LandError(f"cannot start the verification of {task_id}: {exc}") from None
         deadline = now + self.options.verify_timeout_s
         self.verifying = Verification(task_id, candidate, head, child, log_file, deadline)
         log.info("%s: verifying %s (%s)", task_id, candidate[:12], log_file)
@@ -586,28 +639,74 @@ class Lander:
         )
 
     def _check_out(self, commit: str) -> None:
-        """The integration worktree, detached at ``commit`` (made the first time)."""
-        if not self.worktree.exists():
+        """The integration worktree, detached at ``commit`` (made the first time).
+
+        git run in a folder that is not a worktree of its own finds the checkout around
+        it: a forced checkout there would overwrite the user's files. So anything else at
+        the worktree's path is refused, and only a worktree git lists is checked out.
+        """
+        path = self.worktree
+        if path.is_symlink() or (path.exists() and not self._is_integration_worktree()):
+            raise LandError(
+                f"{path} is in the way: it is not the integration worktree git knows; "
+                "move it aside, then run gadugi land again"
+            )
+        if not path.exists():
+            # --force: a worktree whose folder was deleted by hand is still registered.
             with self.worktrees.locked() as fd:
                 res = run_git(
-                    ["worktree", "add", "--quiet", "--detach", str(self.worktree), commit],
+                    ["worktree", "add", "--quiet", "--force", "--detach", str(path), commit],
                     self.root,
                     fd,
                 )
         else:
+            self._keep_stray_head()
             # git_in: a verification that removed the worktree's .git must not turn this
             # forced checkout and clean on the main checkout.
             res = git_in(self.worktree, ["checkout", "--quiet", "--detach", "--force", commit])
             if res.returncode == 0:
                 res = git_in(self.worktree, ["clean", "-fdq"])
         if res.returncode != 0:
-            raise LandError(f"cannot check out {commit[:12]} at {self.worktree}: {res.stderr}")
+            raise LandError(f"cannot check out {commit[:12]} at {path}: {res.stderr.strip()}")
+
+    def _keep_stray_head(self) -> None:
+        """The integration worktree's HEAD, kept under a ref when no ref reaches it (a
+        verification committed there; a cleanup deleted the candidate it was left at),
+        before a checkout or removal would leave it unreachable."""
+        head = git_in(self.worktree, ["rev-parse", "--verify", "--quiet", "HEAD"]).stdout.strip()
+        if not head:
+            return
+        res = run_git(["rev-list", "-n", "1", head, "--not", "--glob=refs/*"], self.root)
+        if res.returncode == 0 and res.stdout.strip():
+            number = self._keep("kept", head)
+            self.notes.append(
+                f"{head[:12]}, left in the integration worktree and on no branch, is kept as "
+                f"{LAND_REFS}/{self.orch_id}/kept.{number}"
+            )
+
+    def _is_integration_worktree(self) -> bool:
+        """The folder is a directory git lists as a worktree, and git run in it works
+        there (its ``.git`` file was not deleted), not in a checkout around it."""
+        if not self.worktree.is_dir():
+            return False
+        out = run_git(["worktree", "list", "--porcelain"], self.root).stdout
+        listed = {
+            Path(line.removeprefix("worktree ")).resolve()
+            for line in out.splitlines()
+            if line.startswith("worktree ")
+        }
+        here = self.worktree.resolve()
+        if here not in listed or here == self.root.resolve():
+            return False
+        top = run_git(["rev-parse", "--show-toplevel"], here)
+        return top.returncode == 0 and Path(top.stdout.strip()).resolve() == here
 
     def _remove_worktree(self) -> None:
         """The integration worktree goes once landing is done: every commit verified there
         is kept under a ref, and what verification left in it is only its output."""
-        if not self.worktree.exists():
+        if not self.worktree.exists() or not self._is_integration_worktree():
             return
+        self._keep_stray_head()
         with self.worktrees.locked() as fd:
             res = run_git(["worktree", "remove", "--force", str(self.worktree)], self.root, fd)
         if res.returncode != 0:
@@ -632,8 +731,19 @@ class Lander:
         into = self.options.into
         if into:
             tip = self._oid(f"refs/heads/{into}")
-            assert tip is not None
+            if tip is None:
+                raise LandError(
+                    f"{into} was deleted while landing; {self.branch} holds the landed work"
+                )
             if not self._is_ancestor(tip, head):
+                self.into_moves += 1
+                if self.into_moves >= MAX_MOVED_UNDER:
+                    # Bounded as the merges are: each rebuild merges and verifies it all.
+                    raise LandError(
+                        f"{into} moved under {self.into_moves} queues in a row; stop what "
+                        f"moves it, then run gadugi land again ({self.branch} holds the "
+                        "last queue)"
+                    )
                 self.notes.append(f"{into} moved to {tip[:12]} while landing: rebuilt on it")
                 self._rebuild(tip, head)
                 return True
@@ -669,6 +779,10 @@ class Lander:
         """``into`` to ``head``: never forced; its checkout moves only when it is clean."""
         if tip == head:
             return True
+        busy = operation_under_way(self.root, into)
+        if busy:
+            self.notes.append(f"{into} was left as it is: {busy}; fast-forward it once done")
+            return False
         where = self._checked_out(f"refs/heads/{into}")
         if where is None:
             if self._update_ref(f"refs/heads/{into}", head, tip, f"land {self.orch_id}"):
@@ -685,17 +799,40 @@ class Lander:
                 f"({', '.join(dirty[:3])}); it was left as it is"
             )
             return False
+        blocking = self._untracked_in_the_way(tip, head)
+        if blocking:
+            shown = ", ".join(blocking[:3]) + (", ..." if len(blocking) > 3 else "")
+            self.notes.append(
+                f"{into} was left as it is: untracked or ignored files in {self.root} would be "
+                f"overwritten ({shown}); move them aside, then run gadugi land again"
+            )
+            return False
         res = run_git(["merge", "--ff-only", "--quiet", head], self.root)
         if res.returncode != 0:
             self.notes.append(f"git merge --ff-only {head[:12]} failed: {res.stderr.strip()}")
             return False
         return True
 
+    def _untracked_in_the_way(self, tip: str, head: str) -> list[str]:
+        """Files of the main checkout that git does not track and that fast-forwarding it
+        to ``head`` would write over: git refuses for an untracked one, and overwrites an
+        ignored one without a word (a local ``.env``), so both are asked about here."""
+        diff = ["diff", "--name-only", "--no-renames", "-z", tip, head]
+        changed = set(run_git(diff, self.root).stdout.split("\0")) - {""}
+        if not changed:
+            return []
+        tracked = set(run_git(["ls-files", "-z"], self.root).stdout.split("\0"))
+        return sorted(p for p in changed - tracked if os.path.lexists(self.root / p))
+
     def _push(self, remote: str) -> None:
         """The landed task branches and the integration branch; never forced."""
         for branch in [*(r["branch"] for r in self._landed_rows()), self.branch]:
             spec = f"refs/heads/{branch}:refs/heads/{branch}"
-            res = run_git(["push", "--quiet", "--end-of-options", remote, spec], self.root)
+            res = run_git(
+                ["push", "--quiet", "--end-of-options", remote, spec],
+                self.root,
+                timeout_s=PUSH_TIMEOUT_S,
+            )
             if res.returncode != 0:
                 self.delivery_failed = True
                 self.notes.append(f"push of {branch} to {remote} was rejected: {_last(res.stderr)}")
@@ -731,19 +868,30 @@ class Lander:
     def _gh(self, head: str, base: str, title: str, body: str) -> None:
         argv = ["gh", "pr", "create", "--head", head, "--base", base, "--title", title]
         try:
-            done = subprocess.run(
+            # A session of its own, so that past the time limit what gh started goes too.
+            child = subprocess.Popen(
                 [*argv, "--body", body],
                 cwd=self.root,
-                capture_output=True,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
                 text=True,
                 stdin=subprocess.DEVNULL,
-                timeout=GH_TIMEOUT_S,
-                check=False,
+                start_new_session=True,
             )
-        except (OSError, subprocess.TimeoutExpired) as exc:
+        except OSError as exc:
             self.delivery_failed = True
             self.notes.append(f"gh pr create for {head} could not run: {exc}")
             return
+        try:
+            out, err = child.communicate(timeout=GH_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(child.pid, signal.SIGKILL)
+            child.communicate()
+            self.delivery_failed = True
+            self.notes.append(f"gh pr create for {head} took over {GH_TIMEOUT_S:g} s: stopped")
+            return
+        done = subprocess.CompletedProcess(argv, child.returncode, out, err)
         if done.returncode != 0:
             self.delivery_failed = True
             self.notes.append(f"gh pr create for {head} failed: {_last(done.stderr)}")
@@ -803,6 +951,59 @@ def dirty_files(root: Path) -> list[str]:
     return [line[3:] for line in out.splitlines() if line.strip()]
 
 
+def operation_under_way(root: Path, branch: str) -> str | None:
+    """What git is in the middle of with ``branch`` in any worktree, or None.
+
+    A rebase or bisect detaches HEAD, so the branch looks checked out nowhere, yet git
+    writes it back at the end; a merge, cherry-pick or revert commits onto it. Moving
+    the branch under any of them breaks the person's work in progress.
+    """
+    ref = f"refs/heads/{branch}"
+    out = run_git(["worktree", "list", "--porcelain"], root).stdout
+    for block in out.strip().split("\n\n"):
+        lines = block.splitlines()
+        if not lines or not lines[0].startswith("worktree "):
+            continue
+        path = Path(lines[0].removeprefix("worktree "))
+        res = run_git(["rev-parse", "--absolute-git-dir"], path) if path.is_dir() else None
+        if res is None or res.returncode != 0:
+            continue
+        gitdir = Path(res.stdout.strip())
+        for name in ("rebase-merge/head-name", "rebase-apply/head-name"):
+            if _read(gitdir / name) == ref:
+                return f"a rebase of {branch} is under way in {path}"
+        if _read(gitdir / "BISECT_START") in (branch, ref):
+            return f"a bisect of {branch} is under way in {path}"
+        if f"branch {ref}" in lines:
+            for head, what in (
+                ("MERGE_HEAD", "merge"),
+                ("CHERRY_PICK_HEAD", "cherry-pick"),
+                ("REVERT_HEAD", "revert"),
+            ):
+                if (gitdir / head).exists():
+                    return f"a {what} of {branch} is under way in {path}"
+    return None
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace").strip()
+    except OSError:
+        return None
+
+
+def check_integration_room(root: Path) -> None:
+    """Refuse a branch ``gadugi/land`` itself: git keeps branches as files, so none can
+    then be made under it, and no integration branch could ever be created."""
+    res = run_git(["rev-parse", "--verify", "--quiet", "refs/heads/gadugi/land"], root)
+    if res.returncode == 0:
+        raise RequestError(
+            "a branch gadugi/land is in the way of the integration branch "
+            "gadugi/land/<orchestration>; rename it (git branch -m gadugi/land NEW) first. "
+            "Nothing was changed."
+        )
+
+
 def check_into(root: Path, into: str) -> None:
     """Refuse an ``--into`` that names no branch, or whose checkout here is dirty."""
     if into.startswith("-") or run_git(["check-ref-format", "--branch", into], root).returncode:
@@ -810,6 +1011,9 @@ def check_into(root: Path, into: str) -> None:
     res = run_git(["rev-parse", "--verify", "--quiet", f"refs/heads/{into}"], root)
     if res.returncode != 0:
         raise RequestError(f"--into {into}: no such branch")
+    busy = operation_under_way(root, into)
+    if busy:
+        raise RequestError(f"--into {into}: {busy}; finish or abort it first. Nothing was changed.")
     head = run_git(["symbolic-ref", "--quiet", "HEAD"], root).stdout.strip()
     dirty = dirty_files(root) if head == f"refs/heads/{into}" else []
     if dirty:
@@ -841,6 +1045,25 @@ def options_for(
         kill_grace_s=float(config.get("kill_grace_seconds", 5.0)),
         retries=int(config.get("land_retries", 1)),
         hold_conflicts=config.get("conflict_policy") == "optimistic",
+    )
+
+
+def usable_command(command: str) -> bool:
+    """A ``--verify`` that runs something: blank would pass every candidate unverified."""
+    return bool(command.strip()) and len(command) <= MAX_COMMAND_LENGTH
+
+
+def check_landable(orch_id: str, rows: list[dict[str, Any]]) -> None:
+    """Refuse an orchestration that is over and has nothing a lander could ever merge."""
+    if any(r["status"] == TaskStatus.COMPLETED or r.get("landing_status") for r in rows):
+        return
+    if not rows or not all(TaskStatus(r["status"]).finished for r in rows):
+        return  # still to run: landing finishes the orchestration first
+    ended = ", ".join(f"{r['task_id']}: {r['status']}" for r in rows[:5])
+    more = f", and {len(rows) - 5} more" if len(rows) > 5 else ""
+    raise RequestError(
+        f"nothing to land: no task of {orch_id} completed ({ended}{more}); "
+        "gadugi retry one, then land again"
     )
 
 
@@ -880,7 +1103,7 @@ def _last(text: str) -> str:
     return lines[-1] if lines else ""
 
 
-def _tail(path: Path, lines: int = TAIL_LINES) -> str:
-    # phases.tail_of reads only the end of the log, and shows control characters (a NUL
-    # cannot reach the agent a re-run passes this to as an argument) as U+FFFD.
-    return " | ".join(tail_of(path, lines).splitlines()) or "(no output)"
+def _tail(path: Path) -> str:
+    """The end of a verification's output on one line: a bounded read, so a command that
+    printed gigabytes (or one endless line) leaves a note of a few lines."""
+    return " | ".join(tail_of(path).splitlines()) or "(no output)"

@@ -9,21 +9,28 @@ The command (``notify.command``, an argv list or a string split like a shell lin
 event as JSON on stdin and each of its top-level values as ``GADUGI_EVENT_<KEY>``; the
 webhook (``notify.webhook``) gets it as a JSON POST. Both run on one worker thread, so the
 loop never waits for a slow receiver, and in order. A notifier that fails, hangs past its
-timeout or cannot be reached is logged and forgotten: it never stops a run. ``close``
-waits a bounded time for what is queued, and a command still running then is killed, so
-no notifier outlives gadugi.
+timeout or cannot be reached is logged and forgotten: it never stops a run; of what it
+writes on stderr only the last line is kept (cut short), whatever its size. ``close``
+waits a bounded time for what is queued, a command still running then is killed, and so
+is whatever the commands left running (a daemon, ``setsid`` or not: each command's
+environment carries ``GADUGI_NOTIFIER``, this notifier's mark), so no notifier outlives
+gadugi.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import os
 import queue
+import secrets
 import signal
 import subprocess
+import tempfile
 import threading
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 from contextlib import suppress
@@ -31,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import procs
 from .errors import SpawnError
-from .holds import Budget
+from .holds import Budget, reset_time
 from .tasks import TaskStatus, iso
 
 if TYPE_CHECKING:
@@ -40,6 +47,10 @@ if TYPE_CHECKING:
 COMMAND_TIMEOUT_S = 30.0
 WEBHOOK_TIMEOUT_S = 5.0
 CLOSE_WAIT_S = 10.0
+STRAY_GRACE_S = 2.0  # what the commands left running gets this long after TERM
+STDERR_TAIL_BYTES = 4096  # what is read back of a command's stderr, from its end
+SHOWN_CHARS = 300  # of that, at most this much of the last line goes into the warning
+MARK = "GADUGI_NOTIFIER"
 EVENTS = ("task_end", "orchestration_end", "needs_person", "budget", "usage_limit")
 log = logging.getLogger(__name__)
 
@@ -55,6 +66,7 @@ class Notifier:
         self.child: subprocess.Popen[bytes] | None = None
         self.abandoned = threading.Event()
         self.lock = threading.Lock()
+        self.mark = secrets.token_hex(8)  # in each command's environment (see the module)
         self.thread = threading.Thread(target=self._work, name="gadugi-notify", daemon=True)
         self.thread.start()
 
@@ -79,6 +91,12 @@ class Notifier:
         )
 
     def close(self, wait_s: float = CLOSE_WAIT_S) -> None:
+        try:
+            self._drain(wait_s)
+        finally:
+            self._stop_strays()
+
+    def _drain(self, wait_s: float) -> None:
         self.queue.put(None)
         self.thread.join(wait_s)
         if not self.thread.is_alive():
@@ -91,20 +109,37 @@ class Notifier:
             _kill(child)
         self.thread.join(1.0)
 
+    def _stop_strays(self) -> None:
+        if not self.command:
+            return
+        for pid in procs.stop_marked(MARK, self.mark, STRAY_GRACE_S):
+            log.warning("stopped pid %d, left running by notify command %s", pid, self.command[0])
+
     def _work(self) -> None:
         while (event := self.queue.get()) is not None and not self.abandoned.is_set():
-            body = json.dumps(event).encode()
-            if self.command:
-                self._run_command(event, body)
-            if self.webhook:
-                self._post(body)
+            # A notifier never stops the run, nor the events after this one.
+            try:
+                body = json.dumps(event).encode()
+                if self.command:
+                    self._run_command(event, body)
+                if self.webhook:
+                    self._post(body)
+            except Exception as exc:
+                log.warning("notifying %s failed: %s", event.get("event"), exc)
 
     def _run_command(self, event: dict[str, Any], body: bytes) -> None:
+        # No NUL in an environment: a message quoting an agent's binary output may hold one.
         env = os.environ | {
-            f"GADUGI_EVENT_{key.upper()}": "" if value is None else str(value)
+            f"GADUGI_EVENT_{key.upper()}": "" if value is None else str(value).replace("\0", "")
             for key, value in event.items()
             if value is None or isinstance(value, str | int | float | bool)
         }
+        env[MARK] = self.mark
+        # stderr goes to a file, not a pipe: a command may write gigabytes there.
+        with tempfile.TemporaryFile() as err_file:
+            self._run_command_to(env, body, err_file)
+
+    def _run_command_to(self, env: dict[str, str], body: bytes, err_file: Any) -> None:
         try:
             with self.lock:
                 if self.abandoned.is_set():
@@ -114,11 +149,11 @@ class Notifier:
                     self.command,
                     stdin=subprocess.PIPE,
                     stdout=subprocess.DEVNULL,
-                    stderr=subprocess.PIPE,
+                    stderr=err_file,
                     env=env,
                     start_new_session=True,
                 )
-            _, err = self.child.communicate(body, timeout=COMMAND_TIMEOUT_S)
+            self.child.communicate(body, timeout=COMMAND_TIMEOUT_S)
         except subprocess.TimeoutExpired:
             assert self.child is not None
             _kill(self.child)
@@ -135,27 +170,27 @@ class Notifier:
             if child is not None:
                 procs.forget(child.pid)
         if child is not None and child.returncode != 0:
-            tail = err.decode(errors="replace").strip().splitlines()[-1:] if err else []
+            last = _last_line(err_file)
             log.warning(
                 "notify command %s exited %s%s",
                 self.command[0],
                 child.returncode,
-                f": {tail[0]}" if tail else "",
+                f": {last}" if last else "",
             )
 
     def _post(self, body: bytes) -> None:
         assert self.webhook is not None
-        request = urllib.request.Request(  # noqa: S310  (the scheme is checked in config)
-            self.webhook,
-            data=body,
-            headers={"Content-Type": "application/json", "User-Agent": "gadugi"},
-            method="POST",
-        )
         try:
+            request = urllib.request.Request(  # noqa: S310  (the scheme is checked in config)
+                self.webhook,
+                data=body,
+                headers={"Content-Type": "application/json", "User-Agent": "gadugi"},
+                method="POST",
+            )
             with urllib.request.urlopen(request, timeout=WEBHOOK_TIMEOUT_S) as answer:  # noqa: S310
                 answer.read(1024)
-        except (OSError, ValueError) as exc:
-            log.warning("notify webhook %s failed: %s", self.webhook, exc)
+        except (OSError, ValueError, http.client.HTTPException) as exc:
+            log.warning("notify webhook %s failed: %s", _shown(self.webhook), exc)
 
 
 class NotifyingListener:
@@ -210,8 +245,8 @@ class NotifyingListener:
         """A queued task held until its agent's reported reset time (or later: the runner
         adds a margin) that is still to come; a stale reset time from an earlier attempt is
         in the past."""
-        until = task.agent_info.get("retry_after")
-        if task.status is not TaskStatus.QUEUED or not isinstance(until, int | float):
+        until = reset_time(task.agent_info.get("retry_after"), time.time())
+        if task.status is not TaskStatus.QUEUED or until is None:
             return
         if until <= time.time() or task.hold_until < until:
             return
@@ -240,6 +275,25 @@ class NotifyingListener:
                 )
         if self.inner:
             self.inner.ticked(runs, now, note)
+
+
+def _shown(url: str) -> str:
+    """The webhook as a warning may show it: its scheme, host and port. A webhook's path
+    and query often are its secret (Slack's, Discord's), and logs are kept and shared."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or "?"
+    port = f":{parts.port}" if parts.port else ""
+    rest = "/..." if (parts.path.strip("/") or parts.query) else ""
+    return f"{parts.scheme}://{host}{port}{rest}"
+
+
+def _last_line(err_file: Any) -> str:
+    """The last non-empty line of what a command wrote on stderr, its end kept when long."""
+    size = err_file.seek(0, os.SEEK_END)
+    err_file.seek(max(0, size - STDERR_TAIL_BYTES))
+    lines = err_file.read().decode(errors="replace").strip().splitlines()
+    last = lines[-1].strip() if lines else ""
+    return last if len(last) <= SHOWN_CHARS else "..." + last[-SHOWN_CHARS:]
 
 
 def _kill(child: subprocess.Popen[bytes]) -> None:

@@ -529,6 +529,29 @@ def sweep(orchestration_id: str, grace_s: float, keep: Collection[int] = ()) -> 
     return stopped_pids
 
 
+def stop_marked(variable: str, value: str, grace_s: float) -> list[int]:
+    """Stop every live process whose environment has ``variable=value``: what a helper
+    gadugi started (a notify command) left running, a setsid daemon included, found by
+    the mark gadugi put in that helper's environment. TERM, ``grace_s``, then KILL."""
+    me = os.getpid()
+    found = []
+    for proc in psutil.process_iter(["pid"]):
+        try:
+            if proc.pid != me and _running(proc) and proc.environ().get(variable) == value:
+                found.append(proc)
+        except psutil.Error:
+            continue
+    for proc in found:
+        with suppress(psutil.Error):
+            proc.terminate()
+    alive = _wait_gone(found, grace_s)
+    for proc in alive:
+        with suppress(psutil.Error):
+            proc.kill()
+    _wait_gone(alive, KILL_WAIT_S)
+    return [p.pid for p in found]
+
+
 def _wait_gone(procs: list[psutil.Process], timeout_s: float) -> list[psutil.Process]:
     """Wait until each has exited (a zombie counts: an init may never reap it)."""
     deadline = time.monotonic() + timeout_s

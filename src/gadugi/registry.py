@@ -646,7 +646,11 @@ class Registry:
         by_id = {r["id"]: r | {"tasks_by_status": {}, "cost_usd": None} for r in rows}
         if by_id:
             marks = ", ".join("?" for _ in by_id)
-            cost = "SUM(CASE WHEN json_valid(agent) THEN json_extract(agent, '$.cost_usd') END)"
+            # Amounts only: a NaN, infinite or negative cost in a row is none (holds.amount).
+            cost = (
+                "SUM(CASE WHEN json_valid(agent) AND json_extract(agent, '$.cost_usd')"
+                " BETWEEN 0 AND 1e300 THEN json_extract(agent, '$.cost_usd') END)"
+            )
             sql = (
                 f"SELECT orchestration_id, status, COUNT(*) AS n, {cost} AS cost FROM tasks"  # noqa: S608
                 f" WHERE orchestration_id IN ({marks}) GROUP BY orchestration_id, status"

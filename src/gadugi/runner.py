@@ -29,7 +29,7 @@ from .config import OrchestrationConfig
 from .envsetup import setup_argv, shell_argv
 from .errors import GadugiError, RequestError, SpawnError, WorktreeError
 from .health import Admission
-from .holds import Budget, UsageLimits, WaitTally, clock_time, cost_of
+from .holds import Budget, UsageLimits, WaitTally, clock_time, cost_of, reset_time
 from .lifecycle import Transition
 from .phases import (
     discard_verify_output,
@@ -148,6 +148,8 @@ class TaskRun:
     phase_started: float | None = None
     needs_setup: bool = False  # a new worktree: the setup command runs before the agent
     agent_code: int | None = None  # the agent's exit code, held while verification runs
+    # The tree the running verification started on, when nothing else was beside it.
+    verify_tree: str | None = None
     # What the next attempt is asked, continuing the last one (Runner.follow_up), and a
     # commit to merge into the branch before it.
     followup: str | None = None
@@ -910,12 +912,12 @@ class Runner:
         elif outcome.fatal:
             self.fatal, self.fatal_task = f"{run.task_id}: {outcome.error}", run.task_id
             self._end_attempt(run, TaskStatus.FAILED, now, outcome.error, recorded)
-        elif isinstance(outcome.agent.get("retry_after"), int | float):
+        elif (reset := reset_time(outcome.agent.get("retry_after"), now)) is not None:
             # A usage limit with a reset time: park the task until then; this is not
             # the task's fault, so it costs none of its retry budget.
             why = outcome.error or "usage limit reached"
             self._requeue(run, now, "parked", why, why, recorded, exit_code=recorded)
-            self._park(run.profile.name, float(outcome.agent["retry_after"]))
+            self._park(run.profile.name, reset)
         elif outcome.transient and run.retries_left > 0:
             run.retries_left -= 1
             delay = min(
@@ -1003,6 +1005,9 @@ class Runner:
         try:
             if not run.worktree.is_dir():
                 raise FileNotFoundError(f"the worktree {run.worktree} is gone")
+            # Only a worktree holding nothing but its HEAD's tree (ignored files aside)
+            # verifies that tree: an untracked file the agent left could be what made it pass.
+            run.verify_tree = self.worktrees.tree_of(run.worktree, untracked=True)
             record = self.layout.untracked_record(run.task_id, run.attempt)
             note_untracked(self.worktrees, run.worktree, record)
             child = self._spawn_phase(run, Phase.VERIFY, shell_argv(command), now)
@@ -1068,11 +1073,13 @@ class Runner:
             "duration_seconds": round(max(0.0, now - (run.phase_started or now)), 3),
             "log_file": str(self.layout.phase_log(run.task_id, Phase.VERIFY)),
         }
-        # The tree it saw, where nothing tracked was left modified: landing need not verify
-        # the same tree with the same command again, nor a follow-up that changed nothing.
-        tree = self.worktrees.tree_of(run.worktree) if run.worktree is not None else None
-        if tree:
-            run.verification["tree"] = tree
+        # The tree it checked, where it started on nothing else and changed no tracked file:
+        # landing need not verify that tree with the same command again, nor need a
+        # follow-up that changed nothing be asked again.
+        started_on, run.verify_tree = run.verify_tree, None
+        worktree = run.worktree
+        if started_on and worktree is not None and self.worktrees.tree_of(worktree) == started_on:
+            run.verification["tree"] = started_on
 
     def follow_up(
         self,

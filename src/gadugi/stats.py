@@ -10,16 +10,20 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Iterable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from .errors import GadugiError
+from .holds import amount
 from .lifecycle import parse_status
 from .planning.intent import classify
 from .planning.prompts import read_prompt
 from .registry import Registry
-from .tasks import TaskStatus
+from .tasks import TaskStatus, iso
+
+# No attempt runs ten years: a longer span is a damaged row, and summing a few such spans
+# would overflow (statistics.fmean raises).
+MAX_SPAN_S = 10 * 365 * 24 * 3600.0
 
 
 def finished_tasks(registry: Registry) -> list[dict[str, Any]]:
@@ -32,7 +36,7 @@ def finished_tasks(registry: Registry) -> list[dict[str, Any]]:
         ran: dict[str, float] = {}
         for a in registry.attempts(orch["id"]):
             if a["ended_at"] is not None:
-                ran[a["task_id"]] = ran.get(a["task_id"], 0.0) + a["ended_at"] - a["started_at"]
+                ran[a["task_id"]] = ran.get(a["task_id"], 0.0) + _span(a)
         for task in registry.tasks(orch["id"]):
             if not parse_status(task["task_id"], task["status"]).finished:
                 continue
@@ -52,13 +56,18 @@ def finished_tasks(registry: Registry) -> list[dict[str, Any]]:
                     "status": task["status"],
                     "duration_seconds": ran[task["task_id"]],
                     "reruns": max(0, task["attempts"] - 1),
-                    "cost_usd": agent.get("cost_usd")
-                    if isinstance(agent.get("cost_usd"), int | float)
-                    else None,
-                    "day": datetime.fromtimestamp(orch["started_at"], UTC).date().isoformat(),
+                    "cost_usd": amount(agent.get("cost_usd")),
+                    "day": (iso(orch["started_at"]) or "unknown")[:10],
                 }
             )
     return out
+
+
+def _span(attempt: dict[str, Any]) -> float:
+    """How long an attempt ran; 0 when its times say less (the wall clock stepped back
+    while it ran) or nothing sensible (a damaged row: longer than any run, or no number)."""
+    seconds = float(attempt["ended_at"]) - float(attempt["started_at"])
+    return seconds if 0 < seconds <= MAX_SPAN_S else 0.0
 
 
 def _type_of(path: Path, root: Path) -> str:

@@ -78,4 +78,7 @@ def iso(ts: float | None) -> str | None:
     """An epoch time as ISO 8601 with its UTC offset, as every JSON output carries it."""
     if ts is None:
         return None
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
+    try:
+        return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
+    except (ValueError, OverflowError, OSError):
+        return None  # a damaged row's time that no calendar holds: unknown, not a crash

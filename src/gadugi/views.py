@@ -17,6 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from .holds import amount
 from .landing import task_landing
 from .lifecycle import parse_status
 from .registry import Registry
@@ -186,7 +187,7 @@ def task_view(
             sum(f["deletions"] or 0 for f in files) if files is not None else task.get("deletions")
         ),
         "files": files,
-        "cost_usd": agent.get("cost_usd"),
+        "cost_usd": amount(agent.get("cost_usd")),
         "input_tokens": agent.get("input_tokens"),
         "output_tokens": agent.get("output_tokens"),
         "num_turns": agent.get("num_turns"),
@@ -429,7 +430,11 @@ def render_list(doc: dict[str, Any]) -> list[str]:
         state = o["state"]
         if state == "running" and not o["orchestrator_alive"]:
             state = "running (orchestrator gone)"
-        started = datetime.fromisoformat(o["started_at"]).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+        started = (
+            datetime.fromisoformat(o["started_at"]).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+            if o["started_at"]
+            else "(no start time)"
+        )
         breakdown = ", ".join(f"{n} {s}" for s, n in o["tasks_by_status"].items()) or "no tasks"
         cost = f"  ${o['cost_usd']:.4f}" if o["cost_usd"] is not None else ""
         lines.append(

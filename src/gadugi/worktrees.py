@@ -20,11 +20,12 @@ import logging
 import os
 import re
 import shutil
+import signal
 import subprocess
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -54,6 +55,7 @@ def run_git(
     cwd: Path,
     lock_fd: int | None = None,
     env: Mapping[str, str] | None = None,
+    timeout_s: float | None = None,
 ) -> GitResult:
     """Run git without a shell or a terminal, in a session of its own.
 
@@ -64,7 +66,9 @@ def run_git(
     finished, and a resumed run cannot race the orphaned git. A git that cannot be
     started, or cannot start its own processes, for want of processes or memory raises
     SpawnError: that is no verdict of git's, and trying again later may succeed.
-    ``env`` adds variables (the user's identity, for a commit).
+    ``env`` adds variables (the user's identity, for a commit). Past ``timeout_s`` (for
+    git that talks to a remote) git and what it started (its session) are killed, and
+    the result is a failure saying so.
     """
     began = time.monotonic()
     proc = procs.start(
@@ -79,7 +83,13 @@ def run_git(
         pass_fds=() if lock_fd is None else (lock_fd,),
     )
     try:
+        stdout, stderr = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        with suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
         stdout, stderr = proc.communicate()
+        procs.forget(proc.pid)
+        return GitResult(124, stdout, f"{stderr}git {args[0]} timed out after {timeout_s:g} s")
     except BaseException:
         # Interrupted here: let git finish its step rather than stop it half-way.
         proc.communicate()
@@ -529,11 +539,13 @@ class Worktrees:
                 stayed.append(rel)
         return stayed
 
-    def tree_of(self, path: Path) -> str | None:
-        """The tree of the worktree's HEAD when no tracked file differs from it: what a
-        command run there just saw (untracked files are its own output, never landed);
-        None when a tracked file is modified or git cannot say."""
-        res = git_in(path, ["status", "--porcelain", "--untracked-files=no"])
+    def tree_of(self, path: Path, *, untracked: bool = False) -> str | None:
+        """The tree of the worktree's HEAD when no tracked file differs from it (and, with
+        ``untracked``, no untracked file is beside it; ignored files aside): what a command
+        run there sees. None when something differs or git cannot say."""
+        res = git_in(
+            path, ["status", "--porcelain", f"--untracked-files={'all' if untracked else 'no'}"]
+        )
         if res.returncode != 0 or res.stdout.strip():
             return None
         tree = git_in(path, ["rev-parse", "--verify", "--quiet", "HEAD^{tree}"])

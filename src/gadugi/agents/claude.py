@@ -32,13 +32,12 @@ import json
 import os
 import shutil
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from ..errors import AgentError
 from ..procs import signal_name
-from ..tasks import Prompt
+from ..tasks import Prompt, iso
 from .base import VERDICT_SCHEMA, AgentContext, Launch, Outcome, log_tail, verdict_of
 
 DEFAULT_ALLOWED_TOOLS = ("Bash", "Edit", "Write", "Read", "Glob", "Grep")
@@ -369,9 +368,9 @@ def _api_error(status: int | None, kind: str | None, tally: Tally) -> str:
     text = f"claude hit a temporary API error ({what})"
     if tally.api_retries:
         text += f" after {tally.api_retries} retries of its own"
-    if tally.retry_after is not None:
-        reset = datetime.fromtimestamp(tally.retry_after, UTC).isoformat(timespec="seconds")
-        text += f"; the usage limit resets at {reset}"
+    reset = iso(tally.retry_after) if tally.retry_after is not None else None
+    if reset is not None:  # None too for a reset no calendar holds
+        text += f"; the usage limit resets at {reset[:19]}{reset[23:]}"
     return text
 
 

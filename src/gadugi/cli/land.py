@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
+from ..config import MAX_COMMAND_LENGTH, load_config
 from ..errors import IdentityError, RequestError
 from ..registry import Registry
 from ..worktrees import user_identity
@@ -55,8 +57,22 @@ def land(
     from .. import landing
 
     root = _root(project_root)
+    # Landing takes its settings as the run recorded them; a project file that has become
+    # invalid since is still refused, as every command that reads it refuses it.
+    load_config(root)
+    if orchestration_id is not None and not orchestration_id.strip():
+        # An unset "$ORCH" must not quietly mean the newest orchestration.
+        raise RequestError("no orchestration id given (leave it out for the newest one)")
+    if verify_cmd is not None and not landing.usable_command(verify_cmd):
+        raise RequestError(
+            f"--verify needs a shell command of at most {MAX_COMMAND_LENGTH} characters "
+            "(leave it out to merge without verifying)"
+        )
     if pr and not remote:
         raise RequestError("--pr needs --push REMOTE: pull requests are opened for pushed branches")
+    if pr and shutil.which("gh") is None:
+        raise RequestError("--pr needs gh (the GitHub CLI) on PATH; nothing was pushed")
+    landing.check_integration_room(root)
     if into is not None:
         landing.check_into(root, into)
     if remote is not None:
@@ -68,6 +84,7 @@ def land(
     registry = Registry.existing(root / ".gadugi" / "state.db")
     try:
         orch = registry.orchestration(orchestration_id)
+        landing.check_landable(orch["id"], registry.tasks(orch["id"]))
         options = landing.options_for(orch, into=into, verify=verify_cmd, push=remote, pr=pr)
     finally:
         registry.close()

@@ -13,6 +13,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, TextIO
 
+from ..holds import amount
 from ..runner import TaskRun
 from ..tasks import TaskStatus
 
@@ -52,11 +53,8 @@ def header(
 
 def cost(runs: Sequence[TaskRun]) -> float | None:
     """What the agents have reported spending so far, or None if none reports cost."""
-    values = [
-        float(r.agent_info["cost_usd"])
-        for r in runs
-        if isinstance(r.agent_info.get("cost_usd"), int | float)
-    ]
+    reported = (amount(r.agent_info.get("cost_usd")) for r in runs)
+    values = [value for value in reported if value is not None]
     return sum(values) if values else None
 
 

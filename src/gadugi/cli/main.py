@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -15,6 +16,7 @@ import click
 from .. import __version__
 from ..config import AGENTS, CONFLICT_POLICIES, OrchestrationConfig, load_config
 from ..errors import GadugiError, RequestError
+from ..files import dumps
 from ..planning.request import parse_request
 from ..worktrees import repository_root
 
@@ -29,9 +31,13 @@ F = TypeVar("F", bound=Callable[..., Any])
 DETACHED_LOG = "orchestrator.log"  # a detached orchestrator's output, beside its tasks' logs
 
 
-def _json(data: Any, allow_nan: bool = True) -> str:
-    """Indented for a person at a terminal, compact (and several times faster) for a pipe."""
-    return json.dumps(data, indent=2 if sys.stdout.isatty() else None, allow_nan=allow_nan)
+def _json(data: Any, strict: bool = False) -> str:
+    """Indented for a person at a terminal, compact (and several times faster) for a pipe.
+    NaN and infinities (a damaged row's) become null, or with ``strict`` raise ValueError."""
+    indent = 2 if sys.stdout.isatty() else None
+    return (
+        json.dumps(data, indent=indent, allow_nan=False) if strict else dumps(data, indent=indent)
+    )
 
 
 def _err(message: str) -> None:
@@ -178,6 +184,11 @@ class _Stderr:
         sys.stderr.flush()
 
 
+UNWRITABLE = (errno.EPIPE, errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EBADF)
+# The commands that run or change work: one whose output breaks has still done it.
+WORKING = frozenset({"run", "resume", "retry", "land", "cancel", "cleanup", "demo", "wait"})
+
+
 class _Group(click.Group):
     """Maps gadugi's errors to their exit codes; nothing else in the package exits."""
 
@@ -190,6 +201,23 @@ class _Group(click.Group):
         except KeyboardInterrupt:
             _err("interrupted")
             sys.exit(130)
+        except OSError as exc:
+            # A write to a stream (no file name): stdout full, closed or a broken pipe.
+            if exc.filename is not None or exc.errno not in UNWRITABLE:
+                raise
+            from .output import discard_stdout
+
+            discard_stdout()
+            if ctx.invoked_subcommand in WORKING:
+                # The work was done, or went on: only its report was lost. Not "2, nothing
+                # changed".
+                _err(
+                    f"cannot write the output: {exc.strerror}; the work itself went on, "
+                    "and gadugi status shows where it stands"
+                )
+                sys.exit(1)
+            _err(f"cannot write the output: {exc.strerror}")
+            sys.exit(2)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -376,7 +404,9 @@ def _report(result: OrchestrationResult, as_json: bool, quiet: bool) -> None:
         if task.status != "completed" and task.log_file:
             say(f"  {'':<24} log: gadugi logs {task.task_id}", " " * 27)
         if task.landing and task.landing["status"] != "landed":
-            say(f"  {'':<24} landing {task.landing['status']}: {task.landing['note']}", " " * 27)
+            # A landing cut short (its lander killed) leaves tasks pending with no note.
+            note = task.landing["note"] or f"gadugi land {result.orchestration_id} lands it"
+            say(f"  {'':<24} landing {task.landing['status']}: {note}", " " * 27)
 
 
 def _accounts_lines(result: OrchestrationResult) -> list[str]:
@@ -400,7 +430,7 @@ def plan(**kw: Any) -> None:
         data = prepared.plan.to_json() | {"fallback_used": prepared.fallback_used}
         # Validated numbers are finite; should one ever not be, fail rather than print
         # Infinity or NaN, which are not JSON.
-        click.echo(_json(data, allow_nan=False))
+        click.echo(_json(data, strict=True))
     elif not kw["quiet"]:
         from ..planning.plan import render_plan
 

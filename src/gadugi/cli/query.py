@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ..errors import RequestError
-from ..files import write_json_atomic
+from ..files import dumps
+from ..holds import amount
 from ..monitoring import STATUS_COLUMNS, status_document
 from ..registry import Registry
 
@@ -74,11 +75,10 @@ def status(orch_id: str | None, project_root: str | None, as_json: bool) -> None
             click.echo(part)
 
     breakdown = ", ".join(f"{n} {s}" for s, n in doc["status_breakdown"].items())
-    spent = [
-        t["agent"]["cost_usd"]
-        for t in doc["tasks"]
-        if isinstance(t["agent"], dict) and isinstance(t["agent"].get("cost_usd"), int | float)
-    ]
+    reported = (
+        amount(t["agent"].get("cost_usd")) for t in doc["tasks"] if isinstance(t["agent"], dict)
+    )
+    spent = [value for value in reported if value is not None]
     say(
         f"{orch['id']} ({orch['state']}): {breakdown}"
         + (f"; ${sum(spent):.4f} spent" if spent else "")
@@ -91,7 +91,7 @@ def status(orch_id: str | None, project_root: str | None, as_json: bool) -> None
         secs = task["runtime_seconds"]
         shown = f"{secs:.1f}s" if secs is not None else "-"
         agent = task["agent"] if isinstance(task["agent"], dict) else {}
-        price = agent.get("cost_usd")
+        price = amount(agent.get("cost_usd"))
         facts = [f"branch {task['branch']}" if task["branch"] else "no branch yet"]
         if isinstance(price, int | float):
             facts.append(f"${price:.4f}")
@@ -106,16 +106,20 @@ def status(orch_id: str | None, project_root: str | None, as_json: bool) -> None
 @click.option("--project-root", type=click.Path(file_okay=False))
 def export(output: str, project_root: str | None) -> None:
     """Write the whole registry as one JSON file."""
-    check_output_folder(output)
     from ..views import export_document
+    from .output import output_target, write_output
 
-    registry = _registry(project_root)
+    state_db = _state_db(project_root)
+    target = output_target(output, registry=state_db)
+    registry = Registry(state_db, readonly=True)
     try:
         data = export_document(registry.export())
     finally:
         registry.close()
-    write_json_atomic(Path(output), data)
-    click.echo(f"wrote {len(data['orchestrations'])} orchestration(s) to {output}")
+    write_output(target, dumps(data, separators=(",", ":")) + "\n")
+    click.echo(
+        f"wrote {len(data['orchestrations'])} orchestration(s) to {output}", err=target.to_stdout
+    )
 
 
 @main.command()
@@ -245,11 +249,3 @@ def wait_command(
     else:
         _report(result_from_json(outcome.result), False, quiet)
     sys.exit(outcome.exit_code)
-
-
-def check_output_folder(output: str) -> None:
-    """Refuse, before anything is read, an output file whose folder cannot hold it."""
-    folder = Path(output).parent
-    if not folder.is_dir():
-        why = "does not exist" if not folder.exists() else "is not a directory"
-        raise RequestError(f"cannot write {output}: {folder} {why}")

@@ -5,15 +5,15 @@ from __future__ import annotations
 import os
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import click
 
 from ..errors import NotFoundError, RequestError
-from ..files import write_text_atomic
+from ..registry import Registry
 from .main import _json, _root, main
-from .query import _registry, check_output_folder
+from .output import output_target, write_output
+from .query import _registry, _state_db
 
 
 @main.command()
@@ -59,14 +59,15 @@ def report(orchestration_id: str | None, output: str, project_root: str | None) 
     """One self-contained HTML file: summary, timeline, plan graph and every task."""
     from ..dashboard.report import build_report
 
-    check_output_folder(output)
-    registry = _registry(project_root)
+    state_db = _state_db(project_root)
+    target = output_target(output, registry=state_db)
+    registry = Registry(state_db, readonly=True)
     try:
         orch_id, html = build_report(registry, orchestration_id, time.time())
     finally:
         registry.close()
-    write_text_atomic(Path(output), html)
-    click.echo(f"wrote the report of {orch_id} to {output}")
+    write_output(target, html)
+    click.echo(f"wrote the report of {orch_id} to {output}", err=target.to_stdout)
 
 
 @main.command()

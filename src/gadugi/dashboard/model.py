@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..holds import amount
 from ..landing import orchestration_landing, task_landing
 from ..lifecycle import parse_status
 from ..registry import Registry
@@ -119,7 +120,7 @@ def orchestration_detail(registry: Registry, orch_id: str | None, now: float) ->
                 "verdict": recorded.get("verdict"),
                 "summary": recorded.get("summary"),
                 "landing": task_landing(task) or recorded.get("landing"),
-                "cost_usd": agent.get("cost_usd"),
+                "cost_usd": amount(agent.get("cost_usd")),
             }
         )
     result = orch["result"] if isinstance(orch.get("result"), dict) else {}
@@ -205,8 +206,7 @@ def metrics(registry: Registry, alive: Alive) -> str:
         for task in registry.tasks(orch["id"]):
             by_state[task["status"]] = by_state.get(task["status"], 0) + 1
             agent = task["agent"] if isinstance(task["agent"], dict) else {}
-            if isinstance(agent.get("cost_usd"), int | float):
-                cost += agent["cost_usd"]
+            cost += amount(agent.get("cost_usd")) or 0.0
             landing = task_landing(task) or _recorded(orch, task["task_id"]).get("landing")
             pending = isinstance(landing, dict) and landing.get("status") == "pending"
             if task["status"] == TaskStatus.COMPLETED and pending:

@@ -32,7 +32,10 @@ def e(value: Any) -> str:
 def when(ts: float | None) -> str:
     if ts is None:
         return "-"
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    try:
+        return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    except (ValueError, OverflowError, OSError):
+        return "-"  # a damaged row's time that no calendar holds
 
 
 def state_class(status: str | None) -> str:

@@ -17,6 +17,7 @@ import asyncio
 import logging
 import secrets
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -216,8 +217,14 @@ def create_app(
             reg = registry()
         except NotFoundError:
             return PlainTextResponse("", media_type="text/plain; version=0.0.4")
+        except GadugiError as exc:  # locked, damaged, or unreadable for the moment
+            log.warning("%s", exc)
+            return PlainTextResponse(str(exc), status_code=503)
         try:
             text = model.metrics(reg, alive)
+        except GadugiError as exc:
+            log.warning("%s", exc)
+            return PlainTextResponse(str(exc), status_code=503)
         finally:
             reg.close()
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
@@ -250,6 +257,35 @@ def create_app(
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )
 
+    def _check(look: Callable[[Registry], object]) -> Response | None:
+        """None when ``look`` finds what an action names; else why not, as its answer:
+        404 when it is not there, 503 when the registry cannot be read now."""
+        try:
+            reg = registry()
+            try:
+                look(reg)
+            finally:
+                reg.close()
+        except NotFoundError as exc:
+            return JSONResponse({"ok": False, "message": str(exc)}, status_code=404)
+        except GadugiError as exc:
+            log.warning("%s", exc)
+            return JSONResponse({"ok": False, "message": str(exc)}, status_code=503)
+        return None
+
+    async def _answer(run: Callable[..., actions.Outcome], *args: Any) -> Response:
+        """What the command said (200 done, 409 refused), or 503 when it could not be
+        started or did not answer in time: its log unwritable, the registry unreadable."""
+        try:
+            outcome = await asyncio.to_thread(run, *args)
+        except (GadugiError, OSError, subprocess.SubprocessError) as exc:
+            log.warning("%s", exc)
+            return JSONResponse({"ok": False, "message": str(exc)}, status_code=503)
+        return JSONResponse(
+            {"ok": outcome.ok, "message": outcome.message},
+            status_code=200 if outcome.ok else 409,
+        )
+
     def act(
         run: Callable[[Path, str, str], actions.Outcome],
     ) -> Callable[[Request], Awaitable[Response]]:
@@ -257,19 +293,10 @@ def create_app(
             orch_id, task_id = request.path_params["orch_id"], request.path_params["task_id"]
             if not (actions.ORCH_ID.fullmatch(orch_id) and actions.SAFE_ID.fullmatch(task_id)):
                 return JSONResponse({"ok": False, "message": "not a task id"}, status_code=400)
-            try:
-                reg = registry()
-                try:
-                    reg.find_task(task_id, orch_id)
-                finally:
-                    reg.close()
-            except NotFoundError as exc:
-                return JSONResponse({"ok": False, "message": str(exc)}, status_code=404)
-            outcome = await asyncio.to_thread(run, root, orch_id, task_id)
-            return JSONResponse(
-                {"ok": outcome.ok, "message": outcome.message},
-                status_code=200 if outcome.ok else 409,
-            )
+            refused = _check(lambda reg: reg.find_task(task_id, orch_id))
+            if refused is not None:
+                return refused
+            return await _answer(run, root, orch_id, task_id)
 
         return endpoint
 
@@ -277,19 +304,10 @@ def create_app(
         orch_id = request.path_params["orch_id"]
         if not actions.ORCH_ID.fullmatch(orch_id):
             return JSONResponse({"ok": False, "message": "not an orchestration id"}, 400)
-        try:
-            reg = registry()
-            try:
-                reg.orchestration(orch_id)
-            finally:
-                reg.close()
-        except NotFoundError as exc:
-            return JSONResponse({"ok": False, "message": str(exc)}, status_code=404)
-        outcome = await asyncio.to_thread(actions.land, root, orch_id)
-        return JSONResponse(
-            {"ok": outcome.ok, "message": outcome.message},
-            status_code=200 if outcome.ok else 409,
-        )
+        refused = _check(lambda reg: reg.orchestration(orch_id))
+        if refused is not None:
+            return refused
+        return await _answer(actions.land, root, orch_id)
 
     routes = [
         Route("/", page("gadugi", overview)),
