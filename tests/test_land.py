@@ -65,6 +65,18 @@ def start_run(repo: Repo, *args: str) -> Any:
     )
 
 
+def kill_9_once(proc: Any, started: Path) -> None:
+    """kill -9 ``proc`` as soon as ``started`` exists; it must still be running then."""
+    try:
+        wait_until(lambda: started.exists() or proc.poll() is not None)
+        assert proc.poll() is None, proc.communicate()
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
 def writes(path: str, text: str) -> str:
     return f"printf '%s\\n' '{text}' > {path}\ngit add {path}\ngit commit -q -m 'write {path}'"
 
@@ -310,15 +322,7 @@ def test_kill_9_mid_verification_then_land_again(user_repo: Repo, tmp_path: Path
         f"echo $$ >> {pids}; touch {tmp_path}/started.$GADUGI_LAND_TASK_ID; "
         f"while [ ! -e {gate} ]; do sleep 0.05; done"
     )
-    lander = start_land(user_repo, "--verify", verify)
-    try:
-        wait_until(lambda: (tmp_path / "started.high").exists() or lander.poll() is not None)
-        assert lander.poll() is None, lander.communicate()
-        os.kill(lander.pid, signal.SIGKILL)
-        lander.wait(timeout=30)
-    finally:
-        if lander.poll() is None:
-            lander.kill()
+    kill_9_once(start_land(user_repo, "--verify", verify), tmp_path / "started.high")
     stale = int(pids.read_text().split()[0])
     assert _alive(stale)  # the verification outlived its lander: the next one must stop it
     assert merges(user_repo, branch) == []
@@ -709,14 +713,7 @@ def test_kill_9_of_run_land_mid_verification_then_resume(user_repo: Repo, tmp_pa
         env=USER_ENV,
         stdin=subprocess.DEVNULL,
     )
-    try:
-        wait_until(lambda: (tmp_path / "started").exists() or run.poll() is not None)
-        assert run.poll() is None
-        os.kill(run.pid, signal.SIGKILL)
-        run.wait(timeout=30)
-    finally:
-        if run.poll() is None:
-            run.kill()
+    kill_9_once(run, tmp_path / "started")
     orch_id = json.loads(run_cli(["status", "--json"], user_repo.root).stdout)["orchestration_id"]
     branch = f"gadugi/land/{orch_id}"
     # The first to land merged onto the base: its tree is the one its own verification

@@ -15,6 +15,7 @@ import pytest
 from conftest import Repo, git, run_cli, wait_until
 from test_land import (
     by_task,
+    kill_9_once,
     land_cli,
     merges,
     run_tasks,
@@ -427,15 +428,7 @@ def test_cleanup_after_a_killed_landing_then_land_again_loses_nothing(
     }
     pids = tmp_path / "pids"
     verify = f"echo $$ >> {pids}; touch {tmp_path}/started; sleep 600"
-    lander = start_land(user_repo, "--verify", verify)
-    try:
-        wait_until(lambda: (tmp_path / "started").exists() or lander.poll() is not None)
-        assert lander.poll() is None, lander.communicate()
-        os.kill(lander.pid, signal.SIGKILL)
-        lander.wait(timeout=30)
-    finally:
-        if lander.poll() is None:
-            lander.kill()
+    kill_9_once(start_land(user_repo, "--verify", verify), tmp_path / "started")
     os.kill(int(pids.read_text().split()[0]), signal.SIGKILL)  # the verification it left
     resumed = run_cli(["resume", orch_id], user_repo.root)
     assert resumed.returncode == 1  # finished, but not landed
