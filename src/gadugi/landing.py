@@ -328,24 +328,29 @@ class Lander:
                 for d in r["depends_on"]
             )
         ]
-        if self.options.hold_conflicts:
-            ready = self._unheld(ready, by_id)
+        if not self.options.hold_conflicts:
+            return min(ready, key=lambda r: (-r["priority"], r["seq"]), default=None)
+        partners = _partners(rows)
+        ready = self._unheld(ready, by_id, partners)
         first = min(ready, key=lambda r: (-r["priority"], r["seq"]), default=None)
-        if first is None or not self.options.hold_conflicts:
-            return first
+        if first is None:
+            return None
         # Of the ready tasks of its priority it may conflict with (their partners all
         # done), the one that ran longest: should they clash, the one re-run is the one
         # with less to redo.
-        partners = _partners(first, by_id)
+        mine = partners.get(first["task_id"], set())
         cluster = [
             r
             for r in ready
-            if r is first or (r["task_id"] in partners and r["priority"] == first["priority"])
+            if r is first or (r["task_id"] in mine and r["priority"] == first["priority"])
         ]
         return max(cluster, key=lambda r: (_ran_for(r), -r["seq"]))
 
     def _unheld(
-        self, ready: list[dict[str, Any]], by_id: dict[str, dict[str, Any]]
+        self,
+        ready: list[dict[str, Any]],
+        by_id: dict[str, dict[str, Any]],
+        partners: dict[str, set[str]],
     ) -> list[dict[str, Any]]:
         """The ready tasks no unfinished partner holds back; each held one says why."""
         free: list[dict[str, Any]] = []
@@ -353,7 +358,7 @@ class Lander:
         for row in ready:
             waits = sorted(
                 p
-                for p in _partners(row, by_id)
+                for p in partners.get(row["task_id"], ())
                 if p in by_id and not TaskStatus(by_id[p]["status"]).finished
             )
             if not waits:
@@ -1072,11 +1077,15 @@ def check_remote(root: Path, remote: str) -> None:
         raise RequestError(f"--push {remote!r}: no such remote (git remote -v lists them)")
 
 
-def _partners(row: dict[str, Any], by_id: dict[str, dict[str, Any]]) -> set[str]:
-    """The tasks ``row`` is predicted to conflict with, either way round."""
-    named = set(row.get("conflicts_with") or ())
-    named_by = {t for t, r in by_id.items() if row["task_id"] in (r.get("conflicts_with") or ())}
-    return named | named_by
+def _partners(rows: list[dict[str, Any]]) -> dict[str, set[str]]:
+    """Each task's predicted conflicts, either way round (the plan names each pair once
+    or twice)."""
+    partners: dict[str, set[str]] = {}
+    for row in rows:
+        for other in row.get("conflicts_with") or ():
+            partners.setdefault(row["task_id"], set()).add(other)
+            partners.setdefault(other, set()).add(row["task_id"])
+    return partners
 
 
 def _ran_for(row: dict[str, Any]) -> float:
