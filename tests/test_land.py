@@ -8,6 +8,8 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -52,9 +54,11 @@ def start_land(repo: Repo, *args: str, env: dict[str, str] | None = None) -> Any
     )
 
 
-def start_run(repo: Repo, *args: str) -> Any:
-    """`gadugi run --agent shell --quiet --json ARGS` in the background, as the user."""
-    return subprocess.Popen(
+@contextmanager
+def running(repo: Repo, *args: str) -> Iterator[Any]:
+    """`gadugi run --agent shell --quiet --json ARGS` in the background, as the user;
+    killed on the way out should the test end before it does."""
+    run = subprocess.Popen(
         [*RUN, "--quiet", "--json", *args],
         cwd=repo.root,
         text=True,
@@ -63,6 +67,20 @@ def start_run(repo: Repo, *args: str) -> Any:
         env=USER_ENV,
         stdin=subprocess.DEVNULL,
     )
+    try:
+        yield run
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.communicate()
+
+
+def result_of(run: Any) -> dict[str, Any]:
+    """The result a background run prints, once it has exited 0."""
+    out, err = run.communicate(timeout=120)
+    assert run.returncode == 0, err
+    result: dict[str, Any] = json.loads(out)
+    return result
 
 
 def kill_9_once(proc: Any, started: Path) -> None:
@@ -491,8 +509,7 @@ def test_run_land_lands_each_task_while_others_still_run(user_repo: Repo, tmp_pa
         "slow.md", f"while [ ! -e {gate} ]; do sleep 0.05; done\n" + writes("slow.txt", "slow")
     )
     user_repo.commit()
-    run = start_run(user_repo, "--land", "--into", "main", "fast", "slow")
-    try:
+    with running(user_repo, "--land", "--into", "main", "fast", "slow") as run:
 
         def fast_landed() -> bool:
             assert run.poll() is None, run.communicate()
@@ -511,13 +528,7 @@ def test_run_land_lands_each_task_while_others_still_run(user_repo: Repo, tmp_pa
         refused = land_cli(user_repo)
         assert refused.returncode == 2 and "is owned by" in refused.stderr
         gate.touch()
-        out, err = run.communicate(timeout=120)
-    finally:
-        if run.poll() is None:
-            run.kill()
-            run.communicate()
-    assert run.returncode == 0, err
-    result = json.loads(out)
+        result = result_of(run)
     assert result["landing"]["landed"] == 2 and result["landing"]["into"] == "main"
     assert {t["landing"]["status"] for t in result["tasks"]} == {"landed"}
     assert git(user_repo.root, "rev-parse", "main").strip() == result["landing"]["head"]
@@ -824,8 +835,7 @@ def test_optimistic_lands_the_longer_of_a_conflicting_pair_first_and_re_runs_the
     )
     user_repo.shell_prompt("short.md", short, front=front)
     user_repo.commit()
-    run = start_run(user_repo, "--land", "--conflict-policy", "optimistic", "short", "long")
-    try:
+    with running(user_repo, "--land", "--conflict-policy", "optimistic", "short", "long") as run:
 
         def short_done() -> bool:
             assert run.poll() is None, run.communicate()
@@ -844,13 +854,7 @@ def test_optimistic_lands_the_longer_of_a_conflicting_pair_first_and_re_runs_the
         assert held["status"] == "completed" and held["landing"]["status"] == "pending"
         assert "lands after long" in held["landing"]["note"]  # says what it waits for
         gate.touch()
-        out, err = run.communicate(timeout=120)
-    finally:
-        if run.poll() is None:
-            run.kill()
-            run.communicate()
-    assert run.returncode == 0, err
-    result = json.loads(out)
+        result = result_of(run)
     tasks = by_task(result)
     assert tasks["long"]["attempts"] == 1 and tasks["short"]["attempts"] == 2
     branch = result["landing"]["branch"]
