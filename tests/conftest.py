@@ -143,19 +143,23 @@ def wait_until(predicate: Any, timeout: float = 60) -> None:
         time.sleep(0.02)
 
 
-def run_then_kill_9(repo: Repo, marker: Path, *args: str) -> str:
-    """Start a shell-agent run, kill -9 gadugi (only it) once ``marker`` exists; its id."""
+def kill_9_once(proc: Any, marker: Path) -> None:
+    """kill -9 ``proc`` (only it) as soon as ``marker`` exists; it must still run then."""
     import signal
 
-    run = start_cli(["run", "--agent", "shell", "--quiet", *args], repo.root)
     try:
-        wait_until(lambda: marker.exists() or run.poll() is not None)
-        assert run.poll() is None, run.communicate()
-        os.kill(run.pid, signal.SIGKILL)
-        run.wait(timeout=10)
+        wait_until(lambda: marker.exists() or proc.poll() is not None)
+        assert proc.poll() is None, proc.communicate()
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
     finally:
-        if run.poll() is None:
-            run.kill()
+        if proc.poll() is None:
+            proc.kill()
+
+
+def run_then_kill_9(repo: Repo, marker: Path, *args: str) -> str:
+    """Start a shell-agent run, kill -9 gadugi (only it) once ``marker`` exists; its id."""
+    kill_9_once(start_cli(["run", "--agent", "shell", "--quiet", *args], repo.root), marker)
     status = json.loads(run_cli(["status", "--json"], repo.root).stdout)
     orch_id: str = status["orchestration_id"]
     return orch_id

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from conftest import Repo, git, run_cli, wait_until
+from conftest import Repo, git, kill_9_once, run_cli, wait_until
 
 # The user's identity comes from the repository's configuration here, not the environment
 # the other tests give git, so the landing merges must find it themselves.
@@ -81,18 +81,6 @@ def result_of(run: Any) -> dict[str, Any]:
     assert run.returncode == 0, err
     result: dict[str, Any] = json.loads(out)
     return result
-
-
-def kill_9_once(proc: Any, started: Path) -> None:
-    """kill -9 ``proc`` as soon as ``started`` exists; it must still be running then."""
-    try:
-        wait_until(lambda: started.exists() or proc.poll() is not None)
-        assert proc.poll() is None, proc.communicate()
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
 
 
 def writes(path: str, text: str) -> str:

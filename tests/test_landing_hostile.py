@@ -12,10 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Repo, git, run_cli, wait_until
+from conftest import Repo, git, kill_9_once, run_cli, wait_until
 from test_land import (
     by_task,
-    kill_9_once,
     land_cli,
     merges,
     run_tasks,
