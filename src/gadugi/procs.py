@@ -516,14 +516,8 @@ def sweep(orchestration_id: str, grace_s: float, keep: Collection[int] = ()) -> 
             break
         for proc, who in strays:
             log.warning("stopping pid %d left behind by %s", proc.pid, who)
-            with suppress(psutil.Error):
-                proc.terminate()
         procs = [p for p, _ in strays]
-        alive = _wait_gone(procs, grace_s)
-        for proc in alive:
-            with suppress(psutil.Error):
-                proc.kill()
-        _wait_gone(alive, KILL_WAIT_S)
+        _term_then_kill(procs, grace_s)
         reap_orphans()
         stopped_pids.extend(p.pid for p in procs)
     return stopped_pids
@@ -541,15 +535,20 @@ def stop_marked(variable: str, value: str, grace_s: float) -> list[int]:
                 found.append(proc)
         except psutil.Error:
             continue
-    for proc in found:
+    _term_then_kill(found, grace_s)
+    return [p.pid for p in found]
+
+
+def _term_then_kill(procs: list[psutil.Process], grace_s: float) -> None:
+    """SIGTERM each, up to ``grace_s`` for them to go, then SIGKILL what is left."""
+    for proc in procs:
         with suppress(psutil.Error):
             proc.terminate()
-    alive = _wait_gone(found, grace_s)
+    alive = _wait_gone(procs, grace_s)
     for proc in alive:
         with suppress(psutil.Error):
             proc.kill()
     _wait_gone(alive, KILL_WAIT_S)
-    return [p.pid for p in found]
 
 
 def _wait_gone(procs: list[psutil.Process], timeout_s: float) -> list[psutil.Process]:
